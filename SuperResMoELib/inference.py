@@ -1,0 +1,304 @@
+"""Patch-wise inference engine shared by every 3D method.
+
+The engine slides a window over a low-resolution array, sends batches of
+patches through a *predictor* on the chosen device, and blends the (zoomed)
+output patches into the high-resolution grid with Gaussian weights.
+
+Shapes (KJI order throughout):
+
+* input array ``(C, K, J, I)``; patches ``(B, C, pk, pj, pi)``;
+* predictor output ``(B, C_out, pk*zk, pj*zj, pi*zi)`` for integer zoom
+  ``(zk, zj, zi)``; the result is ``(C_out, K*zk, J*zj, I*zi)``.
+
+Input patch ``[s, s+p)`` along an axis maps to output ``[s*z, (s+p)*z)``, which
+is exactly the region those LR voxels cover on the grid made by
+:func:`SuperResMoELib.geometry.scaled_grid` (edges aligned), so the engine is
+geometry-neutral: the caller attaches the scaled grid to the result.
+
+A predictor may also return ``(output, aux)`` where ``aux`` maps names to
+``(B,)`` per-patch values (e.g. the expert a mixture-of-experts routed each
+patch to); each becomes a map on the output grid where every voxel takes the
+value of the patch with the largest blending weight there.
+
+Robustness: volumes smaller than a patch are padded by edge replication and the
+result cropped; progress is reported per batch and cancellation is checked
+between batches; on out-of-memory the batch is halved and retried, and when a
+batch of one still fails on a GPU the run continues on the CPU (each event is
+logged and returned in :attr:`EngineOutput.events`).  Stitching buffers live
+on the compute device only when they are small, else in CPU memory, so GPU
+memory stays bounded by the batch, whatever the volume size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .devices import is_out_of_memory
+from .errors import InputError
+from .progress import CancelToken, ProgressCallback, no_progress
+
+log = logging.getLogger("superresmoe.inference")
+
+Predictor = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings of the sliding-window engine.
+
+    Attributes:
+        patch_size: LR input patch ``(pk, pj, pi)`` in voxels (an int = cube).
+        overlap: fraction of a patch shared with its neighbour, in ``[0, 1)``.
+        batch_size: patches per predictor call (halved on out-of-memory).
+        mixed_precision: float16 autocast on CUDA (ignored on CPU).
+        blend: ``"gaussian"`` (importance ``exp(-d^2 / 2 (sigma_scale*size)^2)``,
+            as MONAI) or ``"constant"`` (plain averaging).
+        sigma_scale: Gaussian sigma as a fraction of the output patch size.
+        device_stitch_max_bytes: keep the stitching buffers on the compute
+            device when they need at most this many bytes; else on the CPU.
+    """
+
+    patch_size: int | tuple[int, int, int] = 32
+    overlap: float = 0.5
+    batch_size: int = 8
+    mixed_precision: bool = True
+    blend: str = "gaussian"
+    sigma_scale: float = 0.125
+    device_stitch_max_bytes: int = 1 << 30
+
+    def patch(self) -> tuple[int, int, int]:
+        p = (self.patch_size,) * 3 if isinstance(self.patch_size, int) else tuple(self.patch_size)
+        if len(p) != 3 or min(p) < 1:
+            raise InputError(f"patch size must be one or three positive integers, got {self.patch_size}")
+        return tuple(int(v) for v in p)  # type: ignore[return-value]
+
+    def validate(self) -> None:
+        self.patch()
+        if not 0.0 <= self.overlap < 1.0:
+            raise InputError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.blend not in ("gaussian", "constant"):
+            raise InputError(f"blend must be 'gaussian' or 'constant', got {self.blend!r}")
+
+
+@dataclass
+class EngineOutput:
+    """Result of :func:`run_patches`.
+
+    Attributes:
+        image: ``(C_out, K*zk, J*zj, I*zi)`` float32.
+        patch_maps: per-patch auxiliary values painted on the output grid,
+            ``(K*zk, J*zj, I*zi)`` float32 each.
+        device: the device that finished the work.
+        batch_size: the batch size in use at the end.
+        n_patches: number of windows.
+        events: human-readable notes (out-of-memory retries, CPU fallback).
+    """
+
+    image: np.ndarray
+    patch_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    device: str = "cpu"
+    batch_size: int = 0
+    n_patches: int = 0
+    events: list[str] = field(default_factory=list)
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start indices of windows of length ``patch`` covering ``[0, size)``.
+
+    The stride is ``max(1, round(patch * (1 - overlap)))``; the last window is
+    shifted back to end exactly at ``size`` (requires ``size >= patch``).
+    """
+    if size <= patch:
+        return [0]
+    stride = max(1, int(round(patch * (1.0 - overlap))))
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return starts
+
+
+def blend_weights(shape: Sequence[int], blend: str = "gaussian", sigma_scale: float = 0.125) -> torch.Tensor:
+    """``shape`` float32 importance map: separable Gaussian centred in the patch
+    (floored at ``1e-20`` so every voxel keeps a positive weight while the
+    weight ratios between overlapping patches survive at corners), or ones."""
+    if blend == "constant":
+        return torch.ones(tuple(shape), dtype=torch.float32)
+    w = torch.ones((), dtype=torch.float64)
+    for n in shape:
+        x = torch.arange(n, dtype=torch.float64) - (n - 1) / 2.0
+        g = torch.exp(-0.5 * (x / max(sigma_scale * n, 1e-6)) ** 2)
+        w = w[..., None] * g
+    w = w / w.max()
+    return w.clamp_min(1e-20).to(torch.float32)
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _move(predictor: Any, device: torch.device) -> None:
+    mover = getattr(predictor, "to", None)
+    if callable(mover):
+        mover(device)
+
+
+class _Stitcher:
+    """Weighted accumulation of output patches (and per-patch maps)."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device, weights: torch.Tensor) -> None:
+        self.shape = shape  # (C_out, K', J', I')
+        self.device = device
+        self.sum = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.wsum = torch.zeros(shape[1:], dtype=torch.float32, device=device)
+        self.weights = weights.to(device)
+        self.best: torch.Tensor | None = None
+        self.maps: dict[str, torch.Tensor] = {}
+
+    def to(self, device: torch.device) -> None:
+        self.device = device
+        self.sum, self.wsum, self.weights = self.sum.to(device), self.wsum.to(device), self.weights.to(device)
+        if self.best is not None:
+            self.best = self.best.to(device)
+        self.maps = {k: v.to(device) for k, v in self.maps.items()}
+
+    def add(self, out: torch.Tensor, starts: Sequence[tuple[int, int, int]], zoom: tuple[int, int, int],
+            aux: dict[str, torch.Tensor]) -> None:
+        out = out.to(self.device, torch.float32)
+        w = self.weights
+        pk, pj, pi = out.shape[-3:]
+        if aux and self.best is None:
+            self.best = torch.zeros(self.shape[1:], dtype=torch.float32, device=self.device)
+        aux = {k: v.detach().reshape(-1).to(self.device, torch.float32) for k, v in aux.items()}
+        for name in aux:
+            self.maps.setdefault(name, torch.zeros(self.shape[1:], dtype=torch.float32, device=self.device))
+        for b, (k, j, i) in enumerate(starts):
+            region = (slice(k * zoom[0], k * zoom[0] + pk), slice(j * zoom[1], j * zoom[1] + pj),
+                      slice(i * zoom[2], i * zoom[2] + pi))
+            self.sum[(slice(None),) + region] += out[b] * w
+            self.wsum[region] += w
+            if aux:
+                assert self.best is not None
+                better = w > self.best[region]
+                self.best[region] = torch.where(better, w, self.best[region])
+                for name, values in aux.items():
+                    self.maps[name][region] = torch.where(better, values[b], self.maps[name][region])
+
+    def result(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.sum / self.wsum.clamp_min(1e-12), self.maps
+
+
+def run_patches(
+    array: np.ndarray | torch.Tensor,
+    predictor: Predictor,
+    zoom: Sequence[int],
+    config: EngineConfig = EngineConfig(),
+    device: torch.device | str = "cpu",
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+    stage: str = "enhance",
+) -> EngineOutput:
+    """Run ``predictor`` over ``array`` patch by patch and stitch the result.
+
+    Args:
+        array: ``(C, K, J, I)`` input (any float dtype; not modified).
+        predictor: maps ``(B, C, pk, pj, pi)`` to ``(B, C_out, pk*zk, pj*zj, pi*zi)``
+            (or ``(output, aux)``, see the module docstring). If it has a ``to``
+            method it is moved to the device (and to the CPU on fallback).
+        zoom: integer output/input size ratio ``(zk, zj, zi)``.
+        config: window, batch and blending settings.
+        device: where the predictor runs.
+        progress: called with ``(stage, fraction, message)`` after each batch.
+        cancel: polled before each batch.
+
+    Returns:
+        :class:`EngineOutput` with the ``(C_out, K*zk, J*zj, I*zi)`` image.
+    """
+    config.validate()
+    zoom_t = tuple(int(z) for z in zoom)
+    if len(zoom_t) != 3 or min(zoom_t) < 1 or any(abs(z - float(zz)) > 0 for z, zz in zip(zoom_t, zoom)):
+        raise InputError(f"the patch engine needs integer zoom factors >= 1, got {tuple(zoom)}")
+    x = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
+    if x.ndim != 4:
+        raise InputError(f"engine input must be (C, K, J, I), got shape {tuple(x.shape)}")
+    x = x.detach().to("cpu", torch.float32)
+    true_shape = tuple(x.shape[1:])
+    patch = config.patch()
+    pad = [max(0, p - n) for p, n in zip(patch, true_shape)]
+    if any(pad):  # volume smaller than a patch: replicate edges, crop later
+        x = F.pad(x[None], (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate")[0]
+    shape = tuple(x.shape[1:])
+    starts = [(k, j, i) for k in window_starts(shape[0], patch[0], config.overlap)
+              for j in window_starts(shape[1], patch[1], config.overlap)
+              for i in window_starts(shape[2], patch[2], config.overlap)]
+    dev = torch.device(device)
+    out_patch = tuple(p * z for p, z in zip(patch, zoom_t))
+    weights = blend_weights(out_patch, config.blend, config.sigma_scale)
+    events: list[str] = []
+    batch = config.batch_size
+    stitcher: _Stitcher | None = None
+    cancel = cancel or CancelToken()
+    _move(predictor, dev)
+    done = 0
+    progress(stage, 0.0, f"{len(starts)} patches on {dev}")
+    with torch.inference_mode():
+        while done < len(starts):
+            cancel.check()
+            chunk = starts[done: done + batch]
+            patches = torch.stack([x[:, k:k + patch[0], j:j + patch[1], i:i + patch[2]] for k, j, i in chunk])
+            try:
+                with _autocast(dev, config.mixed_precision):
+                    res = predictor(patches.to(dev, non_blocking=True))
+                out, aux = res if isinstance(res, tuple) else (res, {})
+                if tuple(out.shape[-3:]) != out_patch or out.shape[0] != len(chunk):
+                    raise InputError(
+                        f"predictor returned {tuple(out.shape)} for input {tuple(patches.shape)}; "
+                        f"expected (B, C_out) + {out_patch}"
+                    )
+                if stitcher is None:
+                    out_shape = (int(out.shape[1]),) + tuple(n * z for n, z in zip(shape, zoom_t))
+                    nbytes = 4 * math.prod(out_shape) * 1.5
+                    sdev = dev if dev.type != "cpu" and nbytes <= config.device_stitch_max_bytes else torch.device("cpu")
+                    stitcher = _Stitcher(out_shape, sdev, weights)
+                stitcher.add(out, chunk, zoom_t, aux)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
+                if not is_out_of_memory(exc):
+                    raise
+                del exc
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                if batch > 1:
+                    batch = max(1, batch // 2)
+                    events.append(f"out of memory on {dev}: retrying with batch size {batch}")
+                elif dev.type != "cpu":
+                    events.append(f"out of memory on {dev} with batch size 1: continuing on the CPU")
+                    dev = torch.device("cpu")
+                    _move(predictor, dev)
+                    if stitcher is not None:
+                        stitcher.to(dev)
+                else:
+                    raise InputError(
+                        "out of memory on the CPU with batch size 1; use a smaller patch size"
+                    ) from None
+                log.warning(events[-1])
+                progress(stage, done / len(starts), events[-1])
+                continue
+            done += len(chunk)
+            progress(stage, done / len(starts), f"{done}/{len(starts)} patches")
+    assert stitcher is not None
+    image, maps = stitcher.result()
+    crop = (slice(None),) + tuple(slice(0, n * z) for n, z in zip(true_shape, zoom_t))
+    image_np = image[crop].cpu().numpy()
+    maps_np = {k: v[crop[1:]].cpu().numpy() for k, v in maps.items()}
+    return EngineOutput(image_np, maps_np, str(dev), batch, len(starts), events)
