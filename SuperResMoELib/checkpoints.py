@@ -1,0 +1,527 @@
+"""Safe checkpoints: safetensors weights plus a JSON manifest.
+
+A checkpoint named ``name`` is two files side by side:
+
+* ``name.safetensors`` - the weights (tensors only: loading it cannot run code);
+* ``name.json`` - the :class:`Manifest`: method, task, architecture config,
+  scale factors, intensity normalisation, training data, held-out metrics,
+  the sha256 of the weights file, and versions.
+
+Pickle-based files (``torch.save`` output, ``.pt``/``.pth``/``.ckpt``/``.bin``)
+are refused without being opened by a deserialiser: a checkpoint downloaded
+from the internet must not be able to execute code.  ``torch.load`` is never
+called in this module.
+
+Checkpoints are looked up in :func:`checkpoint_search_dirs`: the folders in
+``$SUPERRESMOE_CHECKPOINTS``, the bundled ``Resources/checkpoints`` and a
+per-user cache folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as _load_safetensors_bytes
+from safetensors.torch import save_file as _save_file
+
+from .atomic import atomic_path, write_text_atomic
+from .errors import CheckpointError, DeviceError
+
+#: Newest manifest format this version reads and the one it writes.
+FORMAT_VERSION: int = 1
+#: Suffix of the weights file.
+WEIGHTS_SUFFIX: str = ".safetensors"
+#: Suffix of the manifest file.
+MANIFEST_SUFFIX: str = ".json"
+#: Suffixes of pickle-based files, refused without being opened.
+PICKLE_SUFFIXES: frozenset[str] = frozenset({".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"})
+#: First bytes of a zip archive (``torch.save`` since torch 1.6).
+ZIP_MAGIC: bytes = b"PK\x03\x04"
+#: Pickle PROTO opcode, the first byte of pickles of protocol 2 and later.
+PICKLE_PROTO_OPCODE: int = 0x80
+#: Highest pickle protocol number (the byte after the PROTO opcode).
+PICKLE_MAX_PROTOCOL: int = 5
+#: Size of the little-endian u64 header length that opens a safetensors file.
+SAFETENSORS_LENGTH_BYTES: int = 8
+#: Largest safetensors JSON header accepted (the format's own limit, 100 MB).
+SAFETENSORS_MAX_HEADER: int = 100_000_000
+#: Chunk size (bytes) for hashing files.
+HASH_CHUNK_BYTES: int = 1 << 20
+#: Environment variable: extra checkpoint folders, ``os.pathsep`` separated.
+ENV_CHECKPOINTS: str = "SUPERRESMOE_CHECKPOINTS"
+#: Environment variable: the user cache folder (checkpoints in its ``checkpoints`` subfolder).
+ENV_CACHE: str = "SUPERRESMOE_CACHE"
+#: Storage dtypes a manifest may record.
+STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
+#: Manifest fields without a default.
+REQUIRED_FIELDS: tuple[str, ...] = ("method", "task", "architecture", "scale_factors", "intensity")
+#: Number of scale factors, ``(s_i, s_j, s_k)``.
+N_SCALE_FACTORS: int = 3
+#: How to turn a pickle checkpoint into a safe one (quoted in error messages).
+CONVERT_HINT: str = (
+    "convert it to safetensors with SuperResMoELib.checkpoints.save_checkpoint, after loading it "
+    "with torch.load(..., weights_only=True) in a trusted environment"
+)
+
+
+def _library_version() -> str:
+    from . import __version__  # late import: the package imports its modules first
+
+    return __version__
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_default(obj: Any) -> Any:
+    """JSON encoding for numpy scalars/arrays and paths in manifests."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+# ------------------------------------------------------------------ manifest
+@dataclass
+class Manifest:
+    """What a checkpoint is for and how it was made.
+
+    Attributes:
+        method: method name in the registry, e.g. ``"ssmoe"``.
+        task: what the weights were trained for, e.g. ``"t1_x2"``.
+        architecture: keyword arguments that rebuild the network.
+        scale_factors: super-resolution factors ``(s_i, s_j, s_k)``.
+        intensity: normalisation the method applies to its input and undoes on
+            output, e.g. ``{"kind": "scale", "factor": 0.001}``.
+        training_data: description of the training data.
+        metrics: held-out metrics, e.g. ``{"mse_ssmoe": 1.2e-4}``.
+        sha256: hex digest of the weights file (written by :func:`save_checkpoint`).
+        version: SuperResMoELib version that wrote the checkpoint.
+        format_version: manifest format (:data:`FORMAT_VERSION`).
+        created: ISO 8601 time of writing.
+        dtype: storage dtype of floating tensors, ``"float32"`` or ``"float16"``.
+        description: free text for users.
+        extra: anything else (unknown fields of newer manifests land here).
+    """
+
+    method: str
+    task: str
+    architecture: dict
+    scale_factors: list[float]
+    intensity: dict
+    training_data: dict | str = ""
+    metrics: dict = field(default_factory=dict)
+    sha256: str = ""
+    version: str = field(default_factory=_library_version)
+    format_version: int = FORMAT_VERSION
+    created: str = ""
+    dtype: str = "float32"
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("method", "task"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise CheckpointError(f"manifest field '{name}' must be a non-empty string, got {value!r}")
+        for name in ("architecture", "intensity", "metrics", "extra"):
+            if not isinstance(getattr(self, name), dict):
+                raise CheckpointError(
+                    f"manifest field '{name}' must be an object (dict), got {type(getattr(self, name)).__name__}"
+                )
+        if not isinstance(self.training_data, (dict, str)):
+            raise CheckpointError("manifest field 'training_data' must be a string or an object")
+        self.scale_factors = _check_scale_factors(self.scale_factors)
+        for name in ("sha256", "version", "created", "description"):
+            if not isinstance(getattr(self, name), str):
+                raise CheckpointError(f"manifest field '{name}' must be a string")
+        if self.dtype not in STORAGE_DTYPES:
+            raise CheckpointError(
+                f"manifest field 'dtype' must be one of {', '.join(STORAGE_DTYPES)}, got {self.dtype!r}"
+            )
+        fv = self.format_version
+        if isinstance(fv, bool) or not isinstance(fv, int) or fv < 1:
+            raise CheckpointError(f"manifest field 'format_version' must be a positive integer, got {fv!r}")
+        if fv > FORMAT_VERSION:
+            raise CheckpointError(
+                f"manifest format {fv} is newer than this SuperResMoE supports ({FORMAT_VERSION}); "
+                "update the extension"
+            )
+
+    def to_json(self) -> str:
+        """The manifest as indented JSON text (numpy values become plain numbers)."""
+        return json.dumps(dataclasses.asdict(self), indent=2, default=_json_default) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Manifest":
+        """Build and validate a manifest from parsed JSON.
+
+        Unknown keys are kept in ``extra``.
+
+        Raises:
+            CheckpointError: not an object, a required field missing, a field of
+                the wrong type, or a format newer than :data:`FORMAT_VERSION`.
+        """
+        if not isinstance(d, dict):
+            raise CheckpointError(f"a manifest must be a JSON object, got {type(d).__name__}")
+        fv = d.get("format_version", FORMAT_VERSION)
+        if isinstance(fv, int) and not isinstance(fv, bool) and fv > FORMAT_VERSION:
+            raise CheckpointError(
+                f"manifest format {fv} is newer than this SuperResMoE supports ({FORMAT_VERSION}); "
+                "update the extension"
+            )
+        missing = [name for name in REQUIRED_FIELDS if name not in d]
+        if missing:
+            raise CheckpointError(f"manifest lacks required field(s): {', '.join(missing)}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        unknown = {k: v for k, v in d.items() if k not in known}
+        if unknown:
+            extra = kwargs.get("extra", {})
+            if not isinstance(extra, dict):
+                raise CheckpointError("manifest field 'extra' must be an object (dict)")
+            kwargs["extra"] = {**unknown, **extra}
+        return cls(**kwargs)
+
+
+def _check_scale_factors(values: Any) -> list[float]:
+    try:
+        factors = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise CheckpointError(f"manifest field 'scale_factors' must be a list of numbers, got {values!r}") from None
+    if any(isinstance(v, (bool, str)) for v in values):
+        raise CheckpointError(f"manifest field 'scale_factors' must be a list of numbers, got {values!r}")
+    if len(factors) != N_SCALE_FACTORS or not all(math.isfinite(f) and f > 0 for f in factors):
+        raise CheckpointError(
+            f"manifest field 'scale_factors' must be {N_SCALE_FACTORS} positive numbers "
+            f"(s_i, s_j, s_k), got {values!r}"
+        )
+    return factors
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        path: the ``.safetensors`` file.
+        manifest: its manifest.
+        tensors: name -> tensor (floating tensors float32 even when stored as float16).
+    """
+
+    path: Path
+    manifest: Manifest
+    tensors: dict[str, torch.Tensor]
+
+
+# --------------------------------------------------------------------- paths
+def _refuse_pickle(path: Path) -> None:
+    raise CheckpointError(
+        f"{path}: refusing to load a pickle-based file: it could run code; {CONVERT_HINT}"
+    )
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(weights, manifest)`` paths for ``x``, ``x.safetensors`` or ``x.json``.
+
+    Raises:
+        CheckpointError: ``path`` names a pickle-based file (by suffix).
+    """
+    p = Path(path).expanduser()
+    suffix = p.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        _refuse_pickle(p)
+    if suffix in (WEIGHTS_SUFFIX, MANIFEST_SUFFIX):
+        p = p.with_suffix("")
+    return p.with_name(p.name + WEIGHTS_SUFFIX), p.with_name(p.name + MANIFEST_SUFFIX)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _looks_like_safetensors(data: bytes) -> bool:
+    """True when ``data`` opens with a plausible safetensors header length and ``{``."""
+    if len(data) < SAFETENSORS_LENGTH_BYTES + 2:
+        return False
+    (n,) = struct.unpack("<Q", data[:SAFETENSORS_LENGTH_BYTES])
+    return (
+        0 < n <= SAFETENSORS_MAX_HEADER
+        and SAFETENSORS_LENGTH_BYTES + n <= len(data)
+        and data[SAFETENSORS_LENGTH_BYTES : SAFETENSORS_LENGTH_BYTES + 1] == b"{"
+    )
+
+
+def _looks_like_pickle(data: bytes) -> bool:
+    """True for a zip archive (``torch.save``) or a pickle of protocol >= 2."""
+    if data.startswith(ZIP_MAGIC):
+        return True
+    return len(data) >= 2 and data[0] == PICKLE_PROTO_OPCODE and 1 <= data[1] <= PICKLE_MAX_PROTOCOL
+
+
+# ---------------------------------------------------------------- save, load
+def save_checkpoint(
+    path: str | os.PathLike,
+    tensors: dict[str, torch.Tensor],
+    manifest: Manifest,
+    half: bool = False,
+) -> Path:
+    """Write ``<name>.safetensors`` and ``<name>.json``, each atomically.
+
+    The weights are written first, then the manifest with the weights' sha256
+    (and ``created``/``dtype`` filled in).  The caller's manifest is not modified.
+
+    Args:
+        path: ``x``, ``x.safetensors`` or ``x.json``.
+        tensors: name -> tensor (any device; copied to CPU).
+        manifest: the checkpoint's description.
+        half: store floating tensors as float16 (about half the size);
+            :func:`load_checkpoint` casts them back to float32.
+
+    Returns:
+        The ``.safetensors`` path.
+
+    Raises:
+        CheckpointError: a value is not a tensor, a float16 value would
+            overflow, or the manifest is not JSON serialisable.
+    """
+    weights_path, manifest_path = checkpoint_paths(path)
+    store: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"checkpoint tensors must map names to torch tensors, got {name!r}")
+        t = tensor.detach().to("cpu")
+        if half and t.is_floating_point():
+            h = t.to(torch.float16)
+            if bool((torch.isinf(h) & torch.isfinite(t)).any()):
+                raise CheckpointError(
+                    f"tensor '{name}' has values beyond float16's range; save it with half=False"
+                )
+            t = h
+        store[name] = t.contiguous().clone()  # own storage: safetensors refuses shared memory
+    final = dataclasses.replace(
+        manifest,
+        dtype="float16" if half else "float32",
+        created=manifest.created or _now_iso(),
+        format_version=FORMAT_VERSION,
+    )
+    try:
+        final.to_json()  # fail before touching the disk
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"manifest for {manifest_path} is not JSON serialisable: {exc}") from exc
+    with atomic_path(weights_path) as tmp:
+        _save_file(store, str(tmp), metadata={"format": "pt"})
+        final.sha256 = sha256_file(tmp)
+    try:
+        write_text_atomic(manifest_path, final.to_json())
+    except BaseException:
+        weights_path.unlink(missing_ok=True)  # no weights without a manifest
+        raise
+    return weights_path
+
+
+def _parse_manifest(manifest_path: Path) -> Manifest:
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"manifest {manifest_path} is missing: a checkpoint needs its .json next to the "
+            "weights; re-export it with save_checkpoint or the training command"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"cannot read manifest {manifest_path} ({exc}); check the file") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"manifest {manifest_path} is not valid JSON ({exc}); restore or re-export the checkpoint"
+        ) from None
+    try:
+        return Manifest.from_dict(data)
+    except CheckpointError as exc:
+        raise CheckpointError(f"manifest {manifest_path} is invalid: {exc}") from None
+    except TypeError as exc:  # pragma: no cover - from_dict filters keyword names
+        raise CheckpointError(f"manifest {manifest_path} is invalid: {exc}") from None
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """The manifest of a checkpoint, without reading the weights.
+
+    Args:
+        path: ``x``, ``x.safetensors`` or ``x.json``.
+    """
+    return _parse_manifest(checkpoint_paths(path)[1])
+
+
+def _check_expected(manifest: Manifest, manifest_path: Path, method: str | None, task: str | None) -> None:
+    for label, expected, actual in (("method", method, manifest.method), ("task", task, manifest.task)):
+        if expected is not None and expected != actual:
+            raise CheckpointError(
+                f"checkpoint {manifest_path} is for {label} '{actual}', not '{expected}'; "
+                f"pick a checkpoint made for {label} '{expected}'"
+            )
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    method: str | None = None,
+    task: str | None = None,
+    device: str = "cpu",
+) -> Checkpoint:
+    """Load and verify a checkpoint.
+
+    Args:
+        path: the ``.safetensors`` file, the ``.json`` manifest, or their stem.
+        method, task: when given, the manifest must match them.
+        device: where the tensors go.
+
+    Returns:
+        The checkpoint; floating tensors are float32.
+
+    Raises:
+        CheckpointError: missing weights or manifest, pickle-based file,
+            invalid manifest, wrong method/task, sha256 mismatch, or a
+            weights file that is not safetensors.
+        DeviceError: ``device`` cannot be used.
+    """
+    weights_path, manifest_path = checkpoint_paths(path)
+    try:
+        data = weights_path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"checkpoint weights {weights_path} not found; check the path or set "
+            f"{ENV_CHECKPOINTS} to the folder holding <name>{WEIGHTS_SUFFIX} and <name>{MANIFEST_SUFFIX}"
+        ) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint weights {weights_path} ({exc}); check the file") from exc
+    if not _looks_like_safetensors(data) and _looks_like_pickle(data):
+        _refuse_pickle(weights_path)
+    manifest = _parse_manifest(manifest_path)
+    _check_expected(manifest, manifest_path, method, task)
+    if not manifest.sha256:
+        raise CheckpointError(
+            f"manifest {manifest_path} has no sha256, so {weights_path.name} cannot be verified; "
+            "re-export the checkpoint with save_checkpoint"
+        )
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest.sha256:
+        raise CheckpointError(
+            f"checkpoint weights {weights_path} are corrupt or modified (sha256 differs from "
+            f"{manifest_path.name}); download or export the checkpoint again"
+        )
+    try:
+        tensors = _load_safetensors_bytes(data)
+    except Exception as exc:  # safetensors raises SafetensorError and others
+        raise CheckpointError(
+            f"checkpoint weights {weights_path} are not a readable safetensors file ({exc}); "
+            "export the checkpoint again"
+        ) from None
+    try:
+        target = torch.device(device)
+        out = {
+            name: (t.to(torch.float32) if t.is_floating_point() else t).to(target)
+            for name, t in tensors.items()
+        }
+    except (RuntimeError, AssertionError) as exc:
+        raise DeviceError(f"cannot use device '{device}' ({exc}); use 'cpu' or an available GPU") from exc
+    return Checkpoint(path=weights_path, manifest=manifest, tensors=out)
+
+
+# ------------------------------------------------------------------- search
+def _user_checkpoint_dir() -> Path:
+    """``$SUPERRESMOE_CACHE/checkpoints``, else ``$XDG_CACHE_HOME/superresmoe/checkpoints``,
+    else ``~/.cache/superresmoe/checkpoints``."""
+    cache = os.environ.get(ENV_CACHE)
+    if cache:
+        return Path(cache).expanduser() / "checkpoints"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "superresmoe" / "checkpoints"
+
+
+def bundled_checkpoint_dir() -> Path:
+    """``Resources/checkpoints`` of the extension (next to the package)."""
+    import SuperResMoELib
+
+    return Path(SuperResMoELib.__file__).resolve().parents[1] / "Resources" / "checkpoints"
+
+
+def checkpoint_search_dirs() -> list[Path]:
+    """Folders searched for checkpoints, in order: ``$SUPERRESMOE_CHECKPOINTS``
+    (``os.pathsep`` separated), the bundled folder, the user cache folder.
+    Folders need not exist; duplicates are dropped."""
+    dirs: list[Path] = [
+        Path(p).expanduser() for p in os.environ.get(ENV_CHECKPOINTS, "").split(os.pathsep) if p.strip()
+    ]
+    dirs += [bundled_checkpoint_dir(), _user_checkpoint_dir()]
+    unique: list[Path] = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
+def list_checkpoints(method: str | None = None, task: str | None = None) -> list[tuple[Path, Manifest]]:
+    """Checkpoints in the search folders (not their subfolders), in search order.
+
+    A checkpoint counts when its ``*.json`` parses as a manifest and its
+    ``.safetensors`` file exists; other JSON files are ignored.
+
+    Returns:
+        ``(weights path, manifest)`` pairs matching ``method`` and ``task``.
+    """
+    found: list[tuple[Path, Manifest]] = []
+    seen: set[Path] = set()
+    for folder in checkpoint_search_dirs():
+        if not folder.is_dir():
+            continue
+        for manifest_path in sorted(folder.glob("*" + MANIFEST_SUFFIX)):
+            weights_path = checkpoint_paths(manifest_path)[0]
+            key = weights_path.resolve()
+            if key in seen or not weights_path.is_file():
+                continue
+            try:
+                manifest = _parse_manifest(manifest_path)
+            except CheckpointError:
+                continue
+            if (method is None or manifest.method == method) and (task is None or manifest.task == task):
+                seen.add(key)
+                found.append((weights_path, manifest))
+    return found
+
+
+def find_checkpoint(method: str, task: str) -> Path:
+    """The first checkpoint for ``method`` and ``task`` in the search folders.
+
+    Raises:
+        CheckpointError: none found (the message lists the folders searched).
+    """
+    matches = list_checkpoints(method, task)
+    if matches:
+        return matches[0][0]
+    where = ", ".join(str(d) for d in checkpoint_search_dirs())
+    raise CheckpointError(
+        f"no checkpoint for method '{method}' task '{task}' in: {where}; set {ENV_CHECKPOINTS} to a "
+        f"folder holding <name>{WEIGHTS_SUFFIX} + <name>{MANIFEST_SUFFIX}, or build one with the "
+        "training command"
+    )

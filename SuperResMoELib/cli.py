@@ -1,0 +1,448 @@
+"""The ``superresmoe`` command line.
+
+Subcommands: ``enhance``, ``evaluate``, ``sample-data``, ``info``, ``demo``.
+Run ``superresmoe <command> --help`` for the options of each.
+
+Exit codes:
+
+====  ==========================================================
+0     success
+1     unexpected internal error (``--debug`` shows the traceback)
+2     bad command-line usage
+3     unusable input (file, format, voxels, geometry, parameters)
+4     checkpoint missing, corrupt, unsafe or for another method
+5     cancelled (Ctrl-C, SIGTERM, or the Slicer module's Cancel)
+6     requested device unavailable
+7     a batch finished but some files failed (see the messages)
+====  ==========================================================
+
+``--progress json`` prints one JSON object per line on stdout:
+``{"stage": ..., "fraction": 0..1, "message": ...}``; the last line has
+``"stage": "done"`` and a ``"result"`` object (or ``"stage": "error"``
+with ``"exit_code"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io as _stdio
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import CancelledError, InputError, SuperResMoEError
+from .progress import CancelToken
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 7
+
+log = logging.getLogger("superresmoe")
+
+
+# ------------------------------------------------------------------ parsing
+def _floats(text: str) -> float | tuple[float, ...]:
+    """``"2"`` -> 2.0; ``"1,1,2"`` -> (1.0, 1.0, 2.0)."""
+    try:
+        values = tuple(float(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or three comma-separated numbers, got {text!r}")
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected one or three numbers, got {len(values)}")
+    return values[0] if len(values) == 1 else values
+
+
+def _ints(text: str) -> int | tuple[int, ...]:
+    v = _floats(text)
+    vals = (v,) if isinstance(v, float) else v
+    if any(x != int(x) or x < 1 for x in vals):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return int(vals[0]) if len(vals) == 1 else tuple(int(x) for x in vals)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
+                   help="progress display: a bar on a terminal (auto), JSON lines for scripts, or none")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    from .methods import method_names
+
+    g = p.add_argument_group("method")
+    g.add_argument("--method", "-m", default="cubic", choices=method_names(), help="method (default: cubic)")
+    g.add_argument("--checkpoint", help="checkpoint (.safetensors + .json) instead of the bundled one")
+    g.add_argument("--task", help="method task, e.g. SS-MoE aniso or iso")
+    g.add_argument("--scale", type=_floats, help="SR factors: one number or i,j,k (default: the method's, cubic 1,1,2)")
+    g.add_argument("--spacing", type=_floats, help="target spacing in mm (one number or i,j,k) instead of --scale")
+    g.add_argument("--expert", type=int, help="force one expert (methods with experts)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    e = p.add_argument_group("patch engine")
+    e.add_argument("--patch-size", type=_ints, help="input patch size in voxels (one or k,j,i)")
+    e.add_argument("--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)")
+    e.add_argument("--batch-size", type=int, default=8, help="patches per batch (default 8; halved on out-of-memory)")
+    e.add_argument("--no-amp", action="store_true", help="disable float16 mixed precision on CUDA")
+    e.add_argument("--nonfinite", choices=("error", "zero"), default="error",
+                   help="NaN/Inf voxels: stop with an error (default) or replace them by 0")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="superresmoe",
+        description="Mixture-of-experts MRI super-resolution (SS-MoE, REMIx, MoEDiff-SR) and the cubic baseline.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad input, 4 checkpoint, 5 cancelled, "
+               "6 device, 7 some files of a batch failed.",
+    )
+    parser.add_argument("--version", action="version", version=f"superresmoe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("enhance", help="super-resolve image files or folders",
+                       description="Super-resolve files or every image in folders (.nii, .nii.gz, .nrrd, .mha).")
+    p.add_argument("-i", "--input", nargs="+", required=True, type=Path, help="image file(s) or folder(s)")
+    p.add_argument("-o", "--output", required=True, type=Path,
+                   help="output file (one input) or folder (written as <stem>_<method><ext>)")
+    p.add_argument("--reference", type=Path, help="HR reference file (or folder with the same file names): "
+                   "also write error maps and metrics")
+    p.add_argument("--simulate", action="store_true",
+                   help="treat the input as HR: degrade it by the scale factors first, enhance, and compare")
+    p.add_argument("--simulate-method", choices=("boxcar", "gaussian", "kspace"), default="boxcar",
+                   help="how --simulate makes the LR image (default boxcar: block average)")
+    p.add_argument("--table", type=Path, help="acquisition table for a 4D input (gx gy gz b TI TE per frame)")
+    p.add_argument("--no-maps", action="store_true", help="do not write method maps (routing, gating)")
+    _add_method_options(p)
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="compare predictions with references",
+                       description="Metrics (MSE, SS-MoE MSE, PSNR, SSIM, correlation) of predictions vs references; "
+                                   "files, or folders matched by file name.")
+    p.add_argument("--reference", "-r", required=True, type=Path, help="reference file or folder")
+    p.add_argument("--prediction", "-p", required=True, type=Path, help="prediction file or folder")
+    p.add_argument("--output", type=Path, help="write the table here (.csv) and as .json beside it")
+    p.add_argument("--error-maps", type=Path, help="folder for squared and absolute error maps")
+    _add_common(p)
+
+    p = sub.add_parser("sample-data", help="write the embedded sample data (built offline from the MNI152 template)")
+    p.add_argument("--out", type=Path, default=Path("superresmoe-sample"), help="output folder")
+    p.add_argument("--kind", choices=("t1", "mudi", "all"), default="all")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subject", type=int, help="subject index (default: the held-out one)")
+    p.add_argument("--rows", type=int, default=64, help="MUDI frames to write (0 = all 1344; default 64)")
+    _add_common(p)
+
+    p = sub.add_parser("info", help="methods, checkpoints, devices and versions")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(p)
+
+    p = sub.add_parser("demo", help="make a sample LR/HR pair, enhance it with each method, print metrics")
+    p.add_argument("--out", type=Path, default=Path("superresmoe-demo"), help="output folder")
+    p.add_argument("--methods", nargs="+", help="methods to run (default: all that can run)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    _add_common(p)
+    return parser
+
+
+# ----------------------------------------------------------------- commands
+def _options(args: argparse.Namespace):
+    from .methods import EnhanceOptions
+
+    if args.scale is not None and args.spacing is not None:
+        raise InputError("give either --scale or --spacing, not both")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    return EnhanceOptions(scale=args.scale, target_spacing=args.spacing, task=args.task,
+                          checkpoint=args.checkpoint, expert=args.expert, patch_size=args.patch_size,
+                          overlap=args.overlap, batch_size=args.batch_size, mixed_precision=not args.no_amp,
+                          nonfinite=args.nonfinite)
+
+
+def cmd_enhance(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
+    from . import io
+    from .pipeline import EnhanceJob, run_many
+
+    inputs = io.volume_files(args.input)
+    if not inputs:
+        raise InputError(f"no image files found in {', '.join(map(str, args.input))}")
+    for f in inputs:
+        if not f.exists():
+            raise InputError(f"{f}: file not found")
+    if len(inputs) > 1 and io.is_volume_file(args.output):
+        raise InputError(f"{len(inputs)} inputs need an output folder, got the file name {args.output}")
+    if args.reference is not None and args.simulate:
+        raise InputError("give either --reference or --simulate, not both")
+    template = EnhanceJob(input=inputs[0], output=args.output, method=args.method, options=_options(args),
+                          device=args.device, reference=args.reference, simulate=args.simulate,
+                          simulate_method=args.simulate_method, table=args.table, write_maps=not args.no_maps)
+    summaries, failures = run_many(inputs, args.output, template, progress, cancel)
+    if failures and not summaries:
+        raise InputError(failures[0][1] if len(failures) == 1 else
+                         f"all {len(failures)} inputs failed; first: {Path(failures[0][0]).name}: {failures[0][1]}")
+    for path, msg in failures:
+        log.error("%s: %s", Path(path).name, msg)
+    rows = [{"input": Path(s["input"]).name, "output": s["output"], **_flat(s["metrics"]),
+             "seconds": round(s["seconds"], 3)} for s in summaries]
+    if any(s["metrics"] for s in summaries):
+        folder = args.output.parent if io.is_volume_file(args.output) else args.output
+        _write_csv(rows, folder / "metrics.csv")
+    code = EXIT_PARTIAL if failures else EXIT_OK
+    return code, {"outputs": summaries, "failures": [{"input": p, "error": m} for p, m in failures]}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}_"))
+        elif isinstance(v, (int, float, str)):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    from .atomic import write_text_atomic
+
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = _stdio.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def _print_table(rows: list[dict[str, Any]], keys: Sequence[str], stream=None) -> None:
+    stream = stream or sys.stdout
+
+    def fmt(v: Any) -> str:
+        return f"{v:.5g}" if isinstance(v, float) else str(v)
+
+    cells = [[fmt(r.get(k, "")) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    stream.write("  ".join(k.ljust(w) for k, w in zip(keys, widths)) + "\n")
+    for c in cells:
+        stream.write("  ".join(v.ljust(w) for v, w in zip(c, widths)) + "\n")
+
+
+def cmd_evaluate(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
+    from . import io
+    from .metrics import absolute_error_map, squared_error_map
+    from .pipeline import compare_to_reference
+
+    if args.prediction.is_dir():
+        preds = io.list_volume_files(args.prediction)
+        if not args.reference.is_dir():
+            raise InputError("a prediction folder needs a reference folder (files matched by name)")
+        pairs = [(args.reference / p.name, p) for p in preds]
+    else:
+        pairs = [(args.reference, args.prediction)]
+    if not pairs:
+        raise InputError(f"no image files in {args.prediction}")
+    rows = []
+    for n, (ref_path, pred_path) in enumerate(pairs):
+        cancel.check()
+        progress("evaluate", n / len(pairs), pred_path.name)
+        ref, pred = io.read_volume(ref_path), io.read_volume(pred_path)
+        metrics = compare_to_reference(ref, pred)
+        rows.append({"prediction": pred_path.name, "reference": ref_path.name, **_flat(metrics)})
+        if args.error_maps is not None:
+            stem = io.volume_stem(pred_path)
+            io.write_volume(squared_error_map(ref, pred), args.error_maps / f"{stem}_sqerr.nii.gz")
+            io.write_volume(absolute_error_map(ref, pred), args.error_maps / f"{stem}_abserr.nii.gz")
+    progress("evaluate", 1.0, f"{len(rows)} pair(s)")
+    if args.output is not None:
+        _write_csv(rows, args.output)
+        from .atomic import write_text_atomic
+
+        write_text_atomic(args.output.with_suffix(".json"), json.dumps(rows, indent=2))
+    return EXIT_OK, {"rows": rows}
+
+
+def cmd_sample_data(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
+    from .sample_data import write_sample_data
+
+    rows = None if args.rows == 0 else args.rows
+    res = write_sample_data(args.out, kind=args.kind, seed=args.seed, subject=args.subject,
+                            mudi_rows=rows, progress=progress)
+    return EXIT_OK, res
+
+
+def info_dict() -> dict[str, Any]:
+    import platform
+
+    import numpy
+    import torch
+
+    from .checkpoints import checkpoint_search_dirs, list_checkpoints
+    from .devices import available_devices
+    from .methods import get_method_class, method_names
+
+    methods = []
+    for name in method_names():
+        cls = get_method_class(name)
+        methods.append({"name": name, "title": cls.title, "description": cls.description,
+                        "tasks": list(cls.tasks), "needs_checkpoint": cls.needs_checkpoint})
+    ckpts = [{"path": str(p), "method": m.method, "task": m.task, "version": m.version}
+             for p, m in list_checkpoints()]
+    return {
+        "superresmoe": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": numpy.__version__, "cuda_available": torch.cuda.is_available(),
+        "devices": [{"name": d.name, "label": d.label, "memory_bytes": d.memory_bytes, "small": d.small}
+                    for d in available_devices()],
+        "methods": methods, "checkpoints": ckpts,
+        "checkpoint_dirs": [str(d) for d in checkpoint_search_dirs()],
+    }
+
+
+def cmd_info(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
+    info = info_dict()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK, None
+    print(f"superresmoe {info['superresmoe']}  (python {info['python']}, torch {info['torch']}, "
+          f"numpy {info['numpy']})")
+    print("\nMethods:")
+    for m in info["methods"]:
+        tasks = f" tasks: {', '.join(m['tasks'])}" if m["tasks"] else ""
+        print(f"  {m['name']:<11} {m['description']}{tasks}")
+    print("\nCheckpoints:")
+    for c in info["checkpoints"] or [{"path": "(none found)", "method": "", "task": ""}]:
+        print(f"  {c['method']:<11} {c['task']:<8} {c['path']}")
+    print("  searched: " + os.pathsep.join(info["checkpoint_dirs"]))
+    print("\nDevices:")
+    for d in info["devices"]:
+        print(f"  {d['label']}" + ("  (small: < 4 GiB, use a small batch)" if d["small"] else ""))
+    return EXIT_OK, None
+
+
+def cmd_demo(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
+    import numpy as np
+
+    from . import io
+    from .methods import EnhanceOptions, get_method_class, method_names
+    from .pipeline import EnhanceJob, run_job
+    from .sample_data import write_sample_data
+
+    out: Path = args.out
+    progress("sample", 0.0, "building the sample T1 pair")
+    data = write_sample_data(out / "data", kind="t1", seed=args.seed, progress=progress)
+    files = [Path(f) for f in data["files"]]
+    hr_path = next(f for f in files if f.name.startswith("t1_hr"))
+    lr_path = next(f for f in files if f.name.startswith("t1_lr"))
+    lr, hr = io.read_volume(lr_path), io.read_volume(hr_path)
+    scale = tuple(float(v) for v in np.round(lr.spacing / hr.spacing, 6))
+    names = args.methods or [n for n in method_names() if _can_run(get_method_class(n))]
+    rows, written = [], [str(f) for f in files]
+    for name in names:
+        cancel.check()
+        job = EnhanceJob(input=lr_path, output=out / f"t1_sr_{name}.nii.gz", method=name,
+                         options=EnhanceOptions(scale=scale), device=args.device, reference=hr_path)
+        s = run_job(job, progress, cancel)
+        written += s["files"]
+        m = s["metrics"]
+        rows.append({"method": name, "PSNR_dB": m["psnr"], "SSIM": m["ssim"], "MSE": m["mse"],
+                     "MSE_ssmoe": m["mse_ssmoe"], "corr": m["correlation"], "seconds": round(s["seconds"], 2)})
+    _write_csv(rows, out / "demo_metrics.csv")
+    written.append(str(out / "demo_metrics.csv"))
+    return EXIT_OK, {"files": written, "metrics": rows, "scale": scale,
+                     "lr_spacing": lr.spacing.round(4).tolist(), "hr_spacing": hr.spacing.round(4).tolist()}
+
+
+def _can_run(cls) -> bool:
+    if not cls.needs_checkpoint:
+        return True
+    from .checkpoints import list_checkpoints
+
+    return bool(list_checkpoints(cls.name))
+
+
+COMMANDS = {"enhance": cmd_enhance, "evaluate": cmd_evaluate, "sample-data": cmd_sample_data,
+            "info": cmd_info, "demo": cmd_demo}
+
+
+def _report(command: str, result: Any) -> None:
+    """Human-readable summary on stdout (not for --progress json)."""
+    if result is None:
+        return
+    if command == "enhance":
+        for s in result["outputs"]:
+            print(f"{s['input']} -> {s['output']}  ({s['seconds']:.1f} s)")
+            for f in s["files"]:
+                if f != s["output"]:
+                    print(f"    {f}")
+            if s["metrics"]:
+                m = _flat(s["metrics"])
+                print("    " + "  ".join(f"{k}={v:.5g}" for k, v in m.items() if isinstance(v, float)))
+    elif command == "evaluate":
+        keys = [k for k in ("prediction", "psnr", "ssim", "mse", "mse_ssmoe", "rmse", "correlation",
+                            "mse_ssmoe_per_frame_mean", "mean_psnr") if any(k in r for r in result["rows"])]
+        _print_table(result["rows"], keys)
+    elif command == "sample-data":
+        print(f"wrote {len(result['files'])} file(s) in {result['seconds']:.1f} s:")
+        for f in result["files"]:
+            print(f"  {f}")
+    elif command == "demo":
+        print(f"sample pair: LR spacing {result['lr_spacing']} mm -> HR spacing {result['hr_spacing']} mm "
+              f"(scale {result['scale']})")
+        print("files written:")
+        for f in result["files"]:
+            print(f"  {f}")
+        print("metrics against the HR reference:")
+        _print_table(result["metrics"], list(result["metrics"][0]) if result["metrics"] else ["method"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``superresmoe`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    from .progress_report import make_reporter
+
+    reporter = make_reporter(args.progress)
+    cancel = CancelToken()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        cancel.cancel()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM,) if hasattr(signal, "SIGTERM")}
+    try:
+        code, result = COMMANDS[args.command](args, reporter, cancel)
+        reporter.close()
+        if args.progress == "json":
+            reporter.emit({"stage": "done", "fraction": 1.0, "message": "finished", "exit_code": code,
+                           "result": result})
+        else:
+            _report(args.command, result)
+        return code
+    except (SuperResMoEError, KeyboardInterrupt) as exc:
+        reporter.close()
+        err = CancelledError("cancelled by the user") if isinstance(exc, KeyboardInterrupt) else exc
+        if args.debug:
+            traceback.print_exc()
+        reporter.emit({"stage": "error", "fraction": 1.0, "message": str(err), "exit_code": err.exit_code})
+        print(f"superresmoe: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback on request
+        reporter.close()
+        if args.debug:
+            traceback.print_exc()
+        msg = f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        reporter.emit({"stage": "error", "fraction": 1.0, "message": msg, "exit_code": EXIT_INTERNAL})
+        print(f"superresmoe: {msg}", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

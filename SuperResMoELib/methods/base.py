@@ -1,0 +1,169 @@
+"""The interface every super-resolution method implements.
+
+``Method.enhance(volume, options, device, progress, cancel) -> Result``: the
+input is a :class:`~SuperResMoELib.volume.Volume` (3D, or 4D with an
+acquisition table) in the user's intensity units; the result holds the SR
+volume in the same units on a finer grid that covers the same physical extent,
+plus method-specific maps (expert/routing map, gating weights) on the SR grid
+and an ``info`` dict describing what was done (expert chosen and why, device,
+timings) for the GUI and the logs.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..geometry import scaled_grid
+from ..inference import EngineConfig
+from ..progress import CancelToken, ProgressCallback, no_progress
+from ..volume import Grid, Volume
+
+#: Largest magnitude accepted in an input volume: float32 processing (and the
+#: squares inside losses and metrics) must not overflow.
+MAX_ABS_INTENSITY = 1e30
+
+#: Scale factors (s_i, s_j, s_k) when neither scale nor spacing is given:
+#: x2 through-plane, the most common clinical case.
+DEFAULT_SCALE: tuple[float, float, float] = (1.0, 1.0, 2.0)
+
+
+@dataclass
+class EnhanceOptions:
+    """What the user asked for; ``None`` means "the method's default".
+
+    Attributes:
+        scale: factors ``(s_i, s_j, s_k)`` (or one number for all axes).
+        target_spacing: output spacing in mm (one number = isotropic, or
+            ``(i, j, k)``); used instead of ``scale`` by methods that resample
+            to a target grid (cubic, REMIx).
+        task: method-specific task name (e.g. SS-MoE ``aniso``/``iso``).
+        checkpoint: path of a checkpoint to use instead of the bundled one.
+        expert: force one expert (methods with experts).
+        patch_size, overlap, batch_size, mixed_precision: patch engine settings.
+        nonfinite: ``"error"`` (default) or ``"zero"``: replace NaN/Inf by 0.
+        extra: further method-specific options.
+    """
+
+    scale: float | Sequence[float] | None = None
+    target_spacing: float | Sequence[float] | None = None
+    task: str | None = None
+    checkpoint: str | None = None
+    expert: int | None = None
+    patch_size: int | Sequence[int] | None = None
+    overlap: float = 0.5
+    batch_size: int = 8
+    mixed_precision: bool = True
+    nonfinite: str = "error"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def engine_config(self, default_patch: int | Sequence[int]) -> EngineConfig:
+        """Engine settings with the method's default patch size filled in."""
+        patch = self.patch_size if self.patch_size is not None else default_patch
+        patch_t = patch if isinstance(patch, int) else tuple(int(p) for p in patch)
+        cfg = EngineConfig(patch_t, self.overlap, self.batch_size, self.mixed_precision)  # type: ignore[arg-type]
+        cfg.validate()
+        return cfg
+
+
+@dataclass
+class Result:
+    """What a method returns.
+
+    Attributes:
+        volume: the SR volume, ``(K', J', I')`` or ``(N, K', J', I')``, user units.
+        maps: named maps on the SR grid (e.g. ``"routing"``: expert per patch).
+        info: JSON-serialisable facts about the run.
+    """
+
+    volume: Volume
+    maps: dict[str, Volume] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_array(volume: Volume, nonfinite: str = "error") -> np.ndarray:
+    """The volume's voxels as float32 ``(K, J, I)`` or ``(N, K, J, I)``, checked.
+
+    Integer and unsigned types are converted to float32 (so ``uint8`` 255 stays
+    255.0); the input array is never modified.
+
+    Raises:
+        InputError: NaN/Inf voxels (unless ``nonfinite="zero"``) or values
+            beyond :data:`MAX_ABS_INTENSITY`.
+    """
+    arr = np.asarray(volume.array)
+    if arr.dtype.kind not in "fiub":
+        raise InputError(f"{volume.name or 'input'}: unsupported voxel type {arr.dtype}")
+    out = arr.astype(np.float32) if arr.dtype != np.float32 else arr.copy()
+    bad = ~np.isfinite(out)
+    if arr.dtype.kind == "f" and np.isfinite(arr).all() and bad.any():
+        raise InputError(
+            f"{volume.name or 'input'}: values up to {np.abs(arr).max():.3g} do not fit in float32; rescale the image"
+        )
+    if bad.any():
+        if nonfinite == "zero":
+            out[bad] = 0.0
+        else:
+            first = tuple(int(v) for v in np.argwhere(bad)[0])
+            raise InputError(
+                f"{volume.name or 'input'}: {int(bad.sum())} voxel(s) are NaN or Inf (first at array index "
+                f"{first}); fix the image or pass --nonfinite zero to replace them by 0"
+            )
+    peak = float(np.abs(out).max())
+    if peak > MAX_ABS_INTENSITY:
+        raise InputError(
+            f"{volume.name or 'input'}: intensity magnitude {peak:.3g} exceeds {MAX_ABS_INTENSITY:.0e}; rescale the image"
+        )
+    return out
+
+
+def scale_factors(options: EnhanceOptions, default: Sequence[float] = DEFAULT_SCALE) -> np.ndarray:
+    """``(s_i, s_j, s_k)`` from ``options.scale`` (a number or three), else ``default``."""
+    s = default if options.scale is None else options.scale
+    f = np.broadcast_to(np.asarray(s, dtype=np.float64), (3,)).copy()
+    if not np.all(np.isfinite(f)) or np.any(f <= 0):
+        raise InputError(f"scale factors must be positive numbers, got {s}")
+    return f
+
+
+def output_grid(grid: Grid, options: EnhanceOptions, default_scale: Sequence[float] = DEFAULT_SCALE) -> Grid:
+    """The SR grid: from ``target_spacing`` (mm, along the input's own axes)
+    when given, else from the scale factors; the physical extent is kept."""
+    if options.target_spacing is not None:
+        spacing = np.broadcast_to(np.asarray(options.target_spacing, dtype=np.float64), (3,))
+        if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+            raise InputError(f"target spacing must be positive, got {options.target_spacing}")
+        return scaled_grid(grid, grid.spacing / spacing)
+    return scaled_grid(grid, scale_factors(options, default_scale))
+
+
+class Method(abc.ABC):
+    """A super-resolution method.  Subclasses set the class attributes and
+    implement :meth:`enhance`; :mod:`SuperResMoELib.methods` registers them."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    tasks: ClassVar[tuple[str, ...]] = ()
+    needs_checkpoint: ClassVar[bool] = False
+    default_scale: ClassVar[tuple[float, float, float]] = DEFAULT_SCALE
+
+    def output_grid(self, volume: Volume, options: EnhanceOptions | None = None) -> Grid:
+        """The grid :meth:`enhance` will produce for ``volume`` (known before running,
+        so a reference can be checked up front)."""
+        return output_grid(volume.grid, options or EnhanceOptions(), self.default_scale)
+
+    @abc.abstractmethod
+    def enhance(
+        self,
+        volume: Volume,
+        options: EnhanceOptions | None = None,
+        device: str = "auto",
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> Result:
+        """Super-resolve ``volume``; see the module docstring."""

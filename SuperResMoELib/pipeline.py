@@ -1,0 +1,194 @@
+"""File-level workflow shared by the CLI, the Slicer module and batch scripts:
+read -> (simulate low resolution) -> enhance -> write SR, maps, error maps and
+metrics.  Every output is written atomically; inputs are only read.
+
+Output naming for an SR file ``<out>/<stem>.<ext>``:
+
+* ``<stem>_<map>.<ext>`` for each method map (e.g. ``_routing``),
+* ``<stem>_lr.<ext>`` the simulated LR input (``simulate=True``),
+* ``<stem>_sqerr.<ext>`` / ``<stem>_abserr.<ext>`` error maps and
+  ``<stem>_metrics.json`` when a reference is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import io
+from .atomic import write_text_atomic
+from .errors import InputError, SuperResMoEError
+from .methods import EnhanceOptions, Result, create_method
+from .methods.base import scale_factors
+from .progress import CancelToken, ProgressCallback, no_progress
+from .volume import Grid, Volume
+
+#: A reference must sit on the SR grid to this tolerance (mm).
+REFERENCE_ATOL_MM = 1e-3
+
+
+@dataclass
+class EnhanceJob:
+    """One enhancement request.
+
+    Attributes:
+        input: image file (3D, or 4D with ``table``).
+        output: SR image file to write.
+        method: registry name.
+        options: method and engine options.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        reference: HR image on the SR grid, for error maps and metrics.
+        simulate: treat ``input`` as HR: degrade it first (``simulate_method``)
+            by the method's scale factors, enhance the LR, compare with the HR.
+        table: acquisition table for a 4D input.
+        write_maps: also write the method's maps (routing, gating, ...).
+    """
+
+    input: Path
+    output: Path
+    method: str = "cubic"
+    options: EnhanceOptions = field(default_factory=EnhanceOptions)
+    device: str = "auto"
+    reference: Path | None = None
+    simulate: bool = False
+    simulate_method: str = "boxcar"
+    table: Path | None = None
+    write_maps: bool = True
+
+
+def side_path(output: Path, tag: str, suffix: str | None = None) -> Path:
+    """``<dir>/<stem>_<tag><suffix>`` next to ``output`` (suffix defaults to the output's)."""
+    return output.with_name(f"{io.volume_stem(output)}_{tag}{suffix or io.volume_suffix(output)}")
+
+
+def check_reference(reference: Volume, expected: Grid, label: str = "reference") -> None:
+    """Clear one-line error when the reference is not on the SR grid."""
+    if reference.grid.same_as(expected, atol=REFERENCE_ATOL_MM):
+        return
+
+    def describe(g: Grid) -> str:
+        return (f"shape {g.shape} spacing {np.round(g.spacing, 4).tolist()} "
+                f"origin {np.round(g.origin, 3).tolist()}")
+
+    raise InputError(
+        f"{label} does not match the SR output grid: reference has {describe(reference.grid)}, "
+        f"SR has {describe(expected)}; give a reference on the SR grid or use --simulate"
+    )
+
+
+def compare_to_reference(reference: Volume, sr: Volume) -> dict[str, Any]:
+    """Metrics of ``sr`` against ``reference`` (same grid): a flat dict for 3D;
+    for 4D the mean of each metric plus per-frame SS-MoE MSE statistics."""
+    from .metrics import compare, distribution_stats, per_frame
+
+    if not sr.is_4d:
+        return compare(reference, sr)
+    per = per_frame(reference, sr, "mse_ssmoe")
+    return {"frames": int(sr.n_frames), "mse_ssmoe_per_frame": distribution_stats(per),
+            **{f"mean_{k}": float(np.mean(per_frame(reference, sr, k))) for k in ("mse", "psnr")}}
+
+
+def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
+            cancel: CancelToken | None = None) -> dict[str, Any]:
+    """Run one job and return a JSON-serialisable summary
+    (``files``, ``metrics``, ``info``, ``seconds``)."""
+    t0 = time.perf_counter()
+    cancel = cancel or CancelToken()
+    method = create_method(job.method)
+    progress("load", 0.0, f"reading {job.input.name}")
+    volume = io.read_volume(job.input, table=job.table)
+    files: list[str] = []
+    reference: Volume | None = None
+    if job.simulate:
+        from .degrade import simulate_low_resolution
+
+        factors = scale_factors(job.options, method.default_scale)
+        volume, reference = simulate_low_resolution(volume, factors, method=job.simulate_method)
+        volume = volume.with_array(volume.array, name=f"{io.volume_stem(job.input)}_lr")
+        lr_path = side_path(job.output, "lr")
+        io.write_volume(volume, lr_path)
+        files.append(str(lr_path))
+    elif job.reference is not None:
+        reference = io.read_volume(job.reference)
+    if reference is not None:
+        check_reference(reference, method.output_grid(volume, job.options),
+                        "the simulated HR" if job.simulate else f"reference {job.reference}")
+    progress("load", 1.0, f"{volume.spatial_shape} voxels, spacing {np.round(volume.spacing, 3).tolist()} mm")
+    result: Result = method.enhance(volume, job.options, job.device, progress, cancel)
+    progress("write", 0.0, f"writing {job.output.name}")
+    io.write_volume(result.volume, job.output)
+    files.append(str(job.output))
+    if job.write_maps:
+        for name, vol in result.maps.items():
+            path = side_path(job.output, name)
+            io.write_volume(vol, path)
+            files.append(str(path))
+    metrics: dict[str, Any] = {}
+    if reference is not None:
+        from .metrics import absolute_error_map, squared_error_map
+
+        progress("evaluate", 0.0, "comparing with the reference")
+        for tag, fn in (("sqerr", squared_error_map), ("abserr", absolute_error_map)):
+            path = side_path(job.output, tag)
+            io.write_volume(fn(reference, result.volume), path)
+            files.append(str(path))
+        metrics = compare_to_reference(reference, result.volume)
+        mpath = side_path(job.output, "metrics", ".json")
+        write_text_atomic(mpath, json.dumps({"method": job.method, "input": str(job.input), **metrics}, indent=2))
+        files.append(str(mpath))
+        progress("evaluate", 1.0, "done")
+    progress("write", 1.0, "done")
+    return {"input": str(job.input), "output": str(job.output), "method": job.method, "files": files,
+            "metrics": metrics, "info": result.info, "seconds": time.perf_counter() - t0}
+
+
+def output_path_for(input_path: Path, output: Path, method: str, many: bool) -> Path:
+    """Where the SR of ``input_path`` goes: ``output`` itself for one file given
+    as a file name, else ``output/<stem>_<method><suffix>``."""
+    if not many and io.is_volume_file(output):
+        return output
+    return output / f"{io.volume_stem(input_path)}_{method}{io.volume_suffix(input_path)}"
+
+
+def run_many(inputs: Sequence[Path], output: Path, template: EnhanceJob,
+             progress: ProgressCallback = no_progress,
+             cancel: CancelToken | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Run ``template`` on every input; a failing file is recorded and the
+    others go on (cancellation stops everything).  A reference folder is
+    matched to the inputs by file name.
+
+    Returns:
+        ``(summaries, failures)`` with ``failures`` as ``(input, message)``.
+    """
+    from .errors import CancelledError
+
+    summaries, failures = [], []
+    many = len(inputs) > 1 or not io.is_volume_file(output)
+    for n, path in enumerate(inputs):
+        ref = template.reference
+        if ref is not None and ref.is_dir():  # a folder of references matched by file name
+            ref = ref / path.name
+        job = dataclasses.replace(template, input=path, reference=ref,
+                                  output=output_path_for(path, output, template.method, many))
+        try:
+            summaries.append(run_job(job, _file_progress(progress, n, len(inputs), path), cancel))
+        except CancelledError:
+            raise
+        except SuperResMoEError as exc:
+            failures.append((str(path), str(exc)))
+            progress("error", 1.0, f"{path.name}: {exc}")
+    return summaries, failures
+
+
+def _file_progress(progress: ProgressCallback, n: int, total: int, path: Path) -> ProgressCallback:
+    def inner(stage: str, fraction: float, message: str = "") -> None:
+        prefix = f"[{n + 1}/{total}] {path.name}: " if total > 1 else ""
+        progress(stage, fraction, prefix + message)
+
+    return inner
