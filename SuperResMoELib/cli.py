@@ -156,12 +156,12 @@ def _options(args: argparse.Namespace):
 
     if args.scale is not None and args.spacing is not None:
         raise InputError("give either --scale or --spacing, not both")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    return EnhanceOptions(scale=args.scale, target_spacing=args.spacing, task=args.task,
+    opts = EnhanceOptions(scale=args.scale, target_spacing=args.spacing, task=args.task,
                           checkpoint=args.checkpoint, expert=args.expert, patch_size=args.patch_size,
                           overlap=args.overlap, batch_size=args.batch_size, mixed_precision=not args.no_amp,
                           nonfinite=args.nonfinite)
+    opts.engine_config(1)  # validate overlap and batch size up front, whatever the method
+    return opts
 
 
 def cmd_enhance(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:

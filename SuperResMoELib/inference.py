@@ -43,51 +43,12 @@ import torch.nn.functional as F
 
 from .devices import is_out_of_memory
 from .errors import InputError
+from .patching import EngineConfig, window_starts
 from .progress import CancelToken, ProgressCallback, no_progress
 
 log = logging.getLogger("superresmoe.inference")
 
 Predictor = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Settings of the sliding-window engine.
-
-    Attributes:
-        patch_size: LR input patch ``(pk, pj, pi)`` in voxels (an int = cube).
-        overlap: fraction of a patch shared with its neighbour, in ``[0, 1)``.
-        batch_size: patches per predictor call (halved on out-of-memory).
-        mixed_precision: float16 autocast on CUDA (ignored on CPU).
-        blend: ``"gaussian"`` (importance ``exp(-d^2 / 2 (sigma_scale*size)^2)``,
-            as MONAI) or ``"constant"`` (plain averaging).
-        sigma_scale: Gaussian sigma as a fraction of the output patch size.
-        device_stitch_max_bytes: keep the stitching buffers on the compute
-            device when they need at most this many bytes; else on the CPU.
-    """
-
-    patch_size: int | tuple[int, int, int] = 32
-    overlap: float = 0.5
-    batch_size: int = 8
-    mixed_precision: bool = True
-    blend: str = "gaussian"
-    sigma_scale: float = 0.125
-    device_stitch_max_bytes: int = 1 << 30
-
-    def patch(self) -> tuple[int, int, int]:
-        p = (self.patch_size,) * 3 if isinstance(self.patch_size, int) else tuple(self.patch_size)
-        if len(p) != 3 or min(p) < 1:
-            raise InputError(f"patch size must be one or three positive integers, got {self.patch_size}")
-        return tuple(int(v) for v in p)  # type: ignore[return-value]
-
-    def validate(self) -> None:
-        self.patch()
-        if not 0.0 <= self.overlap < 1.0:
-            raise InputError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be at least 1, got {self.batch_size}")
-        if self.blend not in ("gaussian", "constant"):
-            raise InputError(f"blend must be 'gaussian' or 'constant', got {self.blend!r}")
 
 
 @dataclass
@@ -110,21 +71,6 @@ class EngineOutput:
     batch_size: int = 0
     n_patches: int = 0
     events: list[str] = field(default_factory=list)
-
-
-def window_starts(size: int, patch: int, overlap: float) -> list[int]:
-    """Start indices of windows of length ``patch`` covering ``[0, size)``.
-
-    The stride is ``max(1, round(patch * (1 - overlap)))``; the last window is
-    shifted back to end exactly at ``size`` (requires ``size >= patch``).
-    """
-    if size <= patch:
-        return [0]
-    stride = max(1, int(round(patch * (1.0 - overlap))))
-    starts = list(range(0, size - patch + 1, stride))
-    if starts[-1] != size - patch:
-        starts.append(size - patch)
-    return starts
 
 
 def blend_weights(shape: Sequence[int], blend: str = "gaussian", sigma_scale: float = 0.125) -> torch.Tensor:

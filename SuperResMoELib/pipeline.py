@@ -23,7 +23,7 @@ import numpy as np
 
 from . import io
 from .atomic import write_text_atomic
-from .errors import InputError, SuperResMoEError
+from .errors import InputError
 from .methods import EnhanceOptions, Result, create_method
 from .methods.base import scale_factors
 from .progress import CancelToken, ProgressCallback, no_progress
@@ -101,6 +101,10 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
     t0 = time.perf_counter()
     cancel = cancel or CancelToken()
     method = create_method(job.method)
+    if str(job.device).lower() not in ("auto", "cpu"):  # fail before any work (loads torch)
+        from .devices import resolve_device
+
+        resolve_device(job.device)
     progress("load", 0.0, f"reading {job.input.name}")
     volume = io.read_volume(job.input, table=job.table)
     files: list[str] = []
@@ -160,14 +164,13 @@ def run_many(inputs: Sequence[Path], output: Path, template: EnhanceJob,
              progress: ProgressCallback = no_progress,
              cancel: CancelToken | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Run ``template`` on every input; a failing file is recorded and the
-    others go on (cancellation stops everything).  A reference folder is
+    others go on (cancellation, device and checkpoint errors stop everything:
+    they would fail every file the same way).  A reference folder is
     matched to the inputs by file name.
 
     Returns:
         ``(summaries, failures)`` with ``failures`` as ``(input, message)``.
     """
-    from .errors import CancelledError
-
     summaries, failures = [], []
     many = len(inputs) > 1 or not io.is_volume_file(output)
     for n, path in enumerate(inputs):
@@ -178,9 +181,7 @@ def run_many(inputs: Sequence[Path], output: Path, template: EnhanceJob,
                                   output=output_path_for(path, output, template.method, many))
         try:
             summaries.append(run_job(job, _file_progress(progress, n, len(inputs), path), cancel))
-        except CancelledError:
-            raise
-        except SuperResMoEError as exc:
+        except InputError as exc:
             failures.append((str(path), str(exc)))
             progress("error", 1.0, f"{path.name}: {exc}")
     return summaries, failures

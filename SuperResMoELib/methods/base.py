@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
 from ..errors import InputError
-from ..geometry import scaled_grid
-from ..inference import EngineConfig
 from ..progress import CancelToken, ProgressCallback, no_progress
 from ..volume import Grid, Volume
+
+if TYPE_CHECKING:  # torch and scipy load only when a method runs
+    from ..patching import EngineConfig
 
 #: Largest magnitude accepted in an input volume: float32 processing (and the
 #: squares inside losses and metrics) must not overflow.
@@ -61,8 +62,10 @@ class EnhanceOptions:
     nonfinite: str = "error"
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def engine_config(self, default_patch: int | Sequence[int]) -> EngineConfig:
+    def engine_config(self, default_patch: int | Sequence[int]) -> "EngineConfig":
         """Engine settings with the method's default patch size filled in."""
+        from ..patching import EngineConfig
+
         patch = self.patch_size if self.patch_size is not None else default_patch
         patch_t = patch if isinstance(patch, int) else tuple(int(p) for p in patch)
         cfg = EngineConfig(patch_t, self.overlap, self.batch_size, self.mixed_precision)  # type: ignore[arg-type]
@@ -96,28 +99,26 @@ def prepare_array(volume: Volume, nonfinite: str = "error") -> np.ndarray:
             beyond :data:`MAX_ABS_INTENSITY`.
     """
     arr = np.asarray(volume.array)
+    label = volume.name or "input"
     if arr.dtype.kind not in "fiub":
-        raise InputError(f"{volume.name or 'input'}: unsupported voxel type {arr.dtype}")
-    out = arr.astype(np.float32) if arr.dtype != np.float32 else arr.copy()
-    bad = ~np.isfinite(out)
-    if arr.dtype.kind == "f" and np.isfinite(arr).all() and bad.any():
-        raise InputError(
-            f"{volume.name or 'input'}: values up to {np.abs(arr).max():.3g} do not fit in float32; rescale the image"
-        )
-    if bad.any():
-        if nonfinite == "zero":
-            out[bad] = 0.0
-        else:
-            first = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise InputError(f"{label}: unsupported voxel type {arr.dtype}")
+    finite = np.isfinite(arr) if arr.dtype.kind == "f" else np.ones(arr.shape, bool)
+    if arr.dtype.kind == "f" and finite.any():
+        peak = float(np.abs(arr[finite]).max())
+        if peak > MAX_ABS_INTENSITY:
             raise InputError(
-                f"{volume.name or 'input'}: {int(bad.sum())} voxel(s) are NaN or Inf (first at array index "
+                f"{label}: values up to {peak:.3g} do not fit in float32 processing "
+                f"(limit {MAX_ABS_INTENSITY:.0e}); rescale the image"
+            )
+    out = arr.astype(np.float32)  # always a copy: the caller's array is never touched
+    if not finite.all():
+        if nonfinite != "zero":
+            first = tuple(int(v) for v in np.argwhere(~finite)[0])
+            raise InputError(
+                f"{label}: {int((~finite).sum())} voxel(s) are NaN or Inf (first at array index "
                 f"{first}); fix the image or pass --nonfinite zero to replace them by 0"
             )
-    peak = float(np.abs(out).max())
-    if peak > MAX_ABS_INTENSITY:
-        raise InputError(
-            f"{volume.name or 'input'}: intensity magnitude {peak:.3g} exceeds {MAX_ABS_INTENSITY:.0e}; rescale the image"
-        )
+        out[~finite] = 0.0
     return out
 
 
@@ -133,6 +134,8 @@ def scale_factors(options: EnhanceOptions, default: Sequence[float] = DEFAULT_SC
 def output_grid(grid: Grid, options: EnhanceOptions, default_scale: Sequence[float] = DEFAULT_SCALE) -> Grid:
     """The SR grid: from ``target_spacing`` (mm, along the input's own axes)
     when given, else from the scale factors; the physical extent is kept."""
+    from ..geometry import scaled_grid
+
     if options.target_spacing is not None:
         spacing = np.broadcast_to(np.asarray(options.target_spacing, dtype=np.float64), (3,))
         if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
