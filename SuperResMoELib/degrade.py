@@ -103,24 +103,23 @@ def _check_profile(profile: str) -> str:
     return profile
 
 
-def _check_positive(value: float, what: str) -> float:
+def _check_number(value: float, what: str, allow_zero: bool = False) -> float:
+    """``value`` as a finite float that is positive (or non-negative)."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise InputError(f"{what} must be positive, got {value!r}")
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise InputError(f"{what} must be {'zero or ' if allow_zero else ''}positive, got {value!r}")
     return v
+
+
+def _check_positive(value: float, what: str) -> float:
+    return _check_number(value, what)
 
 
 def _check_non_negative(value: float, what: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise InputError(f"{what} must be zero or positive, got {value!r}")
-    return v
+    return _check_number(value, what, allow_zero=True)
 
 
 def _check_rng(rng: np.random.Generator) -> np.random.Generator:

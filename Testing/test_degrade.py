@@ -24,31 +24,14 @@ from SuperResMoELib.errors import InputError
 from SuperResMoELib.geometry import scaled_grid
 from SuperResMoELib.volume import Grid, Volume
 
+from conftest import make_matrix
+
 
 # ------------------------------------------------------------------ helpers
-def _rotation(axis, angle_deg: float) -> np.ndarray:
-    a = np.asarray(axis, float) / np.linalg.norm(axis)
-    t = np.deg2rad(angle_deg)
-    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
-
-
 def _matrix(kind: str) -> np.ndarray:
     """``axis``: anisotropic, axis aligned; ``oblique``: rotated; ``flipped``:
-    negative determinant."""
-    m = np.eye(4)
-    if kind == "axis":
-        m[:3, :3] = np.diag([1.0, 1.5, 2.0])
-        m[:3, 3] = [-10.0, -20.0, 5.0]
-    elif kind == "oblique":
-        m[:3, :3] = _rotation([1.0, 2.0, 3.0], 27.0) @ np.diag([0.9, 1.1, 2.5])
-        m[:3, 3] = [12.5, -40.25, 7.75]
-    elif kind == "flipped":
-        m[:3, :3] = _rotation([0.0, 1.0, 1.0], 12.0) @ np.diag([-1.2, 0.8, 3.0])
-        m[:3, 3] = [100.0, 3.0, -60.5]
-    else:
-        raise ValueError(kind)
-    return m
+    negative determinant (the shared test geometries)."""
+    return make_matrix(kind)
 
 
 KINDS = ("axis", "oblique", "flipped")
@@ -237,7 +220,7 @@ def test_acquire_slices_constant_and_ramp_sampling():
 def test_acquire_slices_4d_and_errors():
     arr = np.stack([np.full((10, 4, 5), 1.0), np.full((10, 4, 5), 4.0)])
     vol = Volume(arr.astype(np.float32), _matrix("axis"))
-    out = acquire_slices(vol, 1, 3.0)  # j spacing 1.5: 4 * 1.5 / 3 = 2 slices
+    out = acquire_slices(vol, 1, 2.0)  # j spacing 1: 4 * 1 / 2 = 2 slices
     assert out.array.shape == (2, 10, 2, 5)
     np.testing.assert_allclose(out.array[1], 4.0, rtol=1e-6)
     big = acquire_slices(vol, 0, 100.0)  # thicker than the volume: one slice
