@@ -220,3 +220,26 @@ def test_sigterm_cancels_with_exit_code_5(tmp_path: Path) -> None:
     assert proc.returncode == 5, err
     assert json.loads(out.strip().splitlines()[-1])["stage"] == "error"
     assert not (tmp_path / "o.nii").exists()
+
+
+def test_sample_data_command_writes_readable_mudi(tmp_path: Path, monkeypatch) -> None:
+    env = {**os.environ, "SUPERRESMOE_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([*CLI, "sample-data", "--out", str(tmp_path / "s"), "--kind", "mudi", "--rows", "3",
+                        "--progress", "none"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    hr = io.read_volume(tmp_path / "s" / "mudi_hr.nii.gz", table=tmp_path / "s" / "parameters_new.txt")
+    assert hr.array.shape[0] == 3 and hr.acquisition is not None and len(hr.acquisition) == 3
+    np.testing.assert_allclose(hr.spacing, 2.5, atol=1e-5)
+    lr = io.read_volume(tmp_path / "s" / "mudi_lr_aniso.nii.gz")
+    np.testing.assert_allclose(lr.spacing, [2.5, 2.5, 5.0], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    env = {**os.environ, "SUPERRESMOE_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([*CLI, "demo", "--out", str(tmp_path / "d"), "--progress", "none"], capture_output=True,
+                       text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "cubic" in r.stdout and (tmp_path / "d" / "t1_sr_cubic.nii.gz").exists()
+    rows = list(__import__("csv").DictReader(open(tmp_path / "d" / "demo_metrics.csv")))
+    assert float(rows[0]["PSNR_dB"]) > 25
