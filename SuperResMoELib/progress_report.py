@@ -40,10 +40,11 @@ class BarProgress:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=1000, desc=stage, file=self.stream, leave=False,
-                            bar_format="{desc:>9} {percentage:3.0f}%|{bar}| {postfix}")
+            self.bar = tqdm(total=1000, desc=stage, file=self.stream, leave=False, postfix=[""],
+                            bar_format="{desc:>9} {percentage:3.0f}%|{bar:30}| {postfix[0]}")
         self.bar.n = int(round(1000 * min(max(fraction, 0.0), 1.0)))
-        self.bar.set_postfix_str(message[-60:], refresh=True)
+        self.bar.postfix[0] = message[-70:]
+        self.bar.refresh()
 
     def emit(self, obj: dict[str, Any]) -> None:
         pass
