@@ -54,7 +54,7 @@ def _floats(text: str) -> float | tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.replace("x", ",").split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or three comma-separated numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number or three comma-separated numbers, got {text!r}") from None
     if len(values) not in (1, 3):
         raise argparse.ArgumentTypeError(f"expected one or three numbers, got {len(values)}")
     return values[0] if len(values) == 1 else values

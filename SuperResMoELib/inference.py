@@ -149,7 +149,7 @@ def run_patches(
     array: np.ndarray | torch.Tensor,
     predictor: Predictor,
     zoom: Sequence[int],
-    config: EngineConfig = EngineConfig(),
+    config: EngineConfig | None = None,
     device: torch.device | str = "cpu",
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
@@ -163,7 +163,7 @@ def run_patches(
             (or ``(output, aux)``, see the module docstring). If it has a ``to``
             method it is moved to the device (and to the CPU on fallback).
         zoom: integer output/input size ratio ``(zk, zj, zi)``.
-        config: window, batch and blending settings.
+        config: window, batch and blending settings (defaults if ``None``).
         device: where the predictor runs.
         progress: called with ``(stage, fraction, message)`` after each batch.
         cancel: polled before each batch.
@@ -171,6 +171,7 @@ def run_patches(
     Returns:
         :class:`EngineOutput` with the ``(C_out, K*zk, J*zj, I*zi)`` image.
     """
+    config = config or EngineConfig()
     config.validate()
     zoom_t = tuple(int(z) for z in zoom)
     if len(zoom_t) != 3 or min(zoom_t) < 1 or any(abs(z - float(zz)) > 0 for z, zz in zip(zoom_t, zoom)):
