@@ -37,6 +37,8 @@ from safetensors.torch import save_file as _save_file
 
 from .atomic import atomic_path, write_text_atomic
 from .errors import CheckpointError, DeviceError
+from .paths import ENV_CACHE as ENV_CACHE  # re-exported
+from .paths import user_cache_dir
 
 #: Newest manifest format this version reads and the one it writes.
 FORMAT_VERSION: int = 1
@@ -60,8 +62,6 @@ SAFETENSORS_MAX_HEADER: int = 100_000_000
 HASH_CHUNK_BYTES: int = 1 << 20
 #: Environment variable: extra checkpoint folders, ``os.pathsep`` separated.
 ENV_CHECKPOINTS: str = "SUPERRESMOE_CHECKPOINTS"
-#: Environment variable: the user cache folder (checkpoints in its ``checkpoints`` subfolder).
-ENV_CACHE: str = "SUPERRESMOE_CACHE"
 #: Storage dtypes a manifest may record.
 STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
 #: Manifest fields without a default.
@@ -449,14 +449,8 @@ def load_checkpoint(
 
 # ------------------------------------------------------------------- search
 def _user_checkpoint_dir() -> Path:
-    """``$SUPERRESMOE_CACHE/checkpoints``, else ``$XDG_CACHE_HOME/superresmoe/checkpoints``,
-    else ``~/.cache/superresmoe/checkpoints``."""
-    cache = os.environ.get(ENV_CACHE)
-    if cache:
-        return Path(cache).expanduser() / "checkpoints"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "superresmoe" / "checkpoints"
+    """``<user cache>/checkpoints``; the cache folder comes from ``ENV_CACHE`` or XDG."""
+    return user_cache_dir() / "checkpoints"
 
 
 def bundled_checkpoint_dir() -> Path:

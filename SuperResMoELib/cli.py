@@ -88,7 +88,8 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("patch engine")
     e.add_argument("--patch-size", type=_ints, help="input patch size in voxels (one or k,j,i)")
     e.add_argument("--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)")
-    e.add_argument("--batch-size", type=int, default=8, help="patches per batch (default 8; halved on out-of-memory)")
+    e.add_argument("--batch-size", type=int,
+                   help="patches per batch (default: 2 on the CPU, 8 on a GPU; halved on out-of-memory)")
     e.add_argument("--no-amp", action="store_true", help="disable float16 mixed precision on CUDA")
     e.add_argument("--nonfinite", choices=("error", "zero"), default="error",
                    help="NaN/Inf voxels: stop with an error (default) or replace them by 0")

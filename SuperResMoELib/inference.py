@@ -190,10 +190,10 @@ def run_patches(
               for j in window_starts(shape[1], patch[1], config.overlap)
               for i in window_starts(shape[2], patch[2], config.overlap)]
     dev = torch.device(device)
+    batch = config.batch_for(dev.type)
     out_patch = tuple(p * z for p, z in zip(patch, zoom_t))
     weights = blend_weights(out_patch, config.blend, config.sigma_scale)
     events: list[str] = []
-    batch = config.batch_size
     stitcher: _Stitcher | None = None
     cancel = cancel or CancelToken()
     _move(predictor, dev)

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from .errors import InputError
 
 
+#: Default patches per batch on the CPU and on a GPU (``batch_size=None``).
+CPU_BATCH_SIZE = 2
+GPU_BATCH_SIZE = 8
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Settings of the sliding-window engine.
@@ -18,7 +23,10 @@ class EngineConfig:
     Attributes:
         patch_size: LR input patch ``(pk, pj, pi)`` in voxels (an int = cube).
         overlap: fraction of a patch shared with its neighbour, in ``[0, 1)``.
-        batch_size: patches per predictor call (halved on out-of-memory).
+        batch_size: patches per predictor call (halved on out-of-memory);
+            ``None`` = :data:`CPU_BATCH_SIZE` on the CPU, :data:`GPU_BATCH_SIZE`
+            on a GPU (on the CPU, larger batches fall out of cache and run
+            slower: see ``benchmarks/README.md``).
         mixed_precision: float16 autocast on CUDA (ignored on CPU).
         blend: ``"gaussian"`` (importance ``exp(-d^2 / 2 (sigma_scale*size)^2)``,
             as MONAI) or ``"constant"`` (plain averaging).
@@ -29,7 +37,7 @@ class EngineConfig:
 
     patch_size: int | tuple[int, int, int] = 32
     overlap: float = 0.5
-    batch_size: int = 8
+    batch_size: int | None = None
     mixed_precision: bool = True
     blend: str = "gaussian"
     sigma_scale: float = 0.125
@@ -41,11 +49,17 @@ class EngineConfig:
             raise InputError(f"patch size must be one or three positive integers, got {self.patch_size}")
         return tuple(int(v) for v in p)  # type: ignore[return-value]
 
+    def batch_for(self, device_type: str) -> int:
+        """The batch size to start with on a device of this type (``"cpu"``, ``"cuda"``)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return CPU_BATCH_SIZE if device_type == "cpu" else GPU_BATCH_SIZE
+
     def validate(self) -> None:
         self.patch()
         if not 0.0 <= self.overlap < 1.0:
             raise InputError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {self.batch_size}")
         if self.blend not in ("gaussian", "constant"):
             raise InputError(f"blend must be 'gaussian' or 'constant', got {self.blend!r}")

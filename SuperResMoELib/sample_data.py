@@ -54,6 +54,7 @@ import numpy as np
 from scipy import ndimage
 
 from .atomic import atomic_path
+from .paths import user_cache_dir
 from .errors import InputError, SuperResMoEError
 from .geometry import scaled_grid
 from .volume import AcquisitionTable, Grid, Volume
@@ -180,20 +181,9 @@ SAMPLE_KINDS: tuple[str, ...] = ("t1", "mudi", "all")
 
 # ===================================================================== helpers
 def cache_dir() -> Path:
-    """The user cache folder (created on demand).
-
-    ``$SUPERRESMOE_CACHE`` if set, else ``$XDG_CACHE_HOME/superresmoe``, else
-    ``~/.cache/superresmoe``.
-    """
-    env = os.environ.get("SUPERRESMOE_CACHE")
-    if env:
-        path = Path(env).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-        path = base / "superresmoe"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The user cache folder (created on demand): ``$SUPERRESMOE_CACHE`` if set,
+    else ``$XDG_CACHE_HOME/superresmoe``, else ``~/.cache/superresmoe``."""
+    return user_cache_dir(create=True)
 
 
 def _check_index(value: Any, what: str) -> int:

@@ -57,7 +57,7 @@ class EnhanceOptions:
     expert: int | None = None
     patch_size: int | Sequence[int] | None = None
     overlap: float = 0.5
-    batch_size: int = 8
+    batch_size: int | None = None
     mixed_precision: bool = True
     nonfinite: str = "error"
     extra: dict[str, Any] = field(default_factory=dict)
