@@ -1,0 +1,162 @@
+"""A resumable training phase: fixed epochs x steps, deterministic batches,
+state saved every few steps and at each epoch end, a per-epoch loss log.
+
+Batches are drawn from a generator seeded by ``(seed, epoch, step)``, so a run
+killed at any point and restarted continues with exactly the batches it would
+have seen; the torch RNG (dropout, augmentation) is saved with the state.
+A finished phase leaves ``done.json``; running it again only reloads weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from SuperResMoELib.atomic import write_text_atomic
+
+from .state import load_state, save_state
+
+log = logging.getLogger("superresmoe.training")
+
+DONE_FILE = "done.json"
+LOG_FILE = "log.csv"
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """Length and saving cadence of a phase.
+
+    Attributes:
+        name: folder name under the work directory.
+        epochs: number of epochs.
+        steps_per_epoch: optimisation steps per epoch.
+        save_every_steps: state is saved after this many steps (and at epoch end).
+    """
+
+    name: str
+    epochs: int
+    steps_per_epoch: int
+    save_every_steps: int = 25
+
+
+class Phase:
+    """One training phase over ``modules`` with ``optimizer``.
+
+    Args:
+        workdir: the run's folder; the phase uses ``workdir / cfg.name``.
+        cfg: phase length.
+        modules: named modules whose weights form the state.
+        optimizer: optimizer over (some of) their parameters.
+        seed: base seed of the batch generators.
+        scheduler: optional learning-rate scheduler stepped once per step.
+    """
+
+    def __init__(self, workdir: Path, cfg: PhaseConfig, modules: dict[str, torch.nn.Module],
+                 optimizer: torch.optim.Optimizer, seed: int,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+        self.folder = Path(workdir) / cfg.name
+        self.cfg = cfg
+        self.modules = modules
+        self.optimizer = optimizer
+        self.seed = seed
+        self.scheduler = scheduler
+
+    @property
+    def done(self) -> bool:
+        return (self.folder / DONE_FILE).exists()
+
+    def history(self) -> list[dict[str, Any]]:
+        """Per-epoch log of a finished (or partly run) phase."""
+        path = self.folder / DONE_FILE
+        if path.exists():
+            return json.loads(path.read_text())["history"]
+        return []
+
+    def _save(self, epoch: int, step: int, history: list[dict[str, Any]], sums: dict[str, float]) -> None:
+        info = {"epoch": epoch, "step": step, "history": history, "sums": sums,
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+        save_state(self.folder, self.modules, self.optimizer, info)
+
+    def _write_log(self, history: list[dict[str, Any]]) -> None:
+        if not history:
+            return
+        keys = list(history[0])
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+        write_text_atomic(self.folder / LOG_FILE, buf.getvalue())
+
+    def run(
+        self,
+        batch_fn: Callable[[np.random.Generator], Any],
+        step_fn: Callable[[Any], dict[str, float]],
+        end_of_epoch: Callable[[int], dict[str, float]] | None = None,
+        progress: Callable[[str, float, str], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Train (or resume, or just reload a finished phase).
+
+        Args:
+            batch_fn: draws one batch from the given generator.
+            step_fn: one optimisation step on a batch; returns scalar losses.
+            end_of_epoch: optional validation, ``epoch -> metrics``, logged.
+            progress: ``(stage, fraction, message)`` callback.
+
+        Returns:
+            The per-epoch history (mean of each loss, epoch time, validation).
+        """
+        info = load_state(self.folder, self.modules, self.optimizer)
+        if self.done:
+            return self.history()
+        epoch, step, history, sums = 0, 0, [], {}
+        if info is not None:
+            epoch, step, history, sums = info["epoch"], info["step"], info["history"], info["sums"]
+            if self.scheduler is not None and info.get("scheduler"):
+                self.scheduler.load_state_dict(info["scheduler"])
+            log.info("%s: resuming at epoch %d step %d", self.cfg.name, epoch + 1, step)
+        total = self.cfg.epochs * self.cfg.steps_per_epoch
+        t_epoch = time.perf_counter()
+        while epoch < self.cfg.epochs:
+            for m in self.modules.values():
+                m.train()
+            while step < self.cfg.steps_per_epoch:
+                rng = np.random.default_rng([self.seed, epoch, step])
+                losses = step_fn(batch_fn(rng))
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                step += 1
+                done_steps = epoch * self.cfg.steps_per_epoch + step
+                if progress is not None:
+                    msg = " ".join(f"{k}={sums[k] / step:.4g}" for k in losses)
+                    progress(self.cfg.name, done_steps / total, f"epoch {epoch + 1}/{self.cfg.epochs} {msg}")
+                if step % self.cfg.save_every_steps == 0 and step < self.cfg.steps_per_epoch:
+                    self._save(epoch, step, history, sums)
+            row: dict[str, Any] = {"epoch": epoch + 1}
+            row.update({k: v / self.cfg.steps_per_epoch for k, v in sums.items()})
+            row["seconds"] = round(time.perf_counter() - t_epoch, 2)
+            if end_of_epoch is not None:
+                for m in self.modules.values():
+                    m.eval()
+                row.update(end_of_epoch(epoch + 1))
+            history.append(row)
+            log.info("%s epoch %d/%d: %s", self.cfg.name, epoch + 1, self.cfg.epochs,
+                     " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            epoch, step, sums = epoch + 1, 0, {}
+            t_epoch = time.perf_counter()
+            self._save(epoch, step, history, sums)
+            self._write_log(history)
+        for m in self.modules.values():
+            m.eval()
+        write_text_atomic(self.folder / DONE_FILE, json.dumps({"history": history}, indent=1))
+        return history
