@@ -1,0 +1,1 @@
+"""Network building blocks and the networks of each method."""

@@ -1,0 +1,101 @@
+"""SR U-Net backbone, gater and the two mixtures of experts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from SuperResMoELib.nets.blocks import keras_style_parameter_count
+from SuperResMoELib.nets.moe import Gater, HardMoE, SSMoE
+from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig
+
+# Keras counts of the SS-MoE reference at width 64 (weights + BN moving statistics).
+REFERENCE_COUNTS = {"iso": 8_918_657, "aniso": 9_440_929}
+
+
+@pytest.mark.parametrize("task", ["iso", "aniso"])
+def test_reference_width_parameter_count(task: str) -> None:
+    net = SRUNet(SRUNetConfig(task, 64))
+    assert keras_style_parameter_count(net) == REFERENCE_COUNTS[task]
+
+
+def test_expert_and_gater_sizes_match_reference() -> None:
+    net = SRUNet(SRUNetConfig("iso", 64))
+    assert keras_style_parameter_count(net.decoder) == 2_171_649  # trainable part of one expert
+    assert keras_style_parameter_count(Gater(256, 4)) == 110_532  # 262-256-128-64-4 with BN
+
+
+@pytest.mark.parametrize("task, lr, hr", [("iso", (8, 8, 8), (16, 16, 16)), ("aniso", (8, 16, 16), (16, 16, 16))])
+def test_shapes(task: str, lr, hr) -> None:
+    cfg = SRUNetConfig(task, 8)
+    assert cfg.lr_patch == lr and cfg.hr_patch == hr
+    net = SRUNet(cfg).eval()
+    assert net(torch.randn(3, 1, *lr)).shape == (3, 1, *hr)
+    feats = net.encoder(torch.randn(3, 1, *lr))
+    assert feats.bottleneck.shape == (3, 32, 4, 4, 4)
+    # larger inputs: outputs scale by the zoom
+    big = tuple(2 * v for v in lr)
+    assert net(torch.randn(1, 1, *big)).shape == (1, 1, *(b * z for b, z in zip(big, cfg.zoom)))
+
+
+def test_ssmoe_routes_each_patch_to_its_expert() -> None:
+    torch.manual_seed(0)
+    base = SRUNet(SRUNetConfig("iso", 8)).eval()
+    moe = SSMoE.from_baseline(base, 3).eval()
+    for k, expert in enumerate(moe.experts):  # make experts differ
+        with torch.no_grad():
+            expert.up.out.bias.fill_(float(k))
+    x, a = torch.randn(7, 1, 8, 8, 8), torch.randn(7, 6)
+    with torch.no_grad():
+        y, labels = moe(x, a)
+        for b in range(7):
+            single = moe.experts[int(labels[b])](moe.encoder(x[b:b + 1]))
+            torch.testing.assert_close(y[b:b + 1], single, rtol=1e-5, atol=1e-5)
+        forced, lab2 = moe(x, a, expert=1)
+    assert set(lab2.tolist()) == {1}
+    # the baseline-initialised expert 1 differs from the baseline only by its bias
+    torch.testing.assert_close(forced, base(x) + 1.0, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_encoder_keeps_batchnorm_statistics() -> None:
+    base = SRUNet(SRUNetConfig("iso", 8))
+    moe = SSMoE.from_baseline(base, 2)
+    before = moe.encoder.bottleneck.norm.running_mean.clone()
+    moe.train()
+    assert not moe.encoder.training and moe.experts[0].training and moe.gater.training
+    moe(torch.randn(4, 1, 8, 8, 8) * 5 + 3, torch.randn(4, 6))
+    torch.testing.assert_close(moe.encoder.bottleneck.norm.running_mean, before)
+
+
+def test_gater_zscores_parameters() -> None:
+    g = Gater(4, 2, n_params=2).eval()
+    g.set_param_stats(torch.tensor([10.0, 1000.0]), torch.tensor([2.0, 0.0]))
+    feats = torch.randn(3, 4, 2, 2, 2)
+    a = torch.tensor([[10.0, 1000.0], [12.0, 1000.0], [8.0, 1001.0]])
+    same = Gater(4, 2, n_params=2).eval()
+    same.load_state_dict(g.state_dict())
+    z = torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 1.0]])  # std 0 -> 1
+    same.set_param_stats(torch.zeros(2), torch.ones(2))
+    torch.testing.assert_close(g(feats, a), same(feats, z))
+    with pytest.raises(ValueError, match="needs acquisition parameters"):
+        g(feats)
+
+
+def test_hard_moe_is_softmax_weighted_sum_of_heads() -> None:
+    torch.manual_seed(1)
+    moe = HardMoE(SRUNetConfig("aniso", 8), 3).eval()
+    x = torch.randn(2, 1, 8, 16, 16)
+    with torch.no_grad():
+        y, w = moe(x)
+        feats = moe.encoder(x)
+        skips = moe.skips(feats.skips)
+        heads = [h(skips, feats.bottleneck) for h in moe.heads]
+    expected = sum(w[:, k].view(2, 1, 1, 1, 1) * heads[k] for k in range(3))
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(2))
+    assert keras_style_parameter_count(HardMoE(SRUNetConfig("iso", 64), 4)) == 14_775_560
+
+
+def test_bad_config() -> None:
+    with pytest.raises(ValueError, match="unknown SR U-Net task"):
+        SRUNetConfig("x4")
