@@ -1,0 +1,158 @@
+"""Paired LR/HR patch libraries for SS-MoE from MUDI-like subjects.
+
+A library is a fixed, deterministic set of patch pairs: for each chosen
+(subject, acquisition row) the noisy HR volume and its block-averaged LR
+volume are built (:mod:`SuperResMoELib.sample_data`), and patch positions are
+drawn among those whose HR patch is at least ``min_foreground`` non-zero (the
+reference's ">50 % non-background voxels" rule).  LR patch ``[p, p + lr)``
+(KJI, LR voxels) pairs with HR patch ``[p * zoom, p * zoom + hr)``: the same
+field of view, edges aligned.
+
+Arrays (float32, network units = user units x ``intensity_factor``):
+``lr (N, 1, *lr_patch)``, ``hr (N, 1, *hr_patch)``, ``params (N, 6)`` in
+physical units (gx gy gz b TI TE), ``subject (N,)``, ``row (N,)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from SuperResMoELib.atomic import atomic_path
+from SuperResMoELib.nets.srunet import TASKS
+from SuperResMoELib.paths import user_cache_dir
+from SuperResMoELib.sample_data import MudiSubject, mudi_downsample, mudi_subject
+
+log = logging.getLogger("superresmoe.training")
+
+LIBRARY_VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class LibraryConfig:
+    """Which pairs a library holds.
+
+    Attributes:
+        task: ``"aniso"`` or ``"iso"``.
+        subjects: MUDI subject indices to draw from.
+        volumes_per_subject: acquisition rows drawn (without replacement) per subject.
+        patches_per_volume: patch positions drawn per (subject, row).
+        min_foreground: minimum fraction of non-zero voxels in the HR patch.
+        intensity_factor: network units = user units x this.
+        seed: random seed (rows, positions).
+        data_seed: seed of the sample-data generator.
+    """
+
+    task: str
+    subjects: tuple[int, ...]
+    volumes_per_subject: int
+    patches_per_volume: int
+    min_foreground: float = 0.5
+    intensity_factor: float = 1e-3
+    seed: int = 0
+    data_seed: int = 0
+
+    def key(self) -> str:
+        text = json.dumps({**asdict(self), "version": LIBRARY_VERSION}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class PatchLibrary:
+    """Patch pairs (see the module docstring for shapes)."""
+
+    lr: np.ndarray
+    hr: np.ndarray
+    params: np.ndarray
+    subject: np.ndarray
+    row: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.lr.shape[0])
+
+    def subset(self, index: np.ndarray) -> "PatchLibrary":
+        return PatchLibrary(self.lr[index], self.hr[index], self.params[index], self.subject[index], self.row[index])
+
+
+def valid_positions(mask: np.ndarray, task: str, min_foreground: float) -> np.ndarray:
+    """``(M, 3)`` LR start positions (KJI) whose HR patch has at least
+    ``min_foreground`` of its voxels inside ``mask`` (the HR brain mask)."""
+    lr_patch, hr_patch, zoom = TASKS[task]
+    lr_shape = tuple(n // z for n, z in zip(mask.shape, zoom))
+    frac = ndimage.uniform_filter(mask.astype(np.float32), size=hr_patch, mode="constant",
+                                  origin=tuple(-(h // 2) for h in hr_patch))
+    # frac[x] = mean of mask[x : x + hr_patch] (window starting at x)
+    starts = [np.arange(0, n - p + 1) for n, p in zip(lr_shape, lr_patch)]
+    kk, jj, ii = np.meshgrid(*starts, indexing="ij")
+    pos = np.stack([kk.ravel(), jj.ravel(), ii.ravel()], axis=1)
+    hr_start = pos * np.asarray(zoom)
+    ok = frac[hr_start[:, 0], hr_start[:, 1], hr_start[:, 2]] >= min_foreground - 1e-6
+    return pos[ok]
+
+
+def extract_pairs(lr: np.ndarray, hr: np.ndarray, positions: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``(P, 1, *lr_patch)`` and ``(P, 1, *hr_patch)`` pairs from one LR/HR volume pair."""
+    lr_patch, hr_patch, zoom = TASKS[task]
+    lo = np.stack([lr[k:k + lr_patch[0], j:j + lr_patch[1], i:i + lr_patch[2]] for k, j, i in positions])
+    hi = np.stack([hr[k * zoom[0]:k * zoom[0] + hr_patch[0], j * zoom[1]:j * zoom[1] + hr_patch[1],
+                      i * zoom[2]:i * zoom[2] + hr_patch[2]] for k, j, i in positions])
+    return lo[:, None], hi[:, None]
+
+
+def _build(cfg: LibraryConfig, progress=None) -> PatchLibrary:
+    rng = np.random.default_rng([cfg.seed, 0x55])
+    lrs, hrs, params, subj, rows = [], [], [], [], []
+    total = len(cfg.subjects) * cfg.volumes_per_subject
+    done = 0
+    for s in cfg.subjects:
+        subject: MudiSubject = mudi_subject(s, cfg.data_seed)
+        positions = valid_positions(subject.mask, cfg.task, cfg.min_foreground)
+        if len(positions) == 0:
+            raise RuntimeError(f"MUDI subject {s} has no patch with {cfg.min_foreground:.0%} foreground")
+        chosen = np.sort(rng.choice(len(subject.table), size=cfg.volumes_per_subject, replace=False))
+        for r in chosen:
+            hr_vol = subject.hr([int(r)])
+            lr_vol, hr_c = mudi_downsample(hr_vol, cfg.task)
+            pick = positions[rng.choice(len(positions), size=cfg.patches_per_volume, replace=False)]
+            lo, hi = extract_pairs(np.asarray(lr_vol.array[0]), np.asarray(hr_c.array[0]), pick, cfg.task)
+            lrs.append(lo)
+            hrs.append(hi)
+            params.append(np.repeat(subject.table.values[int(r)][None], len(pick), axis=0))
+            subj.append(np.full(len(pick), s))
+            rows.append(np.full(len(pick), int(r)))
+            done += 1
+            if progress is not None:
+                progress("library", done / total, f"subject {s} row {int(r)}")
+    f = np.float32(cfg.intensity_factor)
+    return PatchLibrary(np.concatenate(lrs) * f, np.concatenate(hrs) * f, np.concatenate(params).astype(np.float32),
+                        np.concatenate(subj).astype(np.int16), np.concatenate(rows).astype(np.int16))
+
+
+def library_path(cfg: LibraryConfig) -> Path:
+    return user_cache_dir(create=True) / "training" / "ssmoe" / f"library_{cfg.task}_{cfg.key()}.npz"
+
+
+def patch_library(cfg: LibraryConfig, progress=None) -> PatchLibrary:
+    """The library for ``cfg``, from the cache or built (and cached) now."""
+    path = library_path(cfg)
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                return PatchLibrary(z["lr"], z["hr"], z["params"], z["subject"], z["row"])
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("patch library cache %s unreadable (%s): rebuilding", path, exc)
+    t0 = time.perf_counter()
+    lib = _build(cfg, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, lr=lib.lr, hr=lib.hr, params=lib.params, subject=lib.subject, row=lib.row)
+    log.info("built %s patch library: %d pairs in %.1f s (%s)", cfg.task, len(lib), time.perf_counter() - t0, path)
+    return lib
