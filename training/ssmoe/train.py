@@ -96,7 +96,7 @@ def _mse_step(model: torch.nn.Module, opt: torch.optim.Optimizer, forward: Calla
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return {"loss": float(loss)}
+        return {"loss": float(loss.detach())}
 
     return step
 
@@ -191,7 +191,7 @@ class SSMoETrainer:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            return {"ce": float(loss), "acc": float((logits.argmax(1) == y).float().mean())}
+            return {"ce": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
 
         phase.run(draw, step, None, self.progress)
         return moe.eval()

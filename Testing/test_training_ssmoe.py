@@ -1,0 +1,84 @@
+"""SS-MoE training end to end on a tiny configuration (real data, real phases)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+TINY = {
+    "width": 4, "n_experts": 2, "labeler": "quantile", "batch_size": 8, "seed": 0, "intensity_factor": 0.001,
+    "library": {"subjects": [0], "volumes_per_subject": 6, "patches_per_volume": 8, "validation_fraction": 0.25},
+    "baseline": {"epochs": 2, "steps_per_epoch": 3, "lr": 0.001},
+    "gater": {"epochs": 1, "steps_per_epoch": 3, "lr": 0.001},
+    "experts": {"epochs": 1, "steps_per_epoch": 2, "lr": 0.0001},
+    "hardmoe": {"epochs": 1, "steps_per_epoch": 2, "lr": 0.001},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ssmoe")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SUPERRESMOE_CACHE", str(root / "cache"))
+    from training.ssmoe.train import SSMoETrainer
+
+    trainer = SSMoETrainer("aniso", TINY, root / "run")
+    base = trainer.baseline()
+    lab = trainer.labels(base, 2, "quantile")
+    moe = trainer.gater(base, 2, "quantile", lab["labels"])
+    moe, routes = trainer.experts(moe, 2, "quantile")
+    yield {"root": root, "trainer": trainer, "base": base, "labels": lab, "moe": moe, "routes": routes}
+    mp.undo()
+
+
+def test_library_pairs_are_block_averages(trained) -> None:
+    lib = trained["trainer"].data.train
+    assert lib.lr.shape[1:] == (1, 8, 16, 16) and lib.hr.shape[1:] == (1, 16, 16, 16)
+    hr = lib.hr[:, 0]
+    np.testing.assert_allclose(hr.reshape(len(lib), 8, 2, 16, 16).mean(axis=2), lib.lr[:, 0], rtol=1e-5, atol=1e-7)
+    assert ((lib.hr != 0).reshape(len(lib), -1).mean(axis=1) >= 0.5).all()
+    assert len(trained["trainer"].data.val) == 12 and len(lib) == 36
+
+
+def test_phases_leave_logs_and_labels(trained) -> None:
+    run = trained["root"] / "run"
+    log = (run / "baseline" / "log.csv").read_text().splitlines()
+    assert log[0].split(",")[:2] == ["epoch", "loss"] and len(log) == 3 and "val_mse" in log[0]
+    lab = trained["labels"]
+    assert set(np.unique(lab["labels"])) == {0, 1}
+    # quantile labels: class 1 holds the larger errors
+    assert lab["scores"][lab["labels"] == 1].min() >= lab["scores"][lab["labels"] == 0].max()
+    assert (run / "k2_quantile" / "gater" / "done.json").exists()
+    routed = np.bincount(trained["routes"], minlength=2)
+    for c in range(2):  # an expert that received pairs was trained
+        assert (run / "k2_quantile" / f"expert{c}" / "done.json").exists() == (routed[c] > 0)
+
+
+def test_frozen_encoder_unchanged_by_experts(trained) -> None:
+    base, moe = trained["base"], trained["moe"]
+    for (name, a), b in zip(base.encoder.state_dict().items(), moe.encoder.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_rerun_reuses_finished_phases(trained) -> None:
+    from training.ssmoe.train import SSMoETrainer
+
+    trainer = SSMoETrainer("aniso", TINY, trained["root"] / "run")
+    again = trainer.baseline()
+    for a, b in zip(trained["base"].state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_export_and_enhance_with_the_trained_checkpoint(trained, tmp_path: Path) -> None:
+    from SuperResMoELib.checkpoints import load_checkpoint
+    from training.ssmoe.train import export
+
+    path = export(trained["moe"], "ssmoe", "aniso", TINY, 2, tmp_path / "ssmoe_aniso", {"training_data": "tiny"})
+    ck = load_checkpoint(path, method="ssmoe", task="aniso")
+    assert ck.manifest.architecture["kind"] == "ssmoe" and ck.manifest.dtype == "float16"
+    assert ck.manifest.intensity["factor"] == pytest.approx(0.001)
+    assert json.loads(path.with_suffix(".json").read_text())["scale_factors"] == [1.0, 1.0, 2.0]
