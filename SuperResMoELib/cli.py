@@ -89,7 +89,8 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
     e.add_argument("--patch-size", type=_ints, help="input patch size in voxels (one or k,j,i)")
     e.add_argument("--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)")
     e.add_argument("--batch-size", type=int,
-                   help="patches per batch (default: 2 on the CPU, 8 on a GPU; halved on out-of-memory)")
+                   help="patches per batch (default: the method's, e.g. 2 on the CPU and 8 on a GPU for "
+                        "large patches, 64 / 1024 for SS-MoE's small ones; halved on out-of-memory)")
     e.add_argument("--no-amp", action="store_true", help="disable float16 mixed precision on CUDA")
     e.add_argument("--nonfinite", choices=("error", "zero"), default="error",
                    help="NaN/Inf voxels: stop with an error (default) or replace them by 0")
@@ -358,11 +359,20 @@ def cmd_demo(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[i
 
 
 def _can_run(cls) -> bool:
+    """True when the method needs nothing, or finds a checkpoint for one of its tasks."""
     if not cls.needs_checkpoint:
         return True
-    from .checkpoints import list_checkpoints
+    from .errors import CheckpointError
 
-    return bool(list_checkpoints(cls.name))
+    finder = getattr(cls(), "find_checkpoint", None)
+    for task in cls.tasks or ("",):
+        try:
+            if finder is not None:
+                finder(task)
+                return True
+        except CheckpointError:
+            continue
+    return False
 
 
 COMMANDS = {"enhance": cmd_enhance, "evaluate": cmd_evaluate, "sample-data": cmd_sample_data,

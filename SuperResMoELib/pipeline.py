@@ -25,7 +25,6 @@ from . import io
 from .atomic import write_text_atomic
 from .errors import InputError
 from .methods import EnhanceOptions, Result, create_method
-from .methods.base import scale_factors
 from .progress import CancelToken, ProgressCallback, no_progress
 from .volume import Grid, Volume
 
@@ -112,7 +111,8 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
     if job.simulate:
         from .degrade import simulate_low_resolution
 
-        factors = scale_factors(job.options, method.default_scale)
+        # the factors the method will apply, read off the grid it would make from the HR
+        factors = np.round(volume.grid.spacing / method.output_grid(volume, job.options).spacing, 6)
         volume, reference = simulate_low_resolution(volume, factors, method=job.simulate_method)
         volume = volume.with_array(volume.array, name=f"{io.volume_stem(job.input)}_lr")
         lr_path = side_path(job.output, "lr")

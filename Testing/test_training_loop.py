@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.loop import Phase, PhaseConfig
 from training.state import load_state, save_state
 
 SCRIPT = textwrap.dedent(

@@ -87,6 +87,59 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _n_weights(path) -> int:
+    """Weights of a checkpoint as the reference counts them (BN statistics included)."""
+    from SuperResMoELib.checkpoints import load_checkpoint
+
+    tensors = load_checkpoint(path).tensors
+    return int(sum(t.numel() for k, t in tensors.items() if not k.endswith("num_batches_tracked")))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    import numpy as np
+
+    from SuperResMoELib.progress_report import make_reporter
+
+    from .ssmoe.evaluate import per_volume_mse, write_report
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
+    if args.method != "ssmoe":
+        raise SystemExit(f"evaluate {args.method}: not available yet (ssmoe is)")
+    ck = Path(args.checkpoints)
+    out = Path(args.out)
+    reporter = make_reporter(args.progress)
+    task = args.task
+    rows = np.arange(0, 1344, args.rows_step)
+    main = {"cubic": ("cubic", None)}
+    for label, name, file in (("SR U-Net", "srunet", f"ssmoe_{task}_srunet"),
+                              ("Hard MoE", "hardmoe", f"ssmoe_{task}_hardmoe"),
+                              ("SS-MoE", "ssmoe", f"ssmoe_{task}")):
+        if (ck / f"{file}.json").exists():
+            main[label] = (name, str(ck / f"{file}.safetensors"))
+    report = []
+    r, scores, secs = per_volume_mse(task, main, rows, device=args.device, progress=reporter)
+    extra = {label: {"checkpoint": p, "weights": _n_weights(p)} for label, (_, p) in main.items() if p}
+    report.append(write_report(out, f"ssmoe_{task}_table1", f"Table 1 ({task}): per-volume MSE", scores, r, secs,
+                               extra))
+    ablation_rows = np.arange(0, 1344, args.ablation_rows_step)
+    ablations = {f"K={k}": f"ssmoe_{task}_k{k}_mqs" for k in (2, 8)}
+    ablations.update({f"labels={lab}": f"ssmoe_{task}_k4_{lab}" for lab in ("quantile", "empirical", "kmeans")})
+    found = {label: ("ssmoe", str(ck / f"{f}.safetensors")) for label, f in ablations.items()
+             if (ck / f"{f}.json").exists()}
+    if found and (ck / f"ssmoe_{task}.json").exists():
+        found = {"K=4 (MQS)": ("ssmoe", str(ck / f"ssmoe_{task}.safetensors")), **found}
+        r2, s2, t2 = per_volume_mse(task, found, ablation_rows, device=args.device, progress=reporter)
+        extra2 = {label: {"checkpoint": p, "weights": _n_weights(p)} for label, (_, p) in found.items()}
+        report.append(write_report(out, f"ssmoe_{task}_ablations", f"Ablations ({task}): experts and labelers",
+                                   s2, r2, t2, extra2))
+    reporter.close()
+    print("\n".join(report))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -107,6 +160,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--export", help="checkpoint folder (default <workdir>/checkpoints)")
     p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")
     p.set_defaults(func=cmd_ssmoe)
+    p = sub.add_parser("evaluate", help="paper-protocol evaluation of a method's checkpoints")
+    p.add_argument("method", choices=("ssmoe",))
+    p.add_argument("--task", choices=("aniso", "iso"), required=True)
+    p.add_argument("--checkpoints", required=True, help="folder with the exported checkpoints")
+    p.add_argument("--out", required=True, help="folder for Markdown, CSV and figures")
+    p.add_argument("--rows-step", type=int, default=1, help="evaluate every N-th volume (default 1: all 1344)")
+    p.add_argument("--ablation-rows-step", type=int, default=4, help="volume step of the ablation tables")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")
+    p.set_defaults(func=cmd_evaluate)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -11,6 +11,9 @@ from .base import EnhanceOptions, Method, Result
 #: name -> "module:Class" (relative to this package).
 _REGISTRY: dict[str, str] = {
     "cubic": ".cubic:CubicMethod",
+    "ssmoe": ".ssmoe:SSMoEMethod",
+    "srunet": ".ssmoe:SRUNetMethod",
+    "hardmoe": ".ssmoe:HardMoEMethod",
 }
 
 
