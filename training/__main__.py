@@ -43,8 +43,6 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
     from .ssmoe.train import SSMoETrainer, export, load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
-    if args.data != "sample":
-        raise SystemExit(f"--data {args.data!r}: only the embedded 'sample' data is supported by this command yet")
     cfg = load_config(args.config)
     if args.width:
         cfg["width"] = args.width
@@ -52,9 +50,9 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
     export_dir = Path(args.export or workdir / "checkpoints")
     reporter = make_reporter(args.progress)
     t0 = time.perf_counter()
-    trainer = SSMoETrainer(args.task, cfg, workdir, reporter)
+    trainer = SSMoETrainer(args.task, cfg, workdir, reporter, data=args.data)
     timings: dict[str, float] = {}
-    data = {"data": "embedded MUDI-like sample subjects", "subjects": cfg["library"]["subjects"],
+    data = {"data": trainer.source.description, "task": args.task,
             "config": cfg.get("description", args.config)}
 
     def tick(name: str, since: float) -> float:
@@ -112,7 +110,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     reporter = make_reporter(args.progress)
     task = args.task
-    rows = np.arange(0, 1344, args.rows_step)
+    from .ssmoe.sources import open_source
+
+    n_rows = len(open_source(args.data).table())
+    rows = np.arange(0, n_rows, args.rows_step)
     main = {"cubic": ("cubic", None)}
     for label, name, file in (("SR U-Net", "srunet", f"ssmoe_{task}_srunet"),
                               ("Hard MoE", "hardmoe", f"ssmoe_{task}_hardmoe"),
@@ -120,18 +121,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if (ck / f"{file}.json").exists():
             main[label] = (name, str(ck / f"{file}.safetensors"))
     report = []
-    r, scores, secs = per_volume_mse(task, main, rows, device=args.device, progress=reporter)
+    r, scores, secs = per_volume_mse(task, main, rows, device=args.device, progress=reporter, data=args.data)
     extra = {label: {"checkpoint": p, "weights": _n_weights(p)} for label, (_, p) in main.items() if p}
     report.append(write_report(out, f"ssmoe_{task}_table1", f"Table 1 ({task}): per-volume MSE", scores, r, secs,
                                extra))
-    ablation_rows = np.arange(0, 1344, args.ablation_rows_step)
+    ablation_rows = np.arange(0, n_rows, args.ablation_rows_step)
     ablations = {f"K={k}": f"ssmoe_{task}_k{k}_mqs" for k in (2, 8)}
     ablations.update({f"labels={lab}": f"ssmoe_{task}_k4_{lab}" for lab in ("quantile", "empirical", "kmeans")})
     found = {label: ("ssmoe", str(ck / f"{f}.safetensors")) for label, f in ablations.items()
              if (ck / f"{f}.json").exists()}
     if found and (ck / f"ssmoe_{task}.json").exists():
         found = {"K=4 (MQS)": ("ssmoe", str(ck / f"ssmoe_{task}.safetensors")), **found}
-        r2, s2, t2 = per_volume_mse(task, found, ablation_rows, device=args.device, progress=reporter)
+        r2, s2, t2 = per_volume_mse(task, found, ablation_rows, device=args.device, progress=reporter,
+                                    data=args.data)
         extra2 = {label: {"checkpoint": p, "weights": _n_weights(p)} for label, (_, p) in found.items()}
         report.append(write_report(out, f"ssmoe_{task}_ablations", f"Ablations ({task}): experts and labelers",
                                    s2, r2, t2, extra2))
@@ -150,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(func=cmd_sample_data)
     p = sub.add_parser("ssmoe", help="train SS-MoE (all phases) and its baselines for one task")
     p.add_argument("--task", choices=("aniso", "iso"), required=True)
-    p.add_argument("--data", default="sample", help="'sample' (embedded MUDI-like subjects)")
+    p.add_argument("--data", default="sample",
+                   help="'sample' (embedded MUDI-like subjects) or 'mudi:<folder>' (real Super MUDI, see README)")
     p.add_argument("--config", default="compact", help="compact (CPU), full (GPU) or a JSON file")
     p.add_argument("--width", type=int, help="override the config's network width")
     p.add_argument("--k", type=int, nargs="+", default=[4], help="numbers of experts (default 4)")
@@ -165,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--task", choices=("aniso", "iso"), required=True)
     p.add_argument("--checkpoints", required=True, help="folder with the exported checkpoints")
     p.add_argument("--out", required=True, help="folder for Markdown, CSV and figures")
-    p.add_argument("--rows-step", type=int, default=1, help="evaluate every N-th volume (default 1: all 1344)")
+    p.add_argument("--data", default="sample", help="'sample' or 'mudi:<folder>' (held out: the last subject)")
+    p.add_argument("--rows-step", type=int, default=1, help="evaluate every N-th volume (default 1: all)")
     p.add_argument("--ablation-rows-step", type=int, default=4, help="volume step of the ablation tables")
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")

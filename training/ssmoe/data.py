@@ -1,8 +1,8 @@
 """Paired LR/HR patch libraries for SS-MoE from MUDI-like subjects.
 
 A library is a fixed, deterministic set of patch pairs: for each chosen
-(subject, acquisition row) the noisy HR volume and its block-averaged LR
-volume are built (:mod:`SuperResMoELib.sample_data`), and patch positions are
+(subject, acquisition row) the HR volume and its LR volume come from a source
+(:mod:`.sources`: the embedded sample subjects or a Super MUDI folder), and patch positions are
 drawn among those whose HR patch is at least ``min_foreground`` non-zero (the
 reference's ">50 % non-background voxels" rule).  LR patch ``[p, p + lr)``
 (KJI, LR voxels) pairs with HR patch ``[p * zoom, p * zoom + hr)``: the same
@@ -28,7 +28,8 @@ from scipy import ndimage
 from SuperResMoELib.atomic import atomic_path
 from SuperResMoELib.nets.srunet import TASKS
 from SuperResMoELib.paths import user_cache_dir
-from SuperResMoELib.sample_data import MudiSubject, mudi_downsample, mudi_subject
+
+from .sources import open_source
 
 log = logging.getLogger("superresmoe.training")
 
@@ -48,6 +49,7 @@ class LibraryConfig:
         intensity_factor: network units = user units x this.
         seed: random seed (rows, positions).
         data_seed: seed of the sample-data generator.
+        source: ``"sample"`` or ``"mudi:<folder>"`` (:mod:`.sources`).
     """
 
     task: str
@@ -58,6 +60,7 @@ class LibraryConfig:
     intensity_factor: float = 1e-3
     seed: int = 0
     data_seed: int = 0
+    source: str = "sample"
 
     def key(self) -> str:
         text = json.dumps({**asdict(self), "version": LIBRARY_VERSION}, sort_keys=True)
@@ -111,20 +114,20 @@ def _build(cfg: LibraryConfig, progress=None) -> PatchLibrary:
     lrs, hrs, params, subj, rows = [], [], [], [], []
     total = len(cfg.subjects) * cfg.volumes_per_subject
     done = 0
+    source = open_source(cfg.source, cfg.data_seed)
+    table = source.table().values
     for s in cfg.subjects:
-        subject: MudiSubject = mudi_subject(s, cfg.data_seed)
-        positions = valid_positions(subject.mask, cfg.task, cfg.min_foreground)
+        positions = valid_positions(source.mask(s), cfg.task, cfg.min_foreground)
         if len(positions) == 0:
-            raise RuntimeError(f"MUDI subject {s} has no patch with {cfg.min_foreground:.0%} foreground")
-        chosen = np.sort(rng.choice(len(subject.table), size=cfg.volumes_per_subject, replace=False))
+            raise RuntimeError(f"subject {s} has no patch with {cfg.min_foreground:.0%} foreground")
+        chosen = np.sort(rng.choice(len(table), size=cfg.volumes_per_subject, replace=False))
         for r in chosen:
-            hr_vol = subject.hr([int(r)])
-            lr_vol, hr_c = mudi_downsample(hr_vol, cfg.task)
+            lr_vol, hr_c = source.pair(s, [int(r)], cfg.task)
             pick = positions[rng.choice(len(positions), size=cfg.patches_per_volume, replace=False)]
             lo, hi = extract_pairs(np.asarray(lr_vol.array[0]), np.asarray(hr_c.array[0]), pick, cfg.task)
             lrs.append(lo)
             hrs.append(hi)
-            params.append(np.repeat(subject.table.values[int(r)][None], len(pick), axis=0))
+            params.append(np.repeat(table[int(r)][None], len(pick), axis=0))
             subj.append(np.full(len(pick), s))
             rows.append(np.full(len(pick), int(r)))
             done += 1

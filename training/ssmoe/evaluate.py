@@ -22,7 +22,8 @@ import numpy as np
 from SuperResMoELib.atomic import write_text_atomic
 from SuperResMoELib.metrics import distribution_stats, mse_ssmoe, wilcoxon_paired
 from SuperResMoELib.methods import EnhanceOptions, create_method
-from SuperResMoELib.sample_data import MUDI_HELD_OUT, mudi_downsample, mudi_subject
+
+from .sources import open_source
 
 log = logging.getLogger("superresmoe.training")
 
@@ -36,9 +37,10 @@ def per_volume_mse(
     task: str,
     methods: dict[str, tuple[str, str | None]],
     rows: Sequence[int] | None = None,
-    subject: int = MUDI_HELD_OUT,
+    subject: int | None = None,
     device: str = "auto",
     progress=None,
+    data: str = "sample",
     data_seed: int = 0,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
     """Per-volume SS-MoE MSE of each method on the held-out subject.
@@ -47,18 +49,21 @@ def per_volume_mse(
         task: ``aniso`` or ``iso``.
         methods: label -> (registry name, checkpoint path or ``None``).
         rows: acquisition rows to evaluate (default: all 1344).
+        subject: subject index (default: the source's held-out subject).
+        data: ``"sample"`` or ``"mudi:<folder>"`` (:mod:`.sources`).
 
     Returns:
         ``(rows, {label: (n_rows,) scores}, {label: seconds})``.
     """
-    subj = mudi_subject(subject, data_seed)
-    rows_arr = np.arange(len(subj.table)) if rows is None else np.asarray(rows)
+    source = open_source(data, data_seed)
+    subject = source.held_out if subject is None else subject
+    rows_arr = np.arange(len(source.table())) if rows is None else np.asarray(rows)
     scores = {label: np.empty(len(rows_arr)) for label in methods}
     seconds = {label: 0.0 for label in methods}
     scale = (1.0, 1.0, 2.0) if task == "aniso" else (2.0, 2.0, 2.0)
     for start in range(0, len(rows_arr), CHUNK_FRAMES):
         chunk = rows_arr[start:start + CHUNK_FRAMES]
-        lr, hr = mudi_downsample(subj.hr(chunk), task)
+        lr, hr = source.pair(subject, chunk, task)
         gt = np.asarray(hr.array)
         for label, (name, ckpt) in methods.items():
             opts = EnhanceOptions(scale=scale, task=task if name != "cubic" else None, checkpoint=ckpt)

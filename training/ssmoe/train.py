@@ -29,10 +29,10 @@ from SuperResMoELib.atomic import atomic_path
 from SuperResMoELib.checkpoints import save_checkpoint
 from SuperResMoELib.nets.moe import SSMoE, HardMoE
 from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig
-from SuperResMoELib.sample_data import mudi_acquisition_table
 
 from ..loop import Phase, PhaseConfig
 from .data import LibraryConfig, PatchLibrary, patch_library
+from .sources import open_source
 
 log = logging.getLogger("superresmoe.training")
 
@@ -114,7 +114,8 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 class SSMoETrainer:
     """Runs the phases for one task; see the module docstring."""
 
-    def __init__(self, task: str, config: dict[str, Any], workdir: Path, progress=None) -> None:
+    def __init__(self, task: str, config: dict[str, Any], workdir: Path, progress=None,
+                 data: str = "sample") -> None:
         self.task = task
         self.cfg = config
         self.workdir = Path(workdir)
@@ -124,10 +125,13 @@ class SSMoETrainer:
         self.batch = int(config["batch_size"])
         torch.manual_seed(self.seed)
         libcfg = config["library"]
-        lib = patch_library(LibraryConfig(task, tuple(libcfg["subjects"]), int(libcfg["volumes_per_subject"]),
-                                          int(libcfg["patches_per_volume"]),
-                                          intensity_factor=float(config["intensity_factor"]), seed=self.seed),
-                            progress)
+        self.source = open_source(data, int(config.get("data_seed", 0)))
+        # the config's subjects for the sample data; every subject but the held-out one for a folder
+        subjects = tuple(libcfg["subjects"]) if data == "sample" else tuple(range(self.source.held_out))
+        volumes = min(int(libcfg["volumes_per_subject"]), len(self.source.table()))
+        lib = patch_library(LibraryConfig(task, subjects, volumes, int(libcfg["patches_per_volume"]),
+                                          intensity_factor=float(config["intensity_factor"]), seed=self.seed,
+                                          data_seed=int(config.get("data_seed", 0)), source=data), progress)
         self.data = split_library(lib, float(libcfg["validation_fraction"]), self.seed)
         log.info("%s library: %d training and %d validation pairs", task, len(self.data.train), len(self.data.val))
 
@@ -170,7 +174,7 @@ class SSMoETrainer:
         """Phase 2: the gater on GAP(bottleneck) ++ z-scored parameters, CE loss,
         encoder frozen (its features are computed once)."""
         moe = SSMoE.from_baseline(baseline, k)
-        table = mudi_acquisition_table(int(self.cfg.get("data_seed", 0))).values
+        table = self.source.table().values  # z-score statistics over the protocol, as the reference
         moe.gater.set_param_stats(torch.from_numpy(table.mean(0)), torch.from_numpy(table.std(0)))
         moe.eval()
         feats = _map_batches(self.data.train, lambda x, a: moe.encoder(x).bottleneck.mean(dim=(2, 3, 4)))
