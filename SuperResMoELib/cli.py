@@ -325,6 +325,15 @@ def cmd_info(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[i
     return EXIT_OK, None
 
 
+#: Demo cases: sample kind -> (LR file, HR file, table file or None, frames written).
+DEMO_CASES: dict[str, tuple[str, str, str | None]] = {
+    "t1": ("t1_lr.nii.gz", "t1_hr.nii.gz", None),
+    "mudi": ("mudi_lr_aniso.nii.gz", "mudi_hr.nii.gz", "parameters_new.txt"),
+}
+#: MUDI-like volumes (acquisition rows) the demo enhances.
+DEMO_MUDI_ROWS = 16
+
+
 def cmd_demo(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
     import numpy as np
 
@@ -334,28 +343,39 @@ def cmd_demo(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[i
     from .sample_data import write_sample_data
 
     out: Path = args.out
-    progress("sample", 0.0, "building the sample T1 pair")
-    data = write_sample_data(out / "data", kind="t1", seed=args.seed, progress=progress)
-    files = [Path(f) for f in data["files"]]
-    hr_path = next(f for f in files if f.name.startswith("t1_hr"))
-    lr_path = next(f for f in files if f.name.startswith("t1_lr"))
-    lr, hr = io.read_volume(lr_path), io.read_volume(hr_path)
-    scale = tuple(float(v) for v in np.round(lr.spacing / hr.spacing, 6))
     names = args.methods or [n for n in method_names() if _can_run(get_method_class(n))]
-    rows, written = [], [str(f) for f in files]
-    for name in names:
-        cancel.check()
-        job = EnhanceJob(input=lr_path, output=out / f"t1_sr_{name}.nii.gz", method=name,
-                         options=EnhanceOptions(scale=scale), device=args.device, reference=hr_path)
-        s = run_job(job, progress, cancel)
-        written += s["files"]
-        m = s["metrics"]
-        rows.append({"method": name, "PSNR_dB": m["psnr"], "SSIM": m["ssim"], "MSE": m["mse"],
-                     "MSE_ssmoe": m["mse_ssmoe"], "corr": m["correlation"], "seconds": round(s["seconds"], 2)})
+    rows: list[dict[str, Any]] = []
+    written: list[str] = []
+    cases: dict[str, Any] = {}
+    for kind, (lr_name, hr_name, table_name) in DEMO_CASES.items():
+        case_methods = [n for n in names if get_method_class(n).sample_kind in (kind, "any")]
+        if kind != "t1" and not any(get_method_class(n).sample_kind == kind for n in case_methods):
+            continue  # no method made for this data (the T1 case always runs)
+        progress("sample", 0.0, f"building the sample {kind} pair")
+        data = write_sample_data(out / "data", kind=kind, seed=args.seed, mudi_rows=DEMO_MUDI_ROWS,
+                                 progress=progress)
+        written += [str(f) for f in data["files"]]
+        lr_path, hr_path = out / "data" / lr_name, out / "data" / hr_name
+        table = out / "data" / table_name if table_name else None
+        lr, hr = io.read_volume(lr_path), io.read_volume(hr_path)
+        scale = tuple(float(v) for v in np.round(lr.spacing / hr.spacing, 6))
+        cases[kind] = {"lr_spacing": lr.spacing.round(4).tolist(), "hr_spacing": hr.spacing.round(4).tolist(),
+                       "scale": scale, "frames": lr.n_frames}
+        for name in case_methods:
+            cancel.check()
+            job = EnhanceJob(input=lr_path, output=out / f"{kind}_sr_{name}.nii.gz", method=name,
+                             options=EnhanceOptions(scale=scale), device=args.device, reference=hr_path,
+                             table=table)
+            s = run_job(job, progress, cancel)
+            written += s["files"]
+            m = _flat(s["metrics"])
+            rows.append({"data": kind, "method": name,
+                         "PSNR_dB": m.get("psnr", m.get("mean_psnr")), "SSIM": m.get("ssim", float("nan")),
+                         "MSE_ssmoe": m.get("mse_ssmoe", m.get("mse_ssmoe_per_frame_mean")),
+                         "seconds": round(s["seconds"], 2)})
     _write_csv(rows, out / "demo_metrics.csv")
     written.append(str(out / "demo_metrics.csv"))
-    return EXIT_OK, {"files": written, "metrics": rows, "scale": scale,
-                     "lr_spacing": lr.spacing.round(4).tolist(), "hr_spacing": hr.spacing.round(4).tolist()}
+    return EXIT_OK, {"files": written, "metrics": rows, "cases": cases}
 
 
 def _can_run(cls) -> bool:
@@ -401,13 +421,15 @@ def _report(command: str, result: Any) -> None:
         for f in result["files"]:
             print(f"  {f}")
     elif command == "demo":
-        print(f"sample pair: LR spacing {result['lr_spacing']} mm -> HR spacing {result['hr_spacing']} mm "
-              f"(scale {result['scale']})")
+        for kind, c in result["cases"].items():
+            print(f"sample {kind}: LR spacing {c['lr_spacing']} mm -> HR spacing {c['hr_spacing']} mm "
+                  f"(scale {c['scale']}, {c['frames']} volume(s))")
         print("files written:")
         for f in result["files"]:
             print(f"  {f}")
         print("metrics against the HR reference:")
-        _print_table(result["metrics"], list(result["metrics"][0]) if result["metrics"] else ["method"])
+        if result["metrics"]:
+            _print_table(result["metrics"], list(result["metrics"][0]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -154,6 +154,8 @@ class Method(abc.ABC):
     tasks: ClassVar[tuple[str, ...]] = ()
     needs_checkpoint: ClassVar[bool] = False
     default_scale: ClassVar[tuple[float, float, float]] = DEFAULT_SCALE
+    #: Sample data the demo runs the method on: ``"t1"``, ``"mudi"`` or ``"any"``.
+    sample_kind: ClassVar[str] = "t1"
 
     def output_grid(self, volume: Volume, options: EnhanceOptions | None = None) -> Grid:
         """The grid :meth:`enhance` will produce for ``volume`` (known before running,

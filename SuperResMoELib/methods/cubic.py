@@ -17,6 +17,7 @@ class CubicMethod(Method):
     name = "cubic"
     title = "Cubic spline"
     description = "Cubic B-spline interpolation onto the finer grid (baseline, no training)."
+    sample_kind = "any"
 
     def enhance(
         self,

@@ -270,6 +270,7 @@ class SSMoEMethod(Method):
                    "using the acquisition parameters, to one of K expert decoders.")
     tasks = ("aniso", "iso")
     needs_checkpoint = True
+    sample_kind = "mudi"
     #: ``architecture["kind"]`` of the checkpoints this method runs.
     kind: ClassVar[str] = "ssmoe"
 
