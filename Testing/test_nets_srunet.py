@@ -99,3 +99,28 @@ def test_hard_moe_is_softmax_weighted_sum_of_heads() -> None:
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="unknown SR U-Net task"):
         SRUNetConfig("x4")
+
+
+@pytest.mark.parametrize("task", ["iso", "aniso"])
+def test_linear_residual_adds_edge_aligned_trilinear_upsampling(task: str) -> None:
+    """With the output convolution zeroed, a residual network returns the
+    trilinear upsampling of its input (a linear ramp stays a linear ramp in the
+    interior, sampled at the SR voxel centres)."""
+    cfg = SRUNetConfig(task, 4, residual="linear")
+    net = SRUNet(cfg).eval()
+    moe = SSMoE.from_baseline(net, 2).eval()
+    hm = HardMoE(cfg, 2).eval()
+    with torch.no_grad():
+        for m in (net.decoder.up.out, *[e.up.out for e in moe.experts], *[h.out for h in hm.heads]):
+            m.weight.zero_()
+            m.bias.zero_()
+    k = torch.arange(cfg.lr_patch[0], dtype=torch.float32)
+    x = (3.0 * k).view(1, 1, -1, 1, 1).expand(1, 1, *cfg.lr_patch).contiguous()
+    with torch.no_grad():
+        outs = [net(x), moe(x, torch.zeros(1, 6))[0], hm(x)[0]]
+    centres = (torch.arange(cfg.hr_patch[0], dtype=torch.float32) + 0.5) / cfg.zoom[0] - 0.5
+    for y in outs:
+        torch.testing.assert_close(y[0, 0, 2:-2, 3, 3], 3.0 * centres[2:-2])
+    assert SRUNetConfig(task, 4).residual == "none"  # the reference has no global residual
+    with pytest.raises(ValueError, match="unknown residual"):
+        SRUNetConfig(task, 4, residual="cubic")

@@ -58,17 +58,21 @@ class Phase:
         optimizer: optimizer over (some of) their parameters.
         seed: base seed of the batch generators.
         scheduler: optional learning-rate scheduler stepped once per step.
+        set_train: puts the modules in training mode at each epoch start
+            (default ``module.train()``; e.g. keep batch norms frozen).
     """
 
     def __init__(self, workdir: Path, cfg: PhaseConfig, modules: dict[str, torch.nn.Module],
                  optimizer: torch.optim.Optimizer, seed: int,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                 set_train: Callable[[], None] | None = None) -> None:
         self.folder = Path(workdir) / cfg.name
         self.cfg = cfg
         self.modules = modules
         self.optimizer = optimizer
         self.seed = seed
         self.scheduler = scheduler
+        self.set_train = set_train or (lambda: [m.train() for m in modules.values()])
 
     @property
     def done(self) -> bool:
@@ -126,8 +130,7 @@ class Phase:
         total = self.cfg.epochs * self.cfg.steps_per_epoch
         t_epoch = time.perf_counter()
         while epoch < self.cfg.epochs:
-            for m in self.modules.values():
-                m.train()
+            self.set_train()
             while step < self.cfg.steps_per_epoch:
                 rng = np.random.default_rng([self.seed, epoch, step])
                 losses = step_fn(batch_fn(rng))

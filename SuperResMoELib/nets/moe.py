@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .blocks import glorot_init, mlp
-from .srunet import Features, SkipPath, SRDecoder, SREncoder, SRUNet, SRUNetConfig, UpPath
+from .srunet import Features, SkipPath, SRDecoder, SREncoder, SRUNet, SRUNetConfig, UpPath, add_residual
 
 #: Hidden sizes of the gater MLP (reference: 256-128-64).
 GATER_HIDDEN: tuple[int, ...] = (256, 128, 64)
@@ -122,7 +122,7 @@ class SSMoE(nn.Module):
             labels = self.gater(feats.bottleneck, params).argmax(dim=1)
         else:
             labels = torch.full((x.shape[0],), int(expert), dtype=torch.long, device=x.device)
-        return self.decode(feats, labels), labels
+        return add_residual(self.decode(feats, labels), x, self.cfg), labels
 
 
 class HardMoE(nn.Module):
@@ -146,4 +146,4 @@ class HardMoE(nn.Module):
         skips = self.skips(feats.skips)
         ys = torch.stack([head(skips, feats.bottleneck) for head in self.heads], dim=1)  # (B, K, 1, ...)
         y = (weights.view(weights.shape + (1,) * (ys.ndim - 2)) * ys).sum(dim=1)
-        return y, weights
+        return add_residual(y, x, self.cfg), weights

@@ -28,7 +28,7 @@ import torch
 from SuperResMoELib.atomic import atomic_path
 from SuperResMoELib.checkpoints import save_checkpoint
 from SuperResMoELib.nets.moe import SSMoE, HardMoE
-from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig
+from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig, add_residual
 
 from ..loop import Phase, PhaseConfig
 from .data import LibraryConfig, PatchLibrary, patch_library
@@ -120,7 +120,7 @@ class SSMoETrainer:
         self.cfg = config
         self.workdir = Path(workdir)
         self.progress = progress
-        self.net_cfg = SRUNetConfig(task, int(config["width"]))
+        self.net_cfg = SRUNetConfig(task, int(config["width"]), residual=str(config.get("residual", "none")))
         self.seed = int(config["seed"])
         self.batch = int(config["batch_size"])
         torch.manual_seed(self.seed)
@@ -136,10 +136,10 @@ class SSMoETrainer:
         log.info("%s library: %d training and %d validation pairs", task, len(self.data.train), len(self.data.val))
 
     def _phase(self, name: str, spec: dict[str, Any], modules: dict[str, torch.nn.Module],
-               params) -> tuple[Phase, torch.optim.Optimizer]:
+               params, set_train=None) -> tuple[Phase, torch.optim.Optimizer]:
         opt = torch.optim.Adam(params, lr=float(spec["lr"]))
         cfg = PhaseConfig(name, int(spec["epochs"]), int(spec["steps_per_epoch"]))
-        return Phase(self.workdir, cfg, modules, opt, self.seed), opt
+        return Phase(self.workdir, cfg, modules, opt, self.seed, set_train=set_train), opt
 
     # ----------------------------------------------------------- phase 1
     def baseline(self) -> SRUNet:
@@ -218,13 +218,22 @@ class SSMoETrainer:
             if len(index) == 0:
                 log.warning("expert %d received no training pairs: it keeps the baseline decoder", c)
                 continue
+            frozen_bn = self.cfg["experts"].get("batchnorm", "frozen") == "frozen"
+
+            def set_train(expert=expert) -> None:
+                expert.train()
+                if frozen_bn:  # start exactly from the baseline: keep its statistics
+                    for m in expert.modules():
+                        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                            m.eval()
+
             phase, opt = self._phase(f"k{k}_{labeler}/expert{c}", self.cfg["experts"], {"expert": expert},
-                                     expert.parameters())
+                                     expert.parameters(), set_train)
 
             def fwd(x, a, expert=expert):
                 with torch.no_grad():
                     feats = moe.encoder(x)
-                return expert(feats)
+                return add_residual(expert(feats), x, moe.cfg)
 
             moe.train()
             phase.run(_batches(self.data.train, self.batch, index), _mse_step(expert, opt, fwd), None, self.progress)
