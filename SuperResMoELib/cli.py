@@ -25,8 +25,6 @@ with ``"exit_code"``).
 from __future__ import annotations
 
 import argparse
-import csv
-import io as _stdio
 import json
 import logging
 import os
@@ -39,6 +37,7 @@ from typing import Any, Sequence
 from . import __version__
 from .errors import CancelledError, InputError, SuperResMoEError
 from .progress import CancelToken
+from .tables import write_csv
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -193,7 +192,7 @@ def cmd_enhance(args: argparse.Namespace, progress, cancel: CancelToken) -> tupl
              "seconds": round(s["seconds"], 3)} for s in summaries]
     if any(s["metrics"] for s in summaries):
         folder = args.output.parent if io.is_volume_file(args.output) else args.output
-        _write_csv(rows, folder / "metrics.csv")
+        write_csv(rows, folder / "metrics.csv")
     code = EXIT_PARTIAL if failures else EXIT_OK
     return code, {"outputs": summaries, "failures": [{"input": p, "error": m} for p, m in failures]}
 
@@ -206,19 +205,6 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         elif isinstance(v, (int, float, str)):
             out[f"{prefix}{k}"] = v
     return out
-
-
-def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    from .atomic import write_text_atomic
-
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = _stdio.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
 
 
 def _print_table(rows: list[dict[str, Any]], keys: Sequence[str], stream=None) -> None:
@@ -261,7 +247,7 @@ def cmd_evaluate(args: argparse.Namespace, progress, cancel: CancelToken) -> tup
             io.write_volume(absolute_error_map(ref, pred), args.error_maps / f"{stem}_abserr.nii.gz")
     progress("evaluate", 1.0, f"{len(rows)} pair(s)")
     if args.output is not None:
-        _write_csv(rows, args.output)
+        write_csv(rows, args.output)
         from .atomic import write_text_atomic
 
         write_text_atomic(args.output.with_suffix(".json"), json.dumps(rows, indent=2))
@@ -373,7 +359,7 @@ def cmd_demo(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[i
                          "PSNR_dB": m.get("psnr", m.get("mean_psnr")), "SSIM": m.get("ssim", float("nan")),
                          "MSE_ssmoe": m.get("mse_ssmoe", m.get("mse_ssmoe_per_frame_mean")),
                          "seconds": round(s["seconds"], 2)})
-    _write_csv(rows, out / "demo_metrics.csv")
+    write_csv(rows, out / "demo_metrics.csv")
     written.append(str(out / "demo_metrics.csv"))
     return EXIT_OK, {"files": written, "metrics": rows, "cases": cases}
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .blocks import glorot_init, mlp
-from .srunet import Features, SkipPath, SRDecoder, SREncoder, SRUNet, SRUNetConfig, UpPath, add_residual
+from .srunet import Features, SkipPath, SRDecoder, SREncoder, SRUNet, SRUNetConfig, UpPath, add_residual, zero_output
 
 #: Hidden sizes of the gater MLP (reference: 256-128-64).
 GATER_HIDDEN: tuple[int, ...] = (256, 128, 64)
@@ -139,6 +139,9 @@ class HardMoE(nn.Module):
         self.gater = Gater(cfg.bottleneck_channels, n_experts, n_params=0)
         self.heads = nn.ModuleList([UpPath(cfg) for _ in range(n_experts)])
         glorot_init(self)
+        if cfg.residual != "none":
+            for head in self.heads:
+                zero_output(head)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.encoder(x)

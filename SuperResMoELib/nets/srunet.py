@@ -111,6 +111,13 @@ class SRUNetConfig:
         return asdict(self)
 
 
+def zero_output(up: "UpPath") -> None:
+    """Zero the output convolution: a residual network then starts as the plain
+    interpolation and learns a correction."""
+    nn.init.zeros_(up.out.weight)
+    nn.init.zeros_(up.out.bias)
+
+
 class Features(NamedTuple):
     """Encoder output: skip activations (shallow first) and the bottleneck
     ``(B, 4w, 4, 4, 4)``."""
@@ -212,6 +219,8 @@ class SRUNet(nn.Module):
         self.encoder = SREncoder(cfg)
         self.decoder = SRDecoder(cfg)
         glorot_init(self)
+        if cfg.residual != "none":
+            zero_output(self.decoder.up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return add_residual(self.decoder(self.encoder(x)), x, self.cfg)

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from SuperResMoELib.atomic import write_text_atomic
+from SuperResMoELib.tables import markdown_table, write_csv
 from SuperResMoELib.metrics import distribution_stats, mse_ssmoe, wilcoxon_paired
 from SuperResMoELib.methods import EnhanceOptions, create_method
 
@@ -99,20 +100,6 @@ def wilcoxon_rows(scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
                         "median_difference": w["median_difference"],
                         "a_better_fraction": float(np.mean(scores[labels[a]] < scores[labels[b]]))})
     return out
-
-
-def markdown_table(rows: list[dict[str, Any]], keys: Sequence[str], fmt: str = "{:.4g}") -> str:
-    head = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"
-    body = "".join("| " + " | ".join(fmt.format(r[k]) if isinstance(r[k], float) else str(r[k]) for k in keys)
-                   + " |\n" for r in rows)
-    return head + body
-
-
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    keys = list(rows[0])
-    lines = [",".join(keys)] + [",".join(repr(r[k]) if isinstance(r[k], float) else str(r[k]) for k in keys)
-                                for r in rows]
-    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def histogram_figure(scores: dict[str, np.ndarray], path: Path, title: str, bins: int = 30) -> None:

@@ -1,0 +1,30 @@
+"""Small tables of results: CSV files (written atomically) and Markdown."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Sequence
+
+from .atomic import write_text_atomic
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Rows (dicts) as CSV; the columns are the union of the keys, in first-seen order."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], fmt: str = "{:.4g}") -> str:
+    """A Markdown table of ``keys`` columns; floats formatted with ``fmt``."""
+    head = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"
+    body = "".join("| " + " | ".join(fmt.format(r[k]) if isinstance(r.get(k), float) else str(r.get(k, ""))
+                                     for k in keys) + " |\n" for r in rows)
+    return head + body
