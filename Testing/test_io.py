@@ -152,3 +152,14 @@ def test_folder_listing(tmp_path: Path) -> None:
     for name in ("b.nii.gz", "a.nrrd", "c.txt", ".hidden.nii"):
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in io.list_volume_files(tmp_path)] == ["a.nrrd", "b.nii.gz"]
+
+
+def test_outputs_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    io.write_volume(smooth_volume((3, 3, 3)), tmp_path / "p.nii.gz")
+    mode = stat.S_IMODE(os.stat(tmp_path / "p.nii.gz").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
