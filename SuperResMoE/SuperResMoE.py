@@ -1,9 +1,8 @@
 """SuperResMoE scripted module for 3D Slicer.
 
-A thin shell over :mod:`SuperResMoELib`: the panel (input, method, Enhance,
-LR | SR | HR views) is built on top of the library's ``superresmoe`` command,
-which it runs in a background process.  Until the panel lands, the library is
-usable from Slicer's Python console and ``Slicer --python-script``::
+A thin shell over :mod:`SuperResMoELib`.  In this version the module carries
+the metadata and help; the library is used from Slicer's Python console and
+``Slicer --python-script``::
 
     from SuperResMoELib.cli import main
     main(["enhance", "-i", "lr.nii.gz", "-o", "sr.nii.gz", "--method", "cubic"])
