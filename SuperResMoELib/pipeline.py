@@ -28,9 +28,6 @@ from .methods import EnhanceOptions, Result, create_method
 from .progress import CancelToken, ProgressCallback, no_progress
 from .volume import Grid, Volume
 
-#: A reference must sit on the SR grid to this tolerance (mm).
-REFERENCE_ATOL_MM = 1e-3
-
 
 @dataclass
 class EnhanceJob:
@@ -68,16 +65,13 @@ def side_path(output: Path, tag: str, suffix: str | None = None) -> Path:
 
 def check_reference(reference: Volume, expected: Grid, label: str = "reference") -> None:
     """Clear one-line error when the reference is not on the SR grid."""
-    if reference.grid.same_as(expected, atol=REFERENCE_ATOL_MM):
+    from .metrics import DEFAULT_GRID_ATOL_MM
+
+    if reference.grid.same_as(expected, atol=DEFAULT_GRID_ATOL_MM):
         return
-
-    def describe(g: Grid) -> str:
-        return (f"shape {g.shape} spacing {np.round(g.spacing, 4).tolist()} "
-                f"origin {np.round(g.origin, 3).tolist()}")
-
     raise InputError(
-        f"{label} does not match the SR output grid: reference has {describe(reference.grid)}, "
-        f"SR has {describe(expected)}; give a reference on the SR grid or use --simulate"
+        f"{label} does not match the SR output grid: reference has {reference.grid.describe()}; "
+        f"SR has {expected.describe()}; give a reference on the SR grid or use --simulate"
     )
 
 

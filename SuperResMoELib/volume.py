@@ -124,6 +124,11 @@ class Grid:
         c = self.corners()
         return np.stack([c.min(axis=0), c.max(axis=0)], axis=1)
 
+    def describe(self) -> str:
+        """``"shape (K, J, I), spacing [si, sj, sk], origin [r, a, s]"`` for messages."""
+        return (f"shape {self.shape}, spacing {np.round(self.spacing, 4).tolist()}, "
+                f"origin {np.round(self.origin, 4).tolist()}")
+
     def same_as(self, other: "Grid", atol: float = 1e-4) -> bool:
         """True when shape matches and matrices agree within ``atol`` (mm)."""
         return self.shape == other.shape and bool(
