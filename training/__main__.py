@@ -121,16 +121,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if (ck / f"{file}.json").exists():
             main[label] = (name, str(ck / f"{file}.safetensors"))
     report = []
-    r, scores, secs = per_volume_mse(task, main, rows, device=args.device, progress=reporter, data=args.data)
-    extra = {label: {"checkpoint": p, "weights": _n_weights(p)} for label, (_, p) in main.items() if p}
-    report.append(write_report(out, f"ssmoe_{task}_table1", f"Table 1 ({task}): per-volume MSE", scores, r, secs,
-                               extra))
+    if "table1" in args.tables:
+        r, scores, secs = per_volume_mse(task, main, rows, device=args.device, progress=reporter, data=args.data)
+        extra = {label: {"checkpoint": p, "weights": _n_weights(p)} for label, (_, p) in main.items() if p}
+        report.append(write_report(out, f"ssmoe_{task}_table1", f"Table 1 ({task}): per-volume MSE", scores, r,
+                                   secs, extra))
     ablation_rows = np.arange(0, n_rows, args.ablation_rows_step)
     ablations = {f"K={k}": f"ssmoe_{task}_k{k}_mqs" for k in (2, 8)}
     ablations.update({f"labels={lab}": f"ssmoe_{task}_k4_{lab}" for lab in ("quantile", "empirical", "kmeans")})
     found = {label: ("ssmoe", str(ck / f"{f}.safetensors")) for label, f in ablations.items()
              if (ck / f"{f}.json").exists()}
-    if found and (ck / f"ssmoe_{task}.json").exists():
+    if "ablations" in args.tables and found and (ck / f"ssmoe_{task}.json").exists():
         found = {"K=4 (MQS)": ("ssmoe", str(ck / f"ssmoe_{task}.safetensors")), **found}
         r2, s2, t2 = per_volume_mse(task, found, ablation_rows, device=args.device, progress=reporter,
                                     data=args.data)
@@ -171,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", default="sample", help="'sample' or 'mudi:<folder>' (held out: the last subject)")
     p.add_argument("--rows-step", type=int, default=1, help="evaluate every N-th volume (default 1: all)")
     p.add_argument("--ablation-rows-step", type=int, default=4, help="volume step of the ablation tables")
+    p.add_argument("--tables", nargs="+", choices=("table1", "ablations"), default=["table1", "ablations"],
+                   help="which tables to compute (default both; ablations need their checkpoints)")
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")
     p.set_defaults(func=cmd_evaluate)
