@@ -444,6 +444,7 @@ def random_clinical_grid(
     orientation: str = "random",
     max_tilt_deg: float = 15.0,
     in_plane_range_mm: tuple[float, float] = (0.8, 1.3),
+    gap_fraction: float = 0.0,
 ) -> tuple[Grid, dict]:
     """Draw a clinical-looking low-resolution acquisition grid.
 
@@ -460,17 +461,23 @@ def random_clinical_grid(
       voxel volume is always exact and thickness >= in-plane).
     * Extent: the grid is centred on, and covers, the RAS bounding box of
       ``grid``'s corners (``ceil(extent / spacing)`` voxels per axis).
+    * Slice gap: ``gap_fraction`` in ``[0, 1)`` of the slice spacing ``t`` is
+      a gap between slices; the slices are ``(1 - gap_fraction) * t`` thick
+      (the grid spacing, hence the voxel volume, is unchanged).  Pass
+      ``info["slice_thickness_mm"]`` to :func:`simulate_acquisition`.
 
     Returns:
         ``(lr_grid, info)``: ``lr_grid`` with spacing ``(p, p, t)`` and its k
         axis through-plane; ``info`` = ``{"orientation": drawn orientation
         (never "random"), "base_orientation": axial/coronal/sagittal,
-        "in_plane_mm": p, "thickness_mm": t, "voxel_volume_mm3": p*p*t,
-        "tilt_deg": rotation angle (0 unless oblique)}``.
+        "in_plane_mm": p, "thickness_mm": t (the slice spacing),
+        "slice_thickness_mm": t minus the gap, "gap_mm": the gap,
+        "voxel_volume_mm3": p*p*t, "tilt_deg": rotation angle (0 unless
+        oblique)}``.
 
     Raises:
         InputError: unknown orientation, non-positive voxel volume or spacings,
-        negative tilt, bad ``rng``.
+        negative tilt, gap fraction outside ``[0, 1)``, bad ``rng``.
     """
     if not isinstance(grid, Grid):
         raise InputError(f"expected a Grid, got {type(grid).__name__}")
@@ -485,6 +492,10 @@ def random_clinical_grid(
         raise InputError(f"in-plane range must be two numbers (mm), got {in_plane_range_mm!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi < lo:
         raise InputError(f"in-plane range must satisfy 0 < low <= high, got {in_plane_range_mm!r}")
+
+    gap = _check_non_negative(gap_fraction, "gap fraction")
+    if gap >= 1.0:
+        raise InputError(f"gap fraction must be below 1 (a fraction of the slice spacing), got {gap_fraction!r}")
 
     chosen = orientation
     if chosen == "random":
@@ -510,6 +521,8 @@ def random_clinical_grid(
         "base_orientation": base,
         "in_plane_mm": p,
         "thickness_mm": t,
+        "slice_thickness_mm": t * (1.0 - gap),
+        "gap_mm": t * gap,
         "voxel_volume_mm3": p * p * t,
         "tilt_deg": tilt,
     }
@@ -541,20 +554,40 @@ def _intermediate_grid(lr: Grid, hr: Grid, blur: np.ndarray) -> Grid:
     return Grid((int(n[2]), int(n[1]), int(n[0])), lr.ijk_to_ras @ to_lr)
 
 
+def _profile_widths(lr_grid: Grid, thickness_mm: float | Sequence[float] | None) -> np.ndarray:
+    """IJK slice-profile widths: the LR spacing, or the given thickness."""
+    if thickness_mm is None:
+        return lr_grid.spacing
+    t = np.asarray(thickness_mm, dtype=np.float64).ravel()
+    if t.size == 1:
+        widths = lr_grid.spacing.copy()
+        widths[2] = float(t[0])
+    elif t.size == 3:
+        widths = t.copy()
+    else:
+        raise InputError(f"slice thickness must be one number (k) or three (i, j, k) in mm, got {thickness_mm!r}")
+    if not np.all(np.isfinite(widths)) or np.any(widths <= 0):
+        raise InputError(f"slice thickness must be positive, got {thickness_mm!r}")
+    return widths
+
+
 def simulate_acquisition(
     volume: Volume,
     lr_grid: Grid,
     profile: str = "gaussian",
     noise_sigma: float = 0.0,
     rng: np.random.Generator | None = None,
+    thickness_mm: float | Sequence[float] | None = None,
 ) -> Volume:
     """Simulate acquiring the HR ``volume`` on the (possibly oblique) ``lr_grid``.
 
-    Every ``lr_grid`` axis whose spacing exceeds the HR spacing along it gets a
-    slice profile (``profile``) of thickness (FWHM for Gaussian, width for
-    boxcar) = that LR spacing; the blurred image is sampled at the LR voxel
-    centres with linear interpolation; then, if ``noise_sigma > 0``, Rician
-    noise is added (:func:`rician_noise`).
+    Every ``lr_grid`` axis whose profile width exceeds the HR spacing along it
+    gets a slice profile (``profile``) of that width (FWHM for Gaussian, width
+    for boxcar); the width is the LR spacing unless ``thickness_mm`` (one
+    number for the k axis, or ``(i, j, k)``) says otherwise, e.g. thinner
+    slices with a gap.  The blurred image is sampled at the LR voxel centres
+    with linear interpolation; then, if ``noise_sigma > 0``, Rician noise is
+    added (:func:`rician_noise`).
 
     * If each LR axis is parallel to an HR axis, the blur is applied directly
       on the HR grid along the matching HR axes.
@@ -573,7 +606,8 @@ def simulate_acquisition(
             ``np.random.default_rng()`` (not reproducible).
 
     Raises:
-        InputError: unknown profile, negative noise sigma.
+        InputError: unknown profile, negative noise sigma, non-positive
+        thickness.
     """
     _check_volume(volume)
     if not isinstance(lr_grid, Grid):
@@ -583,7 +617,7 @@ def simulate_acquisition(
     if sigma > 0:
         rng = np.random.default_rng() if rng is None else _check_rng(rng)
     hr = volume.grid
-    p = lr_grid.spacing
+    p = _profile_widths(lr_grid, thickness_mm)
     match = _aligned_axes(hr, lr_grid)
     if match is not None:
         arr = _float32(volume)
@@ -593,7 +627,7 @@ def simulate_acquisition(
                 arr = _blur_array(arr, b, p[a] / hr.spacing[b], profile)
         out = resample_array(arr, hr, lr_grid, SAMPLING_INTERPOLATION)
     else:
-        h = np.minimum(p, float(hr.spacing.min()))
+        h = np.minimum(lr_grid.spacing, float(hr.spacing.min()))
         blur = p > h * (1.0 + RELATIVE_TOLERANCE)
         mid = _intermediate_grid(lr_grid, hr, blur)
         arr = resample_array(volume.array, hr, mid, INTERMEDIATE_INTERPOLATION)

@@ -57,6 +57,7 @@ from .atomic import atomic_path
 from .paths import user_cache_dir
 from .errors import InputError, SuperResMoEError
 from .geometry import scaled_grid
+from .intensity import robust_max
 from .volume import AcquisitionTable, Grid, Volume
 
 logger = logging.getLogger("superresmoe.sample_data")
@@ -199,9 +200,7 @@ def _rng(seed: int, subject: int, stream: str, *extra: int) -> np.random.Generat
 
 def _robust_max(array: np.ndarray) -> float:
     """:data:`ROBUST_MAX_PERCENTILE` of the positive voxels (0 for an empty image)."""
-    values = np.asarray(array)
-    pos = values[values > 0]
-    return float(np.percentile(pos, ROBUST_MAX_PERCENTILE)) if pos.size else 0.0
+    return robust_max(array, ROBUST_MAX_PERCENTILE)
 
 
 def _nilearn_version() -> str:

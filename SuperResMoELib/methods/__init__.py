@@ -14,6 +14,8 @@ _REGISTRY: dict[str, str] = {
     "ssmoe": ".ssmoe:SSMoEMethod",
     "srunet": ".ssmoe:SRUNetMethod",
     "hardmoe": ".ssmoe:HardMoEMethod",
+    "remix": ".remix:REMIxMethod",
+    "remix1": ".remix:REMIxSingleMethod",
 }
 
 

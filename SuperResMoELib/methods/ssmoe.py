@@ -33,7 +33,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -41,7 +40,8 @@ import numpy as np
 from ..errors import CheckpointError, InputError
 from ..progress import CancelToken, ProgressCallback, no_progress
 from ..volume import ACQUISITION_COLUMNS, Grid, Volume
-from .base import EnhanceOptions, Method, Result, prepare_array
+from .base import EnhanceOptions, Result, prepare_array
+from .checkpointed import CheckpointedMethod, network_kind
 
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
@@ -114,11 +114,6 @@ def ssmoe_manifest(kind: str, cfg: SRUNetConfig, n_experts: int, intensity_facto
         intensity={"kind": "scale", "factor": f},
         **kwargs,
     )
-
-
-def network_kind(manifest: Manifest) -> str:
-    """``architecture["kind"]`` of a manifest (``"?"`` when missing)."""
-    return str(manifest.architecture.get("kind", "?"))
 
 
 def backbone_config(manifest: Manifest) -> SRUNetConfig:
@@ -261,7 +256,7 @@ def _describe_tasks() -> str:
     return "; ".join(f"{t} = scale {','.join(f'{v:g}' for v in f)}" for t, f in TASK_FACTORS.items())
 
 
-class SSMoEMethod(Method):
+class SSMoEMethod(CheckpointedMethod):
     """SS-MoE: acquisition-aware hard routing of 3D patches to expert decoders."""
 
     name = "ssmoe"
@@ -269,13 +264,11 @@ class SSMoEMethod(Method):
     description = ("Self-supervised mixture of experts (Lin et al. 2021): a gater routes each 3D patch, "
                    "using the acquisition parameters, to one of K expert decoders.")
     tasks = ("aniso", "iso")
-    needs_checkpoint = True
     sample_kind = "mudi"
-    #: ``architecture["kind"]`` of the checkpoints this method runs.
+    checkpoint_method = CHECKPOINT_METHOD
+    family_title = "an SS-MoE"
+    kinds = KINDS
     kind: ClassVar[str] = "ssmoe"
-
-    def __init__(self) -> None:
-        self._cache: tuple[tuple, Any] | None = None
 
     # ---------------------------------------------------------------- task
     def resolve_task(self, volume: Volume | None, options: EnhanceOptions | None = None) -> str:
@@ -337,87 +330,8 @@ class SSMoEMethod(Method):
         return scaled_grid(volume.grid, TASK_FACTORS[self.resolve_task(volume, options)])
 
     # ---------------------------------------------------------- checkpoint
-    def find_checkpoint(self, task: str) -> tuple[Path, Manifest]:
-        """The first checkpoint in the search folders holding a network of
-        this method's kind for ``task``.
-
-        Raises:
-            CheckpointError: none found (the message lists what was found and
-                where it looked).
-        """
-        from ..checkpoints import (
-            ENV_CHECKPOINTS,
-            checkpoint_search_dirs,
-            list_checkpoints,
-        )
-
-        found = list_checkpoints(CHECKPOINT_METHOD, task)
-        for path, manifest in found:
-            if network_kind(manifest) == self.kind:
-                return path, manifest
-        where = ", ".join(str(d) for d in checkpoint_search_dirs())
-        others = "; found only: " + ", ".join(f"{p.name} (kind {network_kind(m)})" for p, m in found) if found else ""
-        raise CheckpointError(
-            f"no {self.title} checkpoint (method '{CHECKPOINT_METHOD}', kind '{self.kind}', task '{task}') "
-            f"in: {where}{others}. Set {ENV_CHECKPOINTS} to a folder holding <name>.safetensors + "
-            "<name>.json, pass --checkpoint, or build one with the training command"
-        )
-
-    def _checkpoint_for(self, task: str, opts: EnhanceOptions) -> Path:
-        from ..checkpoints import checkpoint_paths, read_manifest
-
-        if not opts.checkpoint:
-            return self.find_checkpoint(task)[0]
-        path = checkpoint_paths(opts.checkpoint)[0]
-        manifest = read_manifest(path)
-        if manifest.method != CHECKPOINT_METHOD:
-            raise CheckpointError(
-                f"checkpoint {path} is for method '{manifest.method}', not '{CHECKPOINT_METHOD}'; "
-                f"pick an SS-MoE checkpoint"
-            )
-        kind = network_kind(manifest)
-        if kind != self.kind:
-            hint = f"use --method {kind}" if kind in KINDS else "pick another checkpoint"
-            raise CheckpointError(
-                f"checkpoint {path} holds a '{kind}' network, but method '{self.name}' needs kind "
-                f"'{self.kind}'; {hint}"
-            )
-        return path
-
-    def load(self, task: str, options: EnhanceOptions | None = None, device: str | torch.device = "cpu"):
-        """``(network in eval mode on device, checkpoint path, manifest)``;
-        the last loaded network is cached (keyed by file, sha256 and device).
-
-        Raises:
-            CheckpointError: no checkpoint, wrong method/kind/task, or tensors
-                that do not fit the architecture.
-        """
-        from ..checkpoints import load_checkpoint, read_manifest
-        from ..devices import resolve_device
-
-        opts = options or EnhanceOptions()
-        dev = resolve_device(device)
-        path = self._checkpoint_for(task, opts)
-        manifest = read_manifest(path)
-        key = (str(Path(path).resolve()), manifest.sha256, str(dev))
-        if self._cache is not None and self._cache[0] == key:
-            net, manifest = self._cache[1]
-            return net, path, manifest
-        ckpt = load_checkpoint(path, method=CHECKPOINT_METHOD, task=task)
-        manifest = ckpt.manifest
-        net = build_network(manifest)
-        try:
-            net.load_state_dict(ckpt.tensors, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise CheckpointError(
-                f"checkpoint {path} does not fit its manifest's architecture "
-                f"({network_kind(manifest)}, {manifest.architecture.get('srunet')}): "
-                f"{' '.join(first[:3])[:400]}"
-            ) from None
-        net.to(dev).eval()
-        self._cache = (key, (net, manifest))
-        return net, path, manifest
+    def build_network(self, manifest: Manifest) -> torch.nn.Module:
+        return build_network(manifest)
 
     # ---------------------------------------------------------- acquisition
     def _acquisitions(self, volume: Volume, opts: EnhanceOptions, net: Any) -> tuple[np.ndarray | None, dict]:

@@ -18,17 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from SuperResMoELib.atomic import atomic_path
 from SuperResMoELib.nets.srunet import TASKS
 from SuperResMoELib.paths import user_cache_dir
 
+from ..cache import cached_arrays
 from .sources import open_source
 
 log = logging.getLogger("superresmoe.training")
@@ -144,18 +143,9 @@ def library_path(cfg: LibraryConfig) -> Path:
 
 def patch_library(cfg: LibraryConfig, progress=None) -> PatchLibrary:
     """The library for ``cfg``, from the cache or built (and cached) now."""
-    path = library_path(cfg)
-    if path.exists():
-        try:
-            with np.load(path) as z:
-                return PatchLibrary(z["lr"], z["hr"], z["params"], z["subject"], z["row"])
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("patch library cache %s unreadable (%s): rebuilding", path, exc)
-    t0 = time.perf_counter()
-    lib = _build(cfg, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, lr=lib.lr, hr=lib.hr, params=lib.params, subject=lib.subject, row=lib.row)
-    log.info("built %s patch library: %d pairs in %.1f s (%s)", cfg.task, len(lib), time.perf_counter() - t0, path)
-    return lib
+    def build() -> dict[str, np.ndarray]:
+        lib = _build(cfg, progress)
+        return {"lr": lib.lr, "hr": lib.hr, "params": lib.params, "subject": lib.subject, "row": lib.row}
+
+    z = cached_arrays(library_path(cfg), build, f"{cfg.task} patch library")
+    return PatchLibrary(z["lr"], z["hr"], z["params"], z["subject"], z["row"])

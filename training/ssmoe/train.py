@@ -25,11 +25,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from SuperResMoELib.atomic import atomic_path
 from SuperResMoELib.checkpoints import save_checkpoint
 from SuperResMoELib.nets.moe import SSMoE, HardMoE
 from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig, add_residual
 
+from ..cache import save_npz
 from ..loop import Phase, PhaseConfig
 from .data import LibraryConfig, PatchLibrary, patch_library
 from .sources import open_source
@@ -105,12 +105,6 @@ def _val(fn: Callable, lib: PatchLibrary) -> Callable[[int], dict[str, float]]:
     return lambda epoch: {"val_mse": float(patch_mse(fn, lib).mean())}
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
 class SSMoETrainer:
     """Runs the phases for one task; see the module docstring."""
 
@@ -164,7 +158,7 @@ class SSMoETrainer:
         scores = patch_mse(lambda x, a: baseline(x), self.data.train)
         labels, thresholds = pseudo_labels(scores, k, labeler)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _save_npz(path, scores=scores, labels=labels, thresholds=thresholds)
+        save_npz(path, scores=scores, labels=labels, thresholds=thresholds)
         log.info("%s labels (k=%d): thresholds %s, class sizes %s (%.1f s)", labeler, k, np.round(thresholds, 6),
                  np.bincount(labels, minlength=k).tolist(), time.perf_counter() - t0)
         return {"scores": scores, "labels": labels, "thresholds": thresholds}
@@ -210,7 +204,7 @@ class SSMoETrainer:
                 routes = z["routes"]
         else:
             routes = _map_batches(self.data.train, lambda x, a: moe.route(x, a)[1].argmax(dim=1)).astype(np.int64)
-            _save_npz(route_path, routes=routes)
+            save_npz(route_path, routes=routes)
         log.info("routing of the training pairs: %s", np.bincount(routes, minlength=k).tolist())
         for c in range(k):
             index = np.nonzero(routes == c)[0]

@@ -1,0 +1,133 @@
+"""Methods whose networks come from checkpoints: finding the right checkpoint,
+checking that a user-given one fits, building and caching the network.
+
+A family of methods shares one manifest ``method`` (e.g. ``"ssmoe"``) and
+tells its networks apart by ``architecture["kind"]`` (e.g. ``"srunet"``);
+each registry entry runs one kind.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import CheckpointError
+from .base import EnhanceOptions, Method
+
+if TYPE_CHECKING:  # torch loads only when a method runs
+    import torch
+
+    from ..checkpoints import Manifest
+
+
+def network_kind(manifest: Manifest) -> str:
+    """``architecture["kind"]`` of a manifest (``"?"`` when missing)."""
+    return str(manifest.architecture.get("kind", "?"))
+
+
+class CheckpointedMethod(Method):
+    """A method that runs a network of kind :attr:`kind` stored under manifest
+    method :attr:`checkpoint_method`.  Subclasses implement :meth:`build_network`."""
+
+    needs_checkpoint = True
+    #: ``manifest.method`` of the family's checkpoints.
+    checkpoint_method: ClassVar[str] = ""
+    #: Title of the family, for messages ("pick an SS-MoE checkpoint").
+    family_title: ClassVar[str] = ""
+    #: Network kinds of the family (``architecture["kind"]``).
+    kinds: ClassVar[tuple[str, ...]] = ()
+    #: The kind this method runs.
+    kind: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self._cache: tuple[tuple, Any] | None = None
+
+    @abc.abstractmethod
+    def build_network(self, manifest: Manifest) -> torch.nn.Module:
+        """An untrained network as ``manifest`` describes (raise
+        :class:`CheckpointError` for invalid architecture fields)."""
+
+    def find_checkpoint(self, task: str) -> tuple[Path, Manifest]:
+        """The first checkpoint in the search folders holding a network of
+        this method's kind for ``task``.
+
+        Raises:
+            CheckpointError: none found (the message lists what was found and
+                where it looked).
+        """
+        from ..checkpoints import ENV_CHECKPOINTS, checkpoint_search_dirs, list_checkpoints
+
+        found = list_checkpoints(self.checkpoint_method, task)
+        for path, manifest in found:
+            if network_kind(manifest) == self.kind:
+                return path, manifest
+        where = ", ".join(str(d) for d in checkpoint_search_dirs())
+        others = "; found only: " + ", ".join(f"{p.name} (kind {network_kind(m)})" for p, m in found) if found else ""
+        raise CheckpointError(
+            f"no {self.title} checkpoint (method '{self.checkpoint_method}', kind '{self.kind}', task '{task}') "
+            f"in: {where}{others}. Set {ENV_CHECKPOINTS} to a folder holding <name>.safetensors + "
+            "<name>.json, pass --checkpoint, or build one with the training command"
+        )
+
+    def checkpoint_for(self, task: str, opts: EnhanceOptions) -> Path:
+        """``opts.checkpoint`` checked against this method's family and kind,
+        else :meth:`find_checkpoint`."""
+        from ..checkpoints import checkpoint_paths, read_manifest
+
+        if not opts.checkpoint:
+            return self.find_checkpoint(task)[0]
+        path = checkpoint_paths(opts.checkpoint)[0]
+        manifest = read_manifest(path)
+        if manifest.method != self.checkpoint_method:
+            raise CheckpointError(
+                f"checkpoint {path} is for method '{manifest.method}', not '{self.checkpoint_method}'; "
+                f"pick {self.family_title} checkpoint"
+            )
+        kind = network_kind(manifest)
+        if kind != self.kind:
+            hint = f"use --method {self.method_for_kind(kind)}" if kind in self.kinds else "pick another checkpoint"
+            raise CheckpointError(
+                f"checkpoint {path} holds a '{kind}' network, but method '{self.name}' needs kind "
+                f"'{self.kind}'; {hint}"
+            )
+        return path
+
+    def method_for_kind(self, kind: str) -> str:
+        """The registry name running ``kind`` (the family names them alike by default)."""
+        return kind
+
+    def load(self, task: str, options: EnhanceOptions | None = None, device: str | torch.device = "cpu"):
+        """``(network in eval mode on device, checkpoint path, manifest)``;
+        the last loaded network is cached (keyed by file, sha256 and device).
+
+        Raises:
+            CheckpointError: no checkpoint, wrong method/kind/task, or tensors
+                that do not fit the architecture.
+        """
+        from ..checkpoints import load_checkpoint, read_manifest
+        from ..devices import resolve_device
+
+        opts = options or EnhanceOptions()
+        dev = resolve_device(device)
+        path = self.checkpoint_for(task, opts)
+        manifest = read_manifest(path)
+        key = (str(Path(path).resolve()), manifest.sha256, str(dev))
+        if self._cache is not None and self._cache[0] == key:
+            net, manifest = self._cache[1]
+            return net, path, manifest
+        ckpt = load_checkpoint(path, method=self.checkpoint_method, task=task)
+        manifest = ckpt.manifest
+        net = self.build_network(manifest)
+        try:
+            net.load_state_dict(ckpt.tensors, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            arch = {k: v for k, v in manifest.architecture.items() if k != "kind"}
+            raise CheckpointError(
+                f"checkpoint {path} does not fit its manifest's architecture "
+                f"({network_kind(manifest)}, {arch}): {' '.join(first[:3])[:400]}"
+            ) from None
+        net.to(dev).eval()
+        self._cache = (key, (net, manifest))
+        return net, path, manifest

@@ -1,0 +1,49 @@
+"""Arrays built once and kept on disk (patch libraries, labels, routing).
+
+Files are ``.npz`` written atomically; an unreadable file is rebuilt, never
+trusted half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from SuperResMoELib.atomic import atomic_path
+
+log = logging.getLogger("superresmoe.training")
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to ``path`` atomically (the folder is created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]], what: str) -> dict[str, np.ndarray]:
+    """The arrays stored at ``path``, or ``build()`` saved there first.
+
+    Args:
+        path: the ``.npz`` cache file.
+        build: makes the arrays when the cache is missing or unreadable.
+        what: a short description for the log.
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                return {name: z[name] for name in z.files}
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("%s cache %s unreadable (%s): rebuilding", what, path, exc)
+    t0 = time.perf_counter()
+    arrays = build()
+    save_npz(path, **arrays)
+    log.info("built %s in %.1f s (%s)", what, time.perf_counter() - t0, path)
+    return arrays
