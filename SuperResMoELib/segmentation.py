@@ -20,8 +20,9 @@ from .intensity import robust_max
 
 #: Label value -> tissue name.
 TISSUE_LABELS: dict[int, str] = {1: "CSF", 2: "GM", 3: "WM"}
-#: Quantiles of the masked intensities that start the three class means.
-INIT_QUANTILES: tuple[float, float, float] = (0.05, 0.4, 0.85)
+#: The class means start evenly spaced between these quantiles of the masked
+#: intensities (robust to classes of very different sizes).
+INIT_QUANTILES: tuple[float, float] = (0.02, 0.98)
 #: EM iterations (at most) and the convergence tolerance on the log-likelihood.
 EM_ITERATIONS: int = 100
 EM_TOLERANCE: float = 1e-7
@@ -65,8 +66,8 @@ def fit_gmm(values: np.ndarray, n_classes: int = 3) -> tuple[np.ndarray, np.ndar
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size < 10 * n_classes:
         raise InputError(f"a {n_classes}-class mixture needs at least {10 * n_classes} voxels, got {x.size}")
-    qs = INIT_QUANTILES if n_classes == 3 else np.linspace(INIT_QUANTILES[0], INIT_QUANTILES[-1], n_classes)
-    mu = np.quantile(x, qs)
+    lo, hi = np.quantile(x, INIT_QUANTILES)
+    mu = np.linspace(lo, hi, n_classes)
     counts, edges = np.histogram(x, bins=HISTOGRAM_BINS)
     keep = counts > 0
     c = 0.5 * (edges[:-1] + edges[1:])[keep]

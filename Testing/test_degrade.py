@@ -515,3 +515,34 @@ def test_simulate_low_resolution_4d_noise_and_errors():
         simulate_low_resolution(vol, (7, 1, 1))
     with pytest.raises(InputError, match="method"):
         simulate_low_resolution(vol, 2, "bicubic")
+
+
+# ------------------------------------------------------------- slice gaps
+def test_random_clinical_grid_gap_keeps_spacing_and_thins_slices():
+    hr_grid = _hr_volume("axis")
+    g0, i0 = random_clinical_grid(hr_grid, 5.0, np.random.default_rng(3), "axial")
+    g1, i1 = random_clinical_grid(hr_grid, 5.0, np.random.default_rng(3), "axial", gap_fraction=0.25)
+    assert g0.same_as(g1) and i1["voxel_volume_mm3"] == pytest.approx(5.0)
+    assert i0["gap_mm"] == 0.0 and i0["slice_thickness_mm"] == i0["thickness_mm"]
+    assert i1["gap_mm"] == pytest.approx(0.25 * i1["thickness_mm"])
+    assert i1["slice_thickness_mm"] == pytest.approx(0.75 * i1["thickness_mm"])
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(InputError, match="gap fraction"):
+            random_clinical_grid(hr_grid, 5.0, np.random.default_rng(3), "axial", gap_fraction=bad)
+
+
+@pytest.mark.parametrize("orientation", ["axial", "oblique"])
+def test_simulate_acquisition_thinner_slices_blur_less(orientation):
+    hr_grid = _hr_volume("axis", 32)
+    lr_grid, info = random_clinical_grid(hr_grid, 4.0, np.random.default_rng(1), orientation, max_tilt_deg=5.0,
+                                         in_plane_range_mm=(1.0, 1.0))
+    _, stripes = _smooth_and_stripes(hr_grid, lr_grid.direction[:, 2])  # 2.5 mm period through-plane
+    vol = Volume.on_grid(stripes.astype(np.float32), hr_grid)
+    full = simulate_acquisition(vol, lr_grid)
+    np.testing.assert_array_equal(full.array, simulate_acquisition(vol, lr_grid, thickness_mm=4.0).array)
+    thin = simulate_acquisition(vol, lr_grid, thickness_mm=2.0)
+    core = (slice(2, -2),) * 3
+    assert np.abs(thin.array[core]).mean() > 1.5 * np.abs(full.array[core]).mean()
+    for bad in (0.0, -1.0, (1.0, 2.0), float("inf")):
+        with pytest.raises(InputError, match="thickness"):
+            simulate_acquisition(vol, lr_grid, thickness_mm=bad)

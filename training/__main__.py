@@ -7,6 +7,14 @@ Commands:
 
 * ``ssmoe``: train SS-MoE for one task (baseline SR U-Net, pseudo labels,
   gater, experts, and the Hard-MoE baseline), export the checkpoints.
+
+* ``remix``: train the seven REMIx resolution experts and the 1-network
+  baseline, export the checkpoints.
+
+* ``remix-figure``: a figure of drawn REMIx training degradations per bin.
+
+* ``evaluate ssmoe|remix``: the paper-protocol evaluation of a method's
+  checkpoints (Markdown, CSV and figures).
 """
 
 from __future__ import annotations
@@ -85,6 +93,88 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remix(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from SuperResMoELib.methods.remix import EXPERTS
+    from SuperResMoELib.progress_report import make_reporter
+
+    from .remix.train import REMIxTrainer, export, load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
+    cfg = load_config(args.config)
+    if args.width:
+        cfg["unet"]["width"] = args.width
+    workdir = Path(args.workdir or f"runs/remix_{Path(args.config).stem}")
+    export_dir = Path(args.export or workdir / "checkpoints")
+    reporter = make_reporter(args.progress)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    trainer = REMIxTrainer(cfg, workdir, reporter)
+    timings["library"] = round(time.perf_counter() - t0, 1)
+    for v in EXPERTS:
+        t = time.perf_counter()
+        trainer.expert(v)
+        timings[f"expert{v}"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    if not args.no_single:
+        trainer.single()
+        timings["single"] = round(time.perf_counter() - t, 1)
+    data = {"data": f"embedded T1 sample subjects {cfg['library']['subjects']}",
+            "config": cfg.get("description", args.config), "degradation": cfg["degradation"]}
+    written = export(trainer, export_dir / "remix_t1", None if args.no_single else export_dir / "remix_t1_single",
+                     data)
+    reporter.close()
+    print(f"REMIx: done in {time.perf_counter() - t0:.0f} s; phases: {timings}; checkpoints: "
+          f"{', '.join(str(w) for w in written)}")
+    return 0
+
+
+def cmd_remix_figure(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .remix.degradation import DegradationConfig
+    from .remix.evaluate import degradation_figure
+    from .remix.train import load_config
+
+    cfg = load_config(args.config)
+    deg = DegradationConfig.from_dict(cfg["degradation"])
+    out = Path(args.out)
+    degradation_figure(out, deg, deg.bins, args.per_bin)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_evaluate_remix(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from SuperResMoELib.progress_report import make_reporter
+
+    from .remix.degradation import DegradationConfig
+    from .remix.evaluate import evaluate_cases, write_report
+    from .remix.train import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
+    ck = Path(args.checkpoints)
+    checkpoints = {kind: str(ck / f"{name}.safetensors") for kind, name in
+                   (("single", "remix_t1_single"), ("experts", "remix_t1")) if (ck / f"{name}.json").exists()}
+    if not checkpoints:
+        raise SystemExit(f"no remix_t1 / remix_t1_single checkpoint in {ck}")
+    deg = DegradationConfig.from_dict(load_config(args.config)["degradation"])
+    bins = [b for b in deg.bins if not args.bins or b in args.bins]
+    reporter = make_reporter(args.progress)
+    t0 = time.perf_counter()
+    rows = evaluate_cases(checkpoints, bins, args.cases, deg, device=args.device,
+                          options={"overlap": args.overlap}, progress=reporter)
+    reporter.close()
+    extra = {"checkpoints": checkpoints, "cases_per_bin": args.cases, "overlap": args.overlap,
+             "seconds": round(time.perf_counter() - t0, 1)}
+    print(write_report(Path(args.out), rows, extra))
+    return 0
+
+
 def _n_weights(path) -> int:
     """Weights of a checkpoint as the reference counts them (BN statistics included)."""
     from SuperResMoELib.checkpoints import load_checkpoint
@@ -103,9 +193,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .ssmoe.evaluate import per_volume_mse, write_report
 
+    if args.method == "remix":
+        return cmd_evaluate_remix(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
-    if args.method != "ssmoe":
-        raise SystemExit(f"evaluate {args.method}: not available yet (ssmoe is)")
+    if args.task is None:
+        raise SystemExit("evaluate ssmoe needs --task aniso|iso")
     ck = Path(args.checkpoints)
     out = Path(args.out)
     reporter = make_reporter(args.progress)
@@ -164,9 +256,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--export", help="checkpoint folder (default <workdir>/checkpoints)")
     p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")
     p.set_defaults(func=cmd_ssmoe)
+    p = sub.add_parser("remix", help="train the seven REMIx experts and the 1-network baseline")
+    p.add_argument("--config", default="compact", help="compact (CPU), full (GPU) or a JSON file")
+    p.add_argument("--width", type=int, help="override the config's U-Net width")
+    p.add_argument("--no-single", action="store_true", help="skip the 1-network baseline")
+    p.add_argument("--workdir", help="run folder (resumable; default runs/remix_<config>)")
+    p.add_argument("--export", help="checkpoint folder (default <workdir>/checkpoints)")
+    p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")
+    p.set_defaults(func=cmd_remix)
+    p = sub.add_parser("remix-figure", help="figure of drawn REMIx degradations per bin")
+    p.add_argument("--config", default="compact")
+    p.add_argument("--out", required=True, help="PNG path")
+    p.add_argument("--per-bin", type=int, default=3)
+    p.set_defaults(func=cmd_remix_figure)
     p = sub.add_parser("evaluate", help="paper-protocol evaluation of a method's checkpoints")
-    p.add_argument("method", choices=("ssmoe",))
-    p.add_argument("--task", choices=("aniso", "iso"), required=True)
+    p.add_argument("method", choices=("ssmoe", "remix"))
+    p.add_argument("--task", choices=("aniso", "iso"), help="SS-MoE task (required for ssmoe)")
+    p.add_argument("--config", default="compact", help="REMIx: config whose degradation draws the cases")
+    p.add_argument("--cases", type=int, default=5, help="REMIx: cases per resolution bin (default 5)")
+    p.add_argument("--bins", type=int, nargs="+", help="REMIx: only these bins (default all)")
+    p.add_argument("--overlap", type=float, default=0.5, help="REMIx: patch overlap of the networks")
     p.add_argument("--checkpoints", required=True, help="folder with the exported checkpoints")
     p.add_argument("--out", required=True, help="folder for Markdown, CSV and figures")
     p.add_argument("--data", default="sample", help="'sample' or 'mudi:<folder>' (held out: the last subject)")

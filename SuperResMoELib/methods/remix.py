@@ -221,9 +221,16 @@ class REMIxMethod(CheckpointedMethod):
         return build_remix_network(manifest)
 
     def output_grid(self, volume: Volume, options: EnhanceOptions | None = None) -> Grid:
-        """The target grid: the input's axes and extent, ``target_spacing`` mm
-        voxels (default :data:`DEFAULT_TARGET_SPACING`), or ``scale`` when given."""
+        """The target grid: ``options.extra["target_grid"]`` (a :class:`Grid`, e.g.
+        a reference scan's, as the paper's MNI space) when given; else the
+        input's axes and extent with ``target_spacing`` mm voxels (default
+        :data:`DEFAULT_TARGET_SPACING`), or ``scale`` when given."""
         opts = options or EnhanceOptions()
+        given = opts.extra.get("target_grid") if opts.extra else None
+        if given is not None:
+            if not isinstance(given, Grid):
+                raise InputError(f"target_grid must be a Grid, got {type(given).__name__}")
+            return given
         if opts.target_spacing is None and opts.scale is None:
             opts = dataclasses.replace(opts, target_spacing=DEFAULT_TARGET_SPACING)
         return output_grid(volume.grid, opts)

@@ -1,0 +1,182 @@
+"""REMIx inference: expert choice by voxel volume, target grid, intensity
+handling, the single-network baseline, checkpoint checks (real files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_matrix
+from SuperResMoELib import checkpoints as ckpt_mod
+from SuperResMoELib.checkpoints import save_checkpoint
+from SuperResMoELib.errors import CheckpointError, InputError
+from SuperResMoELib.methods import EnhanceOptions, create_method, method_names
+from SuperResMoELib.methods.remix import EXPERTS, choose_expert, expert_for_voxel_volume, remix_manifest
+from SuperResMoELib.nets.unet3d import ResidualUNet3D, UNet3DConfig
+from SuperResMoELib.volume import Grid, Volume
+
+CFG = UNet3DConfig(width=2, levels=2)
+
+
+@pytest.fixture
+def ckpt_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    monkeypatch.setenv("SUPERRESMOE_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ckpt_mod, "bundled_checkpoint_dir", lambda: tmp_path / "no_bundled")
+    return folder
+
+
+def offset_net(offset: float) -> ResidualUNet3D:
+    """A U-Net whose correction is the constant ``offset`` (zero weights, output bias)."""
+    net = ResidualUNet3D(CFG)
+    with torch.no_grad():
+        net.out.bias.fill_(offset)
+    return net
+
+
+def save_experts(folder: Path, offsets=None, name="remix_t1") -> Path:
+    offsets = offsets or {v: 0.01 * v for v in EXPERTS}
+    tensors = {f"expert{v}.{k}": t for v in EXPERTS for k, t in offset_net(offsets[v]).state_dict().items()}
+    return save_checkpoint(folder / name, tensors, remix_manifest("experts", CFG))
+
+
+def save_single(folder: Path, offset=0.5, name="remix_t1_single") -> Path:
+    tensors = {f"net.{k}": t for k, t in offset_net(offset).state_dict().items()}
+    return save_checkpoint(folder / name, tensors, remix_manifest("single", CFG))
+
+
+def lr_volume(spacing=(1.0, 1.0, 5.0), shape=(6, 20, 18), kind="axis", value=None) -> Volume:
+    rng = np.random.default_rng(0)
+    m = make_matrix(kind)
+    m[:3, :3] = m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0) * np.asarray(spacing)
+    arr = (50.0 + 100.0 * rng.random(shape)).astype(np.float32) if value is None else np.full(shape, value, np.float32)
+    return Volume(arr, m, name="lr")
+
+
+# ------------------------------------------------------------------ experts
+@pytest.mark.parametrize("v,expert", [(0.3, 1), (1.0, 1), (1.49, 1), (1.5, 2), (2.2, 2), (4.5, 5), (6.6, 7),
+                                      (7.0, 7), (27.0, 7)])
+def test_expert_bins(v, expert) -> None:
+    assert expert_for_voxel_volume(v) == expert
+
+
+def test_choose_expert_explains_itself_and_accepts_overrides() -> None:
+    e, why = choose_expert((1.0, 1.0, 5.0))
+    assert e == 5 and not why["forced"] and "5.00 mm^3 -> expert 5" in why["reason"]
+    e, why = choose_expert((0.9, 0.9, 5.0), forced=2)
+    assert e == 2 and why["forced"] and why["automatic"] == 4 and "chosen by the user" in why["reason"]
+    for bad in (0, 8, "x", 2.5):
+        with pytest.raises(InputError, match="expert must be one of"):
+            choose_expert((1.0, 1.0, 5.0), forced=bad)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(InputError, match="voxel volume"):
+            expert_for_voxel_volume(bad)
+
+
+def test_registry_lists_remix() -> None:
+    assert {"remix", "remix1"} <= set(method_names())
+
+
+# ---------------------------------------------------------------- inference
+@pytest.mark.parametrize("kind", ["axis", "oblique", "flipped"])
+def test_untrained_experts_equal_cubic_on_the_1mm_grid(ckpt_dir, kind) -> None:
+    save_experts(ckpt_dir, {v: 0.0 for v in EXPERTS})
+    lr = lr_volume(kind=kind)
+    before = np.array(lr.array)
+    res = create_method("remix").enhance(lr, EnhanceOptions(overlap=0.25, patch_size=8), "cpu")
+    cubic = create_method("cubic").enhance(lr, EnhanceOptions(target_spacing=1.0))
+    assert res.volume.grid.same_as(cubic.volume.grid)
+    np.testing.assert_allclose(res.volume.grid.spacing, 1.0, atol=1e-9)
+    np.testing.assert_allclose(res.volume.grid.corners(), lr.grid.corners(), atol=1e-6)  # same extent
+    np.testing.assert_allclose(res.volume.array, cubic.volume.array, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(lr.array, before)  # input untouched
+    assert res.info["expert"] == 5 and res.volume.array.shape == (30, 20, 18)
+
+
+def test_the_voxel_volume_routes_to_its_expert_and_the_user_can_override(ckpt_dir) -> None:
+    save_experts(ckpt_dir)  # expert v adds 0.01 v (normalised units)
+    lr = lr_volume(spacing=(1.0, 1.0, 3.0), value=80.0)
+    method = create_method("remix")
+    cubic = create_method("cubic").enhance(lr, EnhanceOptions(target_spacing=1.0)).volume.array
+    res = method.enhance(lr, EnhanceOptions(patch_size=8), "cpu")
+    scale = res.info["intensity_scales"][0]
+    assert scale == pytest.approx(80.0, rel=1e-4)  # robust max of a constant image
+    assert res.info["expert"] == 3 and res.info["voxel_volume_mm3"] == pytest.approx(3.0)
+    np.testing.assert_allclose(res.volume.array - cubic, 0.03 * scale, rtol=1e-3)
+    forced = method.enhance(lr, EnhanceOptions(patch_size=8, expert=6), "cpu")
+    assert forced.info["expert"] == 6 and forced.info["forced"] and forced.info["automatic"] == 3
+    np.testing.assert_allclose(forced.volume.array - cubic, 0.06 * scale, rtol=1e-3)
+    with pytest.raises(InputError, match="expert must be one of"):
+        method.enhance(lr, EnhanceOptions(expert=9), "cpu")
+
+
+def test_single_network_baseline(ckpt_dir) -> None:
+    save_experts(ckpt_dir)
+    save_single(ckpt_dir, offset=0.5)
+    lr = lr_volume(spacing=(1.0, 1.0, 4.0), value=40.0)
+    cubic = create_method("cubic").enhance(lr, EnhanceOptions(target_spacing=1.0)).volume.array
+    res = create_method("remix1").enhance(lr, EnhanceOptions(patch_size=8), "cpu")
+    assert res.info["kind"] == "single" and res.info["expert"] is None
+    np.testing.assert_allclose(res.volume.array - cubic, 0.5 * 40.0, rtol=1e-3)
+    with pytest.raises(InputError, match="single network"):
+        create_method("remix1").enhance(lr, EnhanceOptions(expert=2), "cpu")
+
+
+def test_target_spacing_and_target_grid(ckpt_dir) -> None:
+    save_experts(ckpt_dir, {v: 0.0 for v in EXPERTS})
+    lr = lr_volume(spacing=(1.0, 1.0, 4.0), shape=(5, 12, 12))
+    method = create_method("remix")
+    res = method.enhance(lr, EnhanceOptions(target_spacing=2.0, patch_size=8), "cpu")
+    np.testing.assert_allclose(res.volume.grid.spacing, 2.0)
+    grid = Grid((16, 10, 9), make_matrix("oblique"))
+    res = method.enhance(lr, EnhanceOptions(patch_size=8, extra={"target_grid": grid}), "cpu")
+    assert res.volume.grid.same_as(grid)
+    with pytest.raises(InputError, match="target_grid"):
+        method.enhance(lr, EnhanceOptions(extra={"target_grid": "mni"}), "cpu")
+
+
+def test_empty_image_comes_back_as_its_resampling(ckpt_dir) -> None:
+    save_experts(ckpt_dir)
+    res = create_method("remix").enhance(lr_volume(value=0.0), EnhanceOptions(patch_size=8), "cpu")
+    assert np.all(res.volume.array == 0) and "no positive voxels" in res.info["events"][0]
+
+
+def test_background_patches_are_skipped(ckpt_dir) -> None:
+    save_experts(ckpt_dir)
+    lr = lr_volume(spacing=(1.0, 1.0, 1.0), shape=(16, 16, 32), value=0.0)
+    arr = np.array(lr.array)
+    arr[:, :, :8] = 100.0
+    res = create_method("remix").enhance(lr.with_array(arr), EnhanceOptions(patch_size=8, overlap=0.0), "cpu")
+    assert res.info["patches_skipped"] >= 8
+    assert np.abs(res.volume.array[:, :, 24:]).max() < 1e-6  # far background: cubic ringing only
+
+
+# -------------------------------------------------------------- checkpoints
+def test_checkpoint_errors_name_the_problem(ckpt_dir, tmp_path) -> None:
+    lr = lr_volume()
+    with pytest.raises(CheckpointError, match="no REMIx checkpoint"):
+        create_method("remix").enhance(lr, EnhanceOptions(), "cpu")
+    single = save_single(tmp_path)
+    with pytest.raises(CheckpointError, match="use --method remix1"):
+        create_method("remix").enhance(lr, EnhanceOptions(checkpoint=str(single)), "cpu")
+    # a file of another method
+    from SuperResMoELib.methods.ssmoe import ssmoe_manifest
+    from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig
+
+    other = save_checkpoint(tmp_path / "srunet", SRUNet(SRUNetConfig("aniso", width=4)).state_dict(),
+                            ssmoe_manifest("srunet", SRUNetConfig("aniso", width=4), 1, 1.0))
+    with pytest.raises(CheckpointError, match="not 'remix'"):
+        create_method("remix").enhance(lr, EnhanceOptions(checkpoint=str(other)), "cpu")
+    # tensors that do not fit the manifest
+    bad = {f"expert{v}.{k}": t for v in EXPERTS
+           for k, t in ResidualUNet3D(UNet3DConfig(width=3, levels=2)).state_dict().items()}
+    path = save_checkpoint(tmp_path / "bad", bad, remix_manifest("experts", CFG))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        create_method("remix").enhance(lr, EnhanceOptions(checkpoint=str(path)), "cpu")
+    with pytest.raises(CheckpointError, match="kind"):
+        remix_manifest("moe", CFG)

@@ -1,0 +1,121 @@
+"""REMIx training pairs: one patch library per expert bin.
+
+For each training T1 subject and bin, ``crops`` cubes of ``crop``³ voxels are
+cut around random brain voxels of the HR image (1 mm template grid); each
+cube goes through its own drawn acquisition (:mod:`.degradation`) and back,
+and the central ``patch``³ of the input (cubic back-interpolation) and of the
+HR cube form a pair.  The margin ``(crop - patch) / 2`` keeps the cube's edges
+(where the slice profile sees extended values) out of the pair.
+
+Intensities: both images are divided by the subject's robust maximum
+(:func:`SuperResMoELib.intensity.robust_max`, as at inference) and multiplied
+by one random factor in ``1 ± intensity_jitter``, so the network learns to be
+indifferent to the few-percent error of estimating that maximum on a blurred
+input.  Arrays are stored as float16: ``lr``, ``hr`` ``(N, 1, p, p, p)``,
+``subject`` ``(N,)``, ``voxel_volume`` ``(N,)`` mm³, ``orientation`` ``(N,)``
+(index into :data:`ORIENTATION_CODES`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from SuperResMoELib import sample_data
+from SuperResMoELib.intensity import robust_max
+from SuperResMoELib.paths import user_cache_dir
+from SuperResMoELib.segmentation import brain_mask
+from SuperResMoELib.volume import Volume
+
+from ..cache import cached_arrays
+from .degradation import DegradationConfig, degrade, draw_acquisition
+
+LIBRARY_VERSION = "v1"
+ORIENTATION_CODES: tuple[str, ...] = ("axial", "coronal", "sagittal", "oblique")
+
+
+@dataclass(frozen=True)
+class RemixLibraryConfig:
+    """Which pairs a bin's library holds (see the module docstring)."""
+
+    subjects: tuple[int, ...]
+    crops: int
+    crop: int
+    patch: int
+    degradation: DegradationConfig
+    intensity_jitter: float = 0.1
+    seed: int = 0
+    data_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.patch > self.crop:
+            raise ValueError(f"patch ({self.patch}) must not exceed the crop ({self.crop})")
+
+    def key(self, bin_mm3: int) -> str:
+        text = json.dumps({**asdict(self), "bin": int(bin_mm3), "version": LIBRARY_VERSION}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sub_volume(volume: Volume, start_kji: Sequence[int], stop_kji: Sequence[int]) -> Volume:
+    """The block ``[start, stop)`` (array indices, KJI) of ``volume``; its grid
+    is the sub-grid of the input (same spacing and direction, shifted origin)."""
+    k, j, i = (int(v) for v in start_kji)
+    k1, j1, i1 = (int(v) for v in stop_kji)
+    arr = np.asarray(volume.array)[k:k1, j:j1, i:i1]
+    m = volume.ijk_to_ras.copy()
+    m[:3, 3] = volume.ijk_to_ras[:3, :3] @ np.array([i, j, k], dtype=np.float64) + volume.ijk_to_ras[:3, 3]
+    return Volume(np.ascontiguousarray(arr), m, name=volume.name)
+
+
+def crop(volume: Volume, start_kji: Sequence[int], size: int) -> Volume:
+    """The ``size``³ block of ``volume`` starting at array index ``start_kji``."""
+    return sub_volume(volume, start_kji, [int(v) + size for v in start_kji])
+
+
+def _crop_starts(mask: np.ndarray, size: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n, 3)`` crop starts (KJI) whose centres are random brain voxels,
+    clamped so the crop lies inside the volume."""
+    brain = np.argwhere(mask)
+    centres = brain[rng.integers(0, len(brain), size=n)]
+    hi = np.asarray(mask.shape) - size
+    return np.clip(centres - size // 2, 0, hi)
+
+
+def build_bin_library(cfg: RemixLibraryConfig, bin_mm3: int, progress=None) -> dict[str, np.ndarray]:
+    """The pairs of one bin (deterministic from the config and the bin)."""
+    rng = np.random.default_rng([cfg.seed, 0x4E, int(bin_mm3)])
+    m = (cfg.crop - cfg.patch) // 2
+    lrs, hrs, subj, vols, orient = [], [], [], [], []
+    total = len(cfg.subjects) * cfg.crops
+    for n_s, s in enumerate(cfg.subjects):
+        hr = sample_data.t1_subject(s, cfg.data_seed)
+        arr = np.asarray(hr.array)
+        scale = robust_max(arr)
+        starts = _crop_starts(brain_mask(arr), cfg.crop, cfg.crops, rng)
+        for n_c, start in enumerate(starts):
+            block = crop(hr, tuple(start), cfg.crop)
+            lr_grid, info = draw_acquisition(block.grid, bin_mm3, cfg.degradation, rng)
+            _, back = degrade(block, lr_grid, info, cfg.degradation, rng, noise_scale=scale)
+            c = float(rng.uniform(1.0 - cfg.intensity_jitter, 1.0 + cfg.intensity_jitter)) / scale
+            sl = (slice(m, m + cfg.patch),) * 3
+            lrs.append(np.asarray(back.array)[sl] * c)
+            hrs.append(np.asarray(block.array)[sl] * c)
+            subj.append(s)
+            vols.append(info["voxel_volume_mm3"])
+            orient.append(ORIENTATION_CODES.index(info["orientation"]))
+            if progress is not None:
+                done = n_s * cfg.crops + n_c + 1
+                progress("library", done / total, f"bin {bin_mm3} mm^3: subject {s}, crop {n_c + 1}/{cfg.crops}")
+    return {"lr": np.stack(lrs)[:, None].astype(np.float16), "hr": np.stack(hrs)[:, None].astype(np.float16),
+            "subject": np.asarray(subj, np.int16), "voxel_volume": np.asarray(vols, np.float32),
+            "orientation": np.asarray(orient, np.int8)}
+
+
+def bin_library(cfg: RemixLibraryConfig, bin_mm3: int, progress=None) -> dict[str, np.ndarray]:
+    """The library of ``bin_mm3``, from the user cache or built (and cached) now."""
+    path = user_cache_dir(create=True) / "training" / "remix" / f"library_bin{bin_mm3}_{cfg.key(bin_mm3)}.npz"
+    return cached_arrays(path, lambda: build_bin_library(cfg, bin_mm3, progress), f"REMIx {bin_mm3} mm^3 library")

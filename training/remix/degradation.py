@@ -1,0 +1,128 @@
+"""Realistic low-resolution acquisitions for REMIx training and evaluation.
+
+Paper 002 makes LR training data by pushing HR scans through the affine of a
+real clinical scan (its orientation and voxel size) and back to MNI space.
+No clinical database is available here, so the clinical acquisition is drawn
+from a distribution instead (config ``degradation``):
+
+* the voxel volume ``v`` (mm³) uniform in ``[bin - halfwidth, bin + halfwidth)``
+  (at least ``min_voxel_volume``): a draw always lands in its expert's bin;
+* the orientation: axial / coronal / sagittal / oblique with the configured
+  probabilities (oblique = a base orientation tilted by up to ``max_tilt_deg``);
+* in-plane spacing ``p`` uniform in ``in_plane_mm``, slice spacing ``v / p²``
+  (isotropic when that would be thinner than ``p``), so 1x1x3, 0.9x0.9x5,
+  1.2x1.2x4 mm all occur;
+* with probability ``gap_probability`` a slice gap of a fraction
+  ``gap_fraction`` of the slice spacing (the slices get thinner, the spacing
+  and the voxel volume stay);
+* a slice profile (``profile``: Gaussian of FWHM = slice thickness, or
+  boxcar) along every coarse axis, and Rician noise of sigma =
+  ``noise_fraction`` x the robust maximum of the HR image.
+
+The LR image (on its own grid) is then interpolated back onto the HR grid
+with cubic splines: that is the network's input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from SuperResMoELib.degrade import random_clinical_grid, rician_noise, simulate_acquisition
+from SuperResMoELib.geometry import resample
+from SuperResMoELib.intensity import robust_max
+from SuperResMoELib.volume import Grid, Volume
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """The acquisition distribution (see the module docstring)."""
+
+    bins: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+    bin_halfwidth: float = 0.5
+    min_voxel_volume: float = 0.8
+    orientations: tuple[tuple[str, float], ...] = (("axial", 0.35), ("coronal", 0.2), ("sagittal", 0.2),
+                                                   ("oblique", 0.25))
+    max_tilt_deg: float = 20.0
+    in_plane_mm: tuple[float, float] = (0.8, 1.3)
+    gap_probability: float = 0.3
+    gap_fraction: tuple[float, float] = (0.1, 0.3)
+    profile: str = "gaussian"
+    noise_fraction: tuple[float, float] = (0.0, 0.02)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DegradationConfig":
+        """From the config's ``degradation`` object (missing keys keep their defaults)."""
+        kw: dict[str, Any] = {}
+        for key, value in d.items():
+            if key == "orientations":
+                kw[key] = tuple((str(k), float(v)) for k, v in value.items())
+            elif key in ("bins",):
+                kw[key] = tuple(int(v) for v in value)
+            elif key in ("in_plane_mm", "gap_fraction", "noise_fraction"):
+                kw[key] = (float(value[0]), float(value[1]))
+            else:
+                kw[key] = value
+        cfg = cls(**kw)
+        weights = np.array([w for _, w in cfg.orientations])
+        if np.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError(f"orientation probabilities must be >= 0 and not all 0, got {dict(cfg.orientations)}")
+        return cfg
+
+    def voxel_volume_range(self, bin_mm3: int) -> tuple[float, float]:
+        """``[low, high)`` of the voxel volumes drawn for ``bin_mm3``."""
+        return max(self.min_voxel_volume, bin_mm3 - self.bin_halfwidth), bin_mm3 + self.bin_halfwidth
+
+
+def draw_acquisition(grid: Grid, bin_mm3: int, cfg: DegradationConfig, rng: np.random.Generator) -> tuple[Grid, dict]:
+    """A clinical-looking LR grid covering ``grid`` for the expert ``bin_mm3``.
+
+    Returns:
+        ``(lr_grid, info)`` as :func:`SuperResMoELib.degrade.random_clinical_grid`,
+        plus ``"bin"`` and ``"noise_fraction"`` (what :func:`degrade` will add).
+    """
+    lo, hi = cfg.voxel_volume_range(bin_mm3)
+    v = float(rng.uniform(lo, hi))
+    names = [n for n, _ in cfg.orientations]
+    p = np.array([w for _, w in cfg.orientations], dtype=np.float64)
+    orientation = names[int(rng.choice(len(names), p=p / p.sum()))]
+    gap = float(rng.uniform(*cfg.gap_fraction)) if rng.uniform() < cfg.gap_probability else 0.0
+    lr_grid, info = random_clinical_grid(grid, v, rng, orientation, cfg.max_tilt_deg, cfg.in_plane_mm, gap)
+    info["bin"] = int(bin_mm3)
+    info["noise_fraction"] = float(rng.uniform(*cfg.noise_fraction))
+    return lr_grid, info
+
+
+def degrade(hr: Volume, lr_grid: Grid, info: dict, cfg: DegradationConfig, rng: np.random.Generator,
+            noise_scale: float | None = None) -> tuple[Volume, Volume]:
+    """Acquire ``hr`` on ``lr_grid`` and interpolate it back.
+
+    Args:
+        hr: the HR image ``(K, J, I)``.
+        lr_grid, info: from :func:`draw_acquisition`.
+        noise_scale: intensity the noise fraction refers to (default: the
+            robust maximum of ``hr``; pass the whole subject's value when
+            ``hr`` is a crop).
+
+    Returns:
+        ``(lr, back)``: ``lr`` on ``lr_grid``; ``back`` = ``lr`` resampled
+        (cubic) onto ``hr.grid``, float32.
+    """
+    lr = simulate_acquisition(hr, lr_grid, cfg.profile, thickness_mm=info["slice_thickness_mm"])
+    scale = robust_max(np.asarray(hr.array)) if noise_scale is None else float(noise_scale)
+    sigma = info["noise_fraction"] * scale
+    if sigma > 0:
+        lr = rician_noise(lr, sigma, rng)
+    return lr, resample(lr, hr.grid, "cubic")
+
+
+def describe(info: dict) -> str:
+    """``"oblique (axial, 12 deg) 1.05x1.05x4.5 mm, gap 0.9 mm"``-style summary."""
+    o = info["orientation"]
+    if o == "oblique":
+        o = f"oblique ({info['base_orientation']}, {info['tilt_deg']:.0f} deg)"
+    p, t = info["in_plane_mm"], info["thickness_mm"]
+    gap = f", gap {info['gap_mm']:.1f} mm" if info.get("gap_mm", 0) > 0 else ""
+    return f"{o} {p:.2f}x{p:.2f}x{t:.2f} mm = {info['voxel_volume_mm3']:.2f} mm^3{gap}"

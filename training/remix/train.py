@@ -1,0 +1,173 @@
+"""REMIx training (paper 002 section 2; DESIGN section 4).
+
+Work directory layout (every phase resumable, every product atomic)::
+
+    <workdir>/expert1/     the 1 mm^3 expert, from scratch, on bin 1
+    <workdir>/expert<v>/   v = 2..7: initialised from expert 1 (transfer learning), bin v
+    <workdir>/single/      the "1 network" baseline: initialised from expert 1,
+                           all bins (drawn uniformly), as many steps as experts 2..7 together
+
+Each phase minimises the configured composite loss (MAE + (1 - SSIM) +
+gradient MAE + (1 - correlation), :class:`SuperResMoELib.losses.CompositeLoss`)
+with Adam and logs, per epoch, the mean of each term and the validation loss
+and PSNR of its bins.  Checkpoints: ``<export>/remix_t1`` (the seven experts
+in one file) and ``<export>/remix_t1_single``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from SuperResMoELib.checkpoints import save_checkpoint
+from SuperResMoELib.losses import CompositeLoss
+from SuperResMoELib.methods.remix import EXPERTS, remix_manifest
+from SuperResMoELib.nets.unet3d import ResidualUNet3D, UNet3DConfig
+
+from ..loop import Phase, PhaseConfig
+from .data import RemixLibraryConfig, bin_library
+from .degradation import DegradationConfig
+
+log = logging.getLogger("superresmoe.training")
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+#: Validation pairs per bin scored at each epoch end.
+VAL_PAIRS_PER_BIN = 64
+
+
+def load_config(name_or_path: str) -> dict[str, Any]:
+    """A config by name (``compact``, ``full``) or JSON path."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = CONFIG_DIR / f"remix_{name_or_path}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no REMIx config {name_or_path!r} (looked for {path})")
+    return json.loads(path.read_text())
+
+
+def library_config(cfg: dict[str, Any]) -> RemixLibraryConfig:
+    lib = cfg["library"]
+    return RemixLibraryConfig(tuple(int(s) for s in lib["subjects"]), int(lib["crops_per_subject_and_bin"]),
+                              int(lib["crop"]), int(lib["patch"]), DegradationConfig.from_dict(cfg["degradation"]),
+                              float(lib.get("intensity_jitter", 0.0)), int(cfg["seed"]), int(cfg.get("data_seed", 0)))
+
+
+def psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean PSNR (dB) of patches in normalised units (peak 1)."""
+    mse = ((pred - target) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+    return float((-10.0 * torch.log10(mse)).mean())
+
+
+class REMIxTrainer:
+    """Runs the phases; see the module docstring."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, progress=None) -> None:
+        self.cfg = config
+        self.workdir = Path(workdir)
+        self.progress = progress
+        self.seed = int(config["seed"])
+        self.batch = int(config["batch_size"])
+        self.unet_cfg = UNet3DConfig(**config["unet"])
+        self.loss = CompositeLoss(config["loss"])
+        torch.manual_seed(self.seed)
+        libcfg = library_config(config)
+        frac = float(config["library"]["validation_fraction"])
+        self.train: dict[int, dict[str, np.ndarray]] = {}
+        self.val: dict[int, dict[str, np.ndarray]] = {}
+        for b in libcfg.degradation.bins:
+            lib = bin_library(libcfg, b, progress)
+            perm = np.random.default_rng([self.seed, 0x56, b]).permutation(len(lib["lr"]))
+            n_val = max(1, int(round(frac * len(perm))))
+            self.val[b] = {k: v[np.sort(perm[:n_val])] for k, v in lib.items()}
+            self.train[b] = {k: v[np.sort(perm[n_val:])] for k, v in lib.items()}
+            log.info("bin %d mm^3: %d training and %d validation pairs", b, len(perm) - n_val, n_val)
+        self.nets: dict[str, ResidualUNet3D] = {}
+
+    # ------------------------------------------------------------ helpers
+    def _draw(self, bins: list[int]) -> Callable[[np.random.Generator], tuple[torch.Tensor, torch.Tensor]]:
+        def draw(rng: np.random.Generator):
+            which = rng.choice(bins, size=self.batch)
+            lr, hr = [], []
+            for b in which:
+                i = int(rng.integers(0, len(self.train[int(b)]["lr"])))
+                lr.append(self.train[int(b)]["lr"][i])
+                hr.append(self.train[int(b)]["hr"][i])
+            return torch.from_numpy(np.stack(lr).astype(np.float32)), torch.from_numpy(np.stack(hr).astype(np.float32))
+
+        return draw
+
+    def _step(self, net: ResidualUNet3D, opt: torch.optim.Optimizer) -> Callable:
+        def step(batch) -> dict[str, float]:
+            lr, hr = batch
+            loss, parts = self.loss(net(lr), hr)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return {"loss": float(loss.detach()), **parts}
+
+        return step
+
+    @torch.no_grad()
+    def validate(self, net: ResidualUNet3D, bins: list[int]) -> dict[str, float]:
+        """Validation loss and PSNR (normalised units) over the first
+        :data:`VAL_PAIRS_PER_BIN` validation pairs of each bin."""
+        net.eval()
+        losses, psnrs, psnr_in = [], [], []
+        for b in bins:
+            lr = torch.from_numpy(self.val[b]["lr"][:VAL_PAIRS_PER_BIN].astype(np.float32))
+            hr = torch.from_numpy(self.val[b]["hr"][:VAL_PAIRS_PER_BIN].astype(np.float32))
+            for s in range(0, len(lr), self.batch):
+                pred = net(lr[s:s + self.batch])
+                losses.append(float(self.loss(pred, hr[s:s + self.batch])[0]))
+                psnrs.append(psnr_batch(pred, hr[s:s + self.batch]))
+                psnr_in.append(psnr_batch(lr[s:s + self.batch], hr[s:s + self.batch]))
+        net.train()
+        return {"val_loss": float(np.mean(losses)), "val_psnr": float(np.mean(psnrs)),
+                "val_psnr_input": float(np.mean(psnr_in))}
+
+    def _train(self, name: str, spec: dict[str, Any], bins: list[int], init: ResidualUNet3D | None) -> ResidualUNet3D:
+        net = ResidualUNet3D(self.unet_cfg)
+        if init is not None:
+            net.load_state_dict(init.state_dict())
+        opt = torch.optim.Adam(net.parameters(), lr=float(spec["lr"]))
+        phase = Phase(self.workdir, PhaseConfig(name, int(spec["epochs"]), int(spec["steps_per_epoch"])),
+                      {"net": net}, opt, self.seed)
+        phase.run(self._draw(bins), self._step(net, opt), lambda epoch: self.validate(net, bins), self.progress)
+        self.nets[name] = net.eval()
+        return net
+
+    # ------------------------------------------------------------- phases
+    def expert(self, v: int) -> ResidualUNet3D:
+        """Expert ``v``: expert 1 from scratch, the others from expert 1."""
+        if v == EXPERTS[0]:
+            return self._train("expert1", self.cfg["expert1"], [v], None)
+        base = self.nets.get("expert1") or self.expert(EXPERTS[0])
+        return self._train(f"expert{v}", self.cfg["experts"], [v], base)
+
+    def single(self) -> ResidualUNet3D:
+        """The 1-network baseline (see the module docstring)."""
+        base = self.nets.get("expert1") or self.expert(EXPERTS[0])
+        return self._train("single", self.cfg["single"], list(self.train), base)
+
+
+def export(trainer: REMIxTrainer, path_experts: Path | None, path_single: Path | None,
+           training_data: dict[str, Any]) -> list[Path]:
+    """Write the experts (all seven) and/or the single network (fp16)."""
+    written = []
+    if path_experts is not None:
+        tensors = {f"expert{v}.{k}": t.detach().cpu().contiguous()
+                   for v in EXPERTS for k, t in trainer.nets[f"expert{v}"].state_dict().items()}
+        manifest = remix_manifest("experts", trainer.unet_cfg, training_data=training_data,
+                                  description="REMIx: seven resolution experts (voxel volume 1..7 mm^3)")
+        written.append(save_checkpoint(path_experts, tensors, manifest, half=True))
+    if path_single is not None:
+        tensors = {f"net.{k}": t.detach().cpu().contiguous() for k, t in trainer.nets["single"].state_dict().items()}
+        manifest = remix_manifest("single", trainer.unet_cfg, training_data=training_data,
+                                  description="REMIx 1-network baseline: one U-Net for every resolution")
+        written.append(save_checkpoint(path_single, tensors, manifest, half=True))
+    return written
