@@ -37,7 +37,7 @@ from typing import Any, Sequence
 from . import __version__
 from .errors import CancelledError, InputError, SuperResMoEError
 from .progress import CancelToken
-from .tables import write_csv
+from .tables import flatten, write_csv
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -57,6 +57,17 @@ def _floats(text: str) -> float | tuple[float, ...]:
     if len(values) not in (1, 3):
         raise argparse.ArgumentTypeError(f"expected one or three numbers, got {len(values)}")
     return values[0] if len(values) == 1 else values
+
+
+def _acquisition(text: str) -> tuple[float, ...]:
+    """``"gx,gy,gz,b,TI,TE"`` -> six floats."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected six comma-separated numbers gx,gy,gz,b,TI,TE, got {text!r}") from None
+    if len(values) != 6:
+        raise argparse.ArgumentTypeError(f"expected six numbers gx,gy,gz,b,TI,TE, got {len(values)}")
+    return values
 
 
 def _ints(text: str) -> int | tuple[int, ...]:
@@ -83,6 +94,8 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scale", type=_floats, help="SR factors: one number or i,j,k (default: the method's, cubic 1,1,2)")
     g.add_argument("--spacing", type=_floats, help="target spacing in mm (one number or i,j,k) instead of --scale")
     g.add_argument("--expert", type=int, help="force one expert (methods with experts)")
+    g.add_argument("--acquisition", type=_acquisition,
+                   help="SS-MoE: acquisition of a 3D input as gx,gy,gz,b,TI,TE (default: the protocol's average)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     e = p.add_argument_group("patch engine")
     e.add_argument("--patch-size", type=_ints, help="input patch size in voxels (one or k,j,i)")
@@ -161,6 +174,8 @@ def _options(args: argparse.Namespace):
                           checkpoint=args.checkpoint, expert=args.expert, patch_size=args.patch_size,
                           overlap=args.overlap, batch_size=args.batch_size, mixed_precision=not args.no_amp,
                           nonfinite=args.nonfinite)
+    if getattr(args, "acquisition", None) is not None:
+        opts.extra["acquisition"] = list(args.acquisition)
     opts.engine_config(1)  # validate overlap and batch size up front, whatever the method
     return opts
 
@@ -188,23 +203,13 @@ def cmd_enhance(args: argparse.Namespace, progress, cancel: CancelToken) -> tupl
                          f"all {len(failures)} inputs failed; first: {Path(failures[0][0]).name}: {failures[0][1]}")
     for path, msg in failures:
         log.error("%s: %s", Path(path).name, msg)
-    rows = [{"input": Path(s["input"]).name, "output": s["output"], **_flat(s["metrics"]),
+    rows = [{"input": Path(s["input"]).name, "output": s["output"], **flatten(s["metrics"]),
              "seconds": round(s["seconds"], 3)} for s in summaries]
     if any(s["metrics"] for s in summaries):
         folder = args.output.parent if io.is_volume_file(args.output) else args.output
         write_csv(rows, folder / "metrics.csv")
     code = EXIT_PARTIAL if failures else EXIT_OK
     return code, {"outputs": summaries, "failures": [{"input": p, "error": m} for p, m in failures]}
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}_"))
-        elif isinstance(v, (int, float, str)):
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _print_table(rows: list[dict[str, Any]], keys: Sequence[str], stream=None) -> None:
@@ -240,7 +245,7 @@ def cmd_evaluate(args: argparse.Namespace, progress, cancel: CancelToken) -> tup
         progress("evaluate", n / len(pairs), pred_path.name)
         ref, pred = io.read_volume(ref_path), io.read_volume(pred_path)
         metrics = compare_to_reference(ref, pred)
-        rows.append({"prediction": pred_path.name, "reference": ref_path.name, **_flat(metrics)})
+        rows.append({"prediction": pred_path.name, "reference": ref_path.name, **flatten(metrics)})
         if args.error_maps is not None:
             stem = io.volume_stem(pred_path)
             io.write_volume(squared_error_map(ref, pred), args.error_maps / f"{stem}_sqerr.nii.gz")
@@ -354,7 +359,7 @@ def cmd_demo(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[i
                              table=table)
             s = run_job(job, progress, cancel)
             written += s["files"]
-            m = _flat(s["metrics"])
+            m = flatten(s["metrics"])
             rows.append({"data": kind, "method": name,
                          "PSNR_dB": m.get("psnr", m.get("mean_psnr")), "SSIM": m.get("ssim", float("nan")),
                          "MSE_ssmoe": m.get("mse_ssmoe", m.get("mse_ssmoe_per_frame_mean")),
@@ -396,7 +401,7 @@ def _report(command: str, result: Any) -> None:
                 if f != s["output"]:
                     print(f"    {f}")
             if s["metrics"]:
-                m = _flat(s["metrics"])
+                m = flatten(s["metrics"])
                 print("    " + "  ".join(f"{k}={v:.5g}" for k, v in m.items() if isinstance(v, float)))
     elif command == "evaluate":
         keys = [k for k in ("prediction", "psnr", "ssim", "mse", "mse_ssmoe", "rmse", "correlation",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from .errors import InputError
 from .methods import EnhanceOptions, Result, create_method
 from .progress import CancelToken, ProgressCallback, no_progress
 from .volume import Grid, Volume
+
+log = logging.getLogger("superresmoe")
 
 
 @dataclass
@@ -78,9 +81,13 @@ def check_reference(reference: Volume, expected: Grid, label: str = "reference")
 def compare_to_reference(reference: Volume, sr: Volume) -> dict[str, Any]:
     """Metrics of ``sr`` against ``reference`` (same grid): a flat dict for 3D;
     for 4D the mean of each metric plus per-frame SS-MoE MSE statistics."""
-    from .metrics import compare, distribution_stats, per_frame
+    from .metrics import compare, distribution_stats, per_frame, ssim_window_size
 
     if not sr.is_4d:
+        if min(sr.spatial_shape) < ssim_window_size():
+            log.warning("SSIM skipped: the volume %s is smaller than its %d-voxel window", sr.spatial_shape,
+                        ssim_window_size())
+            return compare(reference, sr, include_ssim=False)
         return compare(reference, sr)
     per = per_frame(reference, sr, "mse_ssmoe")
     return {"frames": int(sr.n_frames), "mse_ssmoe_per_frame": distribution_stats(per),

@@ -28,3 +28,17 @@ def markdown_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], fmt: str
     body = "".join("| " + " | ".join(fmt.format(r[k]) if isinstance(r.get(k), float) else str(r.get(k, ""))
                                      for k in keys) + " |\n" for r in rows)
     return head + body
+
+
+def flatten(d: dict[str, Any], sep: str = "_", numeric_only: bool = False, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level (``{"a": {"b": 1}}`` -> ``{"a_b": 1}``); keeps
+    numbers and strings (numbers only with ``numeric_only``; booleans never)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, sep, numeric_only, f"{prefix}{k}{sep}"))
+        elif isinstance(v, bool):
+            continue
+        elif isinstance(v, (int, float)) or (isinstance(v, str) and not numeric_only):
+            out[f"{prefix}{k}"] = v
+    return out

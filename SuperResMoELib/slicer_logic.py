@@ -1,0 +1,287 @@
+"""The Slicer module's logic, Qt-free: MRML nodes in, a background CLI run,
+new MRML nodes out.
+
+:class:`EnhanceRun` does one **Enhance**:
+
+1. writes the input (and the reference, if any) to a fresh temporary folder
+   (:func:`~SuperResMoELib.mrml.write_node`; the input node is not touched);
+2. starts ``superresmoe enhance ... --progress json`` in a background process
+   (:mod:`.jobs`) and turns its JSON lines into ``(stage, fraction, message)``;
+3. on success loads what the CLI wrote as **new** nodes - the SR volume, the
+   squared and absolute error maps (with a reference or a simulation), the
+   expert/routing map (a label map with an expert colour table), the simulated
+   LR volume - plus a metrics table node; on failure raises
+   :class:`EnhanceFailed` with the process's one-line error or stderr tail;
+4. removes the temporary folder in every case.
+
+``run(wait=True)`` blocks (tests, batch scripts, Slicer without a main
+window); the GUI calls :meth:`EnhanceRun.start` and then :meth:`EnhanceRun.poll`
+from a timer until it returns ``False``, and :meth:`EnhanceRun.cancel` on
+Cancel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import mrml
+from .errors import SuperResMoEError
+from .tables import flatten
+from .jobs import BackgroundProcess, ProgressEvent, cli_command, library_environment
+
+#: Exit code of a cancelled CLI run.
+EXIT_CANCELLED = 5
+#: Output file tags (``sr_<tag>.nii.gz``) and the names their nodes get.
+MAP_TITLES: dict[str, str] = {"sqerr": "squared error", "abserr": "absolute error", "routing": "expert map",
+                              "lr": "LR (simulated)"}
+
+
+class EnhanceFailed(SuperResMoEError):
+    """The background run failed; the message is the process's error."""
+
+    exit_code = 1
+
+
+class EnhanceCancelled(SuperResMoEError):
+    """The user cancelled the run."""
+
+    exit_code = EXIT_CANCELLED
+
+
+@dataclass
+class EnhanceRequest:
+    """What the panel asks for (``None`` = the method's default).
+
+    Attributes mirror the ``superresmoe enhance`` options: ``method``,
+    ``task`` (SS-MoE), ``checkpoint`` (a file; ``None`` = bundled),
+    ``device`` ("auto", "cpu", "cuda:N"), ``scale`` / ``spacing`` (mm),
+    ``expert`` (force one), ``acquisition`` (SS-MoE 3D input: gx gy gz b TI
+    TE), ``patch_size``, ``batch_size``, ``overlap``, ``mixed_precision``,
+    ``simulate`` (treat the input as HR: degrade, enhance, compare).
+    """
+
+    method: str = "cubic"
+    task: str | None = None
+    checkpoint: str | None = None
+    device: str = "auto"
+    scale: tuple[float, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    expert: int | None = None
+    acquisition: tuple[float, ...] | None = None
+    patch_size: int | None = None
+    batch_size: int | None = None
+    overlap: float = 0.5
+    mixed_precision: bool = True
+    simulate: bool = False
+
+    def cli_arguments(self, input_path: Path, output_path: Path, reference_path: Path | None) -> list[str]:
+        """The ``enhance`` arguments (without ``--progress``)."""
+        def joined(values) -> str:
+            return ",".join(f"{float(v):g}" for v in values)
+
+        args = ["enhance", "-i", str(input_path), "-o", str(output_path), "--method", self.method,
+                "--device", self.device, "--overlap", f"{self.overlap:g}"]
+        if reference_path is not None:
+            args += ["--reference", str(reference_path)]
+        if self.simulate:
+            args.append("--simulate")
+        for flag, value in (("--task", self.task), ("--checkpoint", self.checkpoint), ("--expert", self.expert),
+                            ("--patch-size", self.patch_size), ("--batch-size", self.batch_size)):
+            if value is not None and value != "":
+                args += [flag, str(value)]
+        for flag, values in (("--scale", self.scale), ("--spacing", self.spacing),
+                             ("--acquisition", self.acquisition)):
+            if values is not None:
+                args += [flag, joined(values)]
+        if not self.mixed_precision:
+            args.append("--no-amp")
+        return args
+
+
+@dataclass
+class EnhanceOutcome:
+    """What a finished run added to the scene.
+
+    Attributes:
+        nodes: ``"sr"``, and when present ``"sqerr"``, ``"abserr"``,
+            ``"routing"`` (label map), ``"lr"`` (simulated), ``"metrics"`` (table).
+        metrics: the metrics the CLI computed (empty without a reference).
+        info: what the method reported (device, expert chosen and why, ...).
+        seconds: the CLI's run time.
+    """
+
+    nodes: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+ProgressHandler = Callable[[str, float, str], None]
+
+
+class EnhanceRun:
+    """One background Enhance (see the module docstring).
+
+    Args:
+        scene: the MRML scene that receives the new nodes.
+        input_node: the LR scalar volume (or the HR one with ``simulate``).
+        request: the options.
+        reference_node: optional HR volume on the SR grid.
+        python: the interpreter for the child (default: PythonSlicer / this one).
+        on_progress: ``(stage, fraction, message)`` callback.
+    """
+
+    def __init__(self, scene, input_node, request: EnhanceRequest, reference_node=None, python: str | None = None,
+                 on_progress: ProgressHandler | None = None) -> None:
+        if request.simulate and reference_node is not None:
+            raise EnhanceFailed("give either a reference volume or 'simulate low resolution', not both")
+        self.scene = scene
+        self.input_node = input_node
+        self.reference_node = reference_node
+        self.request = request
+        self.python = python
+        self.on_progress = on_progress
+        self.folder: Path | None = None
+        self.process: BackgroundProcess | None = None
+        self.stage, self.fraction, self.message = "idle", 0.0, ""
+        self.outcome: EnhanceOutcome | None = None
+
+    # ------------------------------------------------------------- control
+    def start(self) -> None:
+        """Write the inputs and start the background process."""
+        mrml.volume_from_node(self.input_node)  # clear error now for an empty or vector input
+        self.folder = Path(tempfile.mkdtemp(prefix="superresmoe-"))
+        try:
+            self._report("prepare", 0.0, "writing the input to a temporary folder")
+            inp = mrml.write_node(self.input_node, self.folder / "input.nii.gz")
+            ref = None
+            if self.reference_node is not None:
+                ref = mrml.write_node(self.reference_node, self.folder / "reference.nii.gz")
+            args = self.request.cli_arguments(inp, self.folder / "sr.nii.gz", ref)
+            self.process = BackgroundProcess(cli_command(args, self.python), env=library_environment()).start()
+        except BaseException:
+            self.cleanup()
+            raise
+        self._report("start", 0.0, f"{self.request.method}: started")
+
+    def poll(self) -> bool:
+        """Handle new progress lines; ``True`` while the process runs.  When it
+        has ended, the results are loaded (or the error raised) and the
+        temporary folder removed."""
+        assert self.process is not None, "start() first"
+        for event in self.process.poll():
+            self._event(event)
+        if self.process.running:
+            return True
+        self.process.wait(on_event=self._event)
+        self._finish()
+        return False
+
+    def cancel(self) -> None:
+        """End the process tree; the next :meth:`poll` raises :class:`EnhanceCancelled`."""
+        if self.process is not None:
+            self.process.cancel()
+
+    def run(self, wait: bool = True, timeout: float | None = None) -> EnhanceOutcome | None:
+        """Start; with ``wait`` block until done and return the outcome."""
+        self.start()
+        if not wait:
+            return None
+        assert self.process is not None
+        try:
+            self.process.wait(timeout=timeout, on_event=self._event)
+        except TimeoutError:
+            self.cleanup()
+            raise
+        self._finish()
+        return self.outcome
+
+    # ------------------------------------------------------------- helpers
+    def _report(self, stage: str, fraction: float, message: str) -> None:
+        self.stage, self.fraction, self.message = stage, fraction, message
+        if self.on_progress is not None:
+            self.on_progress(stage, fraction, message)
+
+    def _event(self, event: ProgressEvent) -> None:
+        if event.stage in ("done", "error"):
+            return
+        self._report(event.stage, event.fraction, event.message)
+
+    def _finish(self) -> None:
+        assert self.process is not None
+        try:
+            code = self.process.returncode
+            if self.process.cancelled or code == EXIT_CANCELLED:
+                self._report("cancelled", 1.0, "cancelled")
+                raise EnhanceCancelled("cancelled by the user")
+            result = self.process.result
+            if code != 0 or not result or not result.get("outputs"):
+                raise EnhanceFailed(self.process.error_message())
+            self.outcome = self._load(result["outputs"][0])
+            self._report("done", 1.0, self._summary(self.outcome))
+        finally:
+            self.cleanup()
+
+    def _load(self, summary: dict[str, Any]) -> EnhanceOutcome:
+        method = self.request.method
+        base = self.input_node.GetName()
+        out = EnhanceOutcome(metrics=summary.get("metrics") or {}, info=summary.get("info") or {},
+                             seconds=float(summary.get("seconds", 0.0)))
+        for f in summary.get("files", []):
+            path = Path(f)
+            stem = path.name.split(".")[0]
+            tag = stem[len("sr_"):] if stem.startswith("sr_") else ("sr" if stem == "sr" else None)
+            if tag is None:
+                continue
+            if tag == "sr":
+                node = mrml.read_volume_node(self.scene, path, f"{base} SR ({method})")
+            elif tag == "routing":
+                from .io import read_volume
+
+                node = mrml.expert_map_node(self.scene, read_volume(path), f"{base} expert map ({method})",
+                                            out.info.get("n_experts"))
+            elif tag in MAP_TITLES:
+                node = mrml.read_volume_node(self.scene, path, f"{base} {MAP_TITLES[tag]} ({method})")
+                if tag in ("sqerr", "abserr"):
+                    mrml.show_as_error_map(node)
+            else:
+                continue
+            node.SetAttribute("SuperResMoE.role", tag)
+            node.SetAttribute("SuperResMoE.method", method)
+            out.nodes[tag] = node
+        if out.metrics:
+            rows = [{"metric": k, "value": v} for k, v in flatten(out.metrics, ".", numeric_only=True).items()]
+            out.nodes["metrics"] = mrml.add_table_node(self.scene, rows, f"{base} metrics ({method})")
+        return out
+
+    @staticmethod
+    def _summary(outcome: EnhanceOutcome) -> str:
+        parts = [f"done in {outcome.seconds:.1f} s"]
+        if outcome.info.get("device"):
+            parts.append(f"on {outcome.info['device']}")
+        if outcome.info.get("reason"):
+            parts.append(str(outcome.info["reason"]))
+        for key in ("psnr", "ssim"):
+            if key in outcome.metrics:
+                parts.append(f"{key.upper()} {float(outcome.metrics[key]):.4g}")
+        return "; ".join(parts)
+
+    def cleanup(self) -> None:
+        """Remove the temporary folder (safe to call twice)."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+def request_from_dict(values: dict[str, Any]) -> EnhanceRequest:
+    """An :class:`EnhanceRequest` from a dict with its field names (unknown keys refused)."""
+    names = {f.name for f in dataclasses.fields(EnhanceRequest)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown enhance option(s) {unknown}; known: {sorted(names)}")
+    return EnhanceRequest(**values)

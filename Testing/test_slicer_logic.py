@@ -1,0 +1,171 @@
+"""The module logic against real MRML (slicer-core wheel) and the real
+background CLI, with this Python standing in for PythonSlicer."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is part of the test extra")
+
+from conftest import make_matrix  # noqa: E402
+from SuperResMoELib import mrml  # noqa: E402
+from SuperResMoELib.slicer_logic import (  # noqa: E402
+    EnhanceCancelled,
+    EnhanceFailed,
+    EnhanceRequest,
+    EnhanceRun,
+    request_from_dict,
+)
+from SuperResMoELib.volume import Volume  # noqa: E402
+
+
+@pytest.fixture
+def scene(tmp_path, monkeypatch):
+    s = slicer.vtkMRMLScene()
+    slicer.mrmlScene = s
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    yield s
+    s.Clear(1)
+
+
+def hr_node(scene, shape=(16, 20, 18), kind="oblique"):
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    arr = (100 + 40 * np.sin(i / 3.0) * np.cos(j / 4.0) + 3 * k).astype(np.float32)
+    m = make_matrix(kind)
+    m[:3, :3] = m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0)  # 1 mm
+    return mrml.add_volume_node(scene, Volume(arr, m), "hr")
+
+
+def run(scene, node, request, reference=None, **kw):
+    return EnhanceRun(scene, node, request, reference, python=sys.executable, **kw).run(wait=True, timeout=300)
+
+
+# ----------------------------------------------------------------- adapter
+def test_volume_node_round_trip_keeps_geometry(scene, geom, tmp_path) -> None:
+    arr = np.random.default_rng(0).random((5, 6, 7)).astype(np.float32)
+    vol = Volume(arr, make_matrix(geom), name="v")
+    node = mrml.add_volume_node(scene, vol, "v")
+    back = mrml.volume_from_node(node)
+    np.testing.assert_array_equal(back.array, arr)
+    np.testing.assert_allclose(back.ijk_to_ras, vol.ijk_to_ras, atol=1e-9)
+    path = mrml.write_node(node, tmp_path / "v.nii.gz")
+    again = mrml.volume_from_node(mrml.read_volume_node(scene, path, "again"))
+    # Slicer's reader may store a left-handed grid with one axis reversed: compare in world space
+    from SuperResMoELib.geometry import resample
+
+    np.testing.assert_allclose(resample(again, vol.grid, "nearest").array, arr, rtol=1e-6)
+    np.testing.assert_allclose(np.sort(again.grid.corners(), axis=0), np.sort(vol.grid.corners(), axis=0), atol=1e-3)
+    assert scene.GetFirstNodeByName("v").GetID() == node.GetID()
+    assert mrml.add_volume_node(scene, vol, "v").GetName() != "v"  # unique names
+
+
+def test_tables_and_colour_nodes(scene) -> None:
+    node = mrml.add_table_node(scene, [{"metric": "psnr", "value": 31.5}, {"metric": "ssim", "value": 0.9}], "m")
+    assert mrml.table_rows(node) == [{"metric": "psnr", "value": 31.5}, {"metric": "ssim", "value": 0.9}]
+    routing = Volume(np.array([[[-1, 0], [1, 3]]], np.float32), np.eye(4))
+    label = mrml.expert_map_node(scene, routing, "experts", 4)
+    assert label.IsA("vtkMRMLLabelMapVolumeNode")
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(label), [[[0, 1], [2, 4]]])
+    colors = label.GetDisplayNode().GetColorNode()
+    assert colors.GetNumberOfColors() == 5 and colors.GetColorName(0) == "background"
+    rgba = [0.0] * 4
+    colors.GetColor(0, rgba)
+    assert rgba[3] == 0.0  # transparent background
+
+
+def test_volume_from_node_errors(scene) -> None:
+    from SuperResMoELib.errors import InputError
+
+    with pytest.raises(InputError, match="no input volume"):
+        mrml.volume_from_node(None)
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InputError, match="no image data"):
+        mrml.volume_from_node(empty)
+
+
+# ------------------------------------------------------------------- logic
+def test_simulated_enhance_adds_new_nodes_and_leaves_the_input(scene, tmp_path) -> None:
+    node = hr_node(scene)
+    before = np.array(slicer.util.arrayFromVolume(node))
+    n_before = scene.GetNumberOfNodes()
+    stages = []
+    out = run(scene, node, EnhanceRequest(method="cubic", scale=(1, 1, 2), simulate=True),
+              on_progress=lambda s, f, m: stages.append(s))
+    assert set(out.nodes) == {"sr", "lr", "sqerr", "abserr", "metrics"}
+    assert out.nodes["sr"].GetName() == "hr SR (cubic)" and out.nodes["lr"].GetName() == "hr LR (simulated) (cubic)"
+    assert scene.GetNumberOfNodes() > n_before
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)  # input untouched
+    sr = mrml.volume_from_node(out.nodes["sr"])
+    assert sr.grid.same_as(mrml.volume_from_node(node).grid)  # the simulated HR's grid
+    err = slicer.util.arrayFromVolume(out.nodes["sqerr"])
+    np.testing.assert_allclose(err, (sr.array - before) ** 2, rtol=1e-3, atol=1e-3)
+    assert out.nodes["sqerr"].GetDisplayNode().GetColorNode().GetName() == mrml.ERROR_COLOR_NAME
+    rows = {r["metric"]: r["value"] for r in mrml.table_rows(out.nodes["metrics"])}
+    assert rows["psnr"] == pytest.approx(out.metrics["psnr"]) and 10 < rows["psnr"] < 80
+    assert "enhance" in stages and stages[-1] == "done"
+    assert not list(Path(str(tmp_path / "tmp")).glob("superresmoe-*"))  # temp folder removed
+
+
+def test_reference_and_expert_map_with_the_bundled_ssmoe(scene) -> None:
+    lr = hr_node(scene, shape=(8, 32, 32), kind="axis")
+    lr.SetSpacing(2.5, 2.5, 5.0)
+    out = run(scene, lr, EnhanceRequest(method="ssmoe", task="aniso", device="cpu",
+                                        acquisition=(1.0, 0.0, 0.0, 1000.0, 1000.0, 80.0)))
+    assert set(out.nodes) == {"sr", "routing"}
+    routing = out.nodes["routing"]
+    assert routing.IsA("vtkMRMLLabelMapVolumeNode") and routing.GetName() == "hr expert map (ssmoe)"
+    labels = np.unique(slicer.util.arrayFromVolume(routing))
+    assert set(labels) <= {0, 1, 2, 3, 4} and labels.max() >= 1
+    assert out.info["acquisition"]["source"] == "options"
+    assert out.nodes["sr"].GetSpacing() == pytest.approx((2.5, 2.5, 2.5))
+
+
+def test_errors_come_back_with_the_cli_message(scene) -> None:
+    node = hr_node(scene)
+    with pytest.raises(EnhanceFailed, match="expert 9 is out of range"):
+        run(scene, node, EnhanceRequest(method="ssmoe", task="aniso", expert=9, device="cpu"))
+    with pytest.raises(EnhanceFailed, match="not both"):
+        EnhanceRun(scene, node, EnhanceRequest(simulate=True), reference_node=node)
+
+
+def test_cancel_ends_the_run_and_cleans_up(scene, tmp_path) -> None:
+    node = hr_node(scene, shape=(48, 96, 96))
+    seen = threading.Event()
+
+    def on_progress(stage, fraction, message):
+        if stage == "enhance":
+            seen.set()
+
+    job = EnhanceRun(scene, node, EnhanceRequest(method="cubic", scale=(4, 4, 4), simulate=False),
+                     python=sys.executable, on_progress=on_progress)
+    job.start()
+    import time
+
+    deadline = time.monotonic() + 120
+    while job.poll() and not seen.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.cancel()
+    with pytest.raises(EnhanceCancelled):
+        while job.poll():
+            time.sleep(0.05)
+    assert not job.process.running
+    assert not list(Path(str(tmp_path / "tmp")).glob("superresmoe-*"))
+
+
+def test_request_round_trip_and_arguments(tmp_path) -> None:
+    req = request_from_dict({"method": "remix", "spacing": (1.0,), "expert": 3, "patch_size": 64, "overlap": 0.25,
+                             "mixed_precision": False})
+    args = req.cli_arguments(tmp_path / "in.nii.gz", tmp_path / "out.nii.gz", None)
+    assert args[:2] == ["enhance", "-i"] and "--spacing" in args and args[args.index("--spacing") + 1] == "1"
+    assert args[args.index("--expert") + 1] == "3" and "--no-amp" in args and "--reference" not in args
+    with pytest.raises(ValueError, match="unknown enhance option"):
+        request_from_dict({"methd": "cubic"})
