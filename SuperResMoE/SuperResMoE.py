@@ -1,26 +1,58 @@
-"""SuperResMoE scripted module for 3D Slicer.
+"""SuperResMoE scripted module for 3D Slicer: the Enhance panel.
 
-A thin shell over :mod:`SuperResMoELib`.  In this version the module carries
-the metadata and help; the library is used from Slicer's Python console and
-``Slicer --python-script``::
+A thin shell over :mod:`SuperResMoELib` (DESIGN section 8):
 
-    from SuperResMoELib.cli import main
-    main(["enhance", "-i", "lr.nii.gz", "-o", "sr.nii.gz", "--method", "cubic"])
+* ``SuperResMoE`` - module metadata; registers the sample data.
+* ``SuperResMoEWidget`` - loads ``Resources/UI/SuperResMoE.ui``, binds it to the
+  typed parameter node (:class:`SuperResMoELib.parameters.PanelParameters`),
+  runs Enhance in the background (Enhance turns into Cancel) and shows results.
+* ``SuperResMoELogic`` - MRML <-> library: dependencies, a blocking
+  ``process`` for scripts and tests, the comparison layout.
+* ``SuperResMoETest`` - runs inside Slicer (Developer mode, Reload and Test).
+
+The work itself (temporary files, the background ``superresmoe`` process, its
+JSON progress, loading results as new nodes) is
+:class:`SuperResMoELib.slicer_logic.EnhanceRun`, tested outside Slicer.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule
+import slicer
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 for _candidate in (_HERE, os.path.dirname(_HERE)):  # installed beside, or the source tree
     if os.path.isdir(os.path.join(_candidate, "SuperResMoELib")) and _candidate not in sys.path:
         sys.path.insert(0, _candidate)
 
+#: Widgets the panel code uses and their classes in the .ui (checked by Testing/test_module_ui.py).
+UI_WIDGETS: dict[str, str] = {
+    "inputSelector": "qMRMLNodeComboBox", "referenceSelector": "qMRMLNodeComboBox", "simulateCheckBox": "QCheckBox",
+    "methodComboBox": "QComboBox", "methodDescriptionLabel": "QLabel", "checkpointPathLineEdit": "ctkPathLineEdit",
+    "deviceComboBox": "QComboBox", "scaleLineEdit": "QLineEdit", "expertSpinBox": "QSpinBox",
+    "ssmoeGroupBox": "QGroupBox", "taskComboBox": "QComboBox", "acquisitionLineEdit": "QLineEdit",
+    "remixGroupBox": "QGroupBox", "targetSpacingSpinBox": "QDoubleSpinBox", "patchSizeSpinBox": "QSpinBox",
+    "batchSizeSpinBox": "QSpinBox", "overlapSliderWidget": "ctkSliderWidget", "mixedPrecisionCheckBox": "QCheckBox",
+    "applyButton": "QPushButton", "progressBar": "QProgressBar", "statusLabel": "QLabel",
+    "resultsTextBrowser": "QTextBrowser", "layoutButton": "QPushButton",
+}
+#: Method groups whose option boxes are shown.
+METHOD_OPTION_BOXES = {"ssmoeGroupBox": ("ssmoe", "srunet", "hardmoe"), "remixGroupBox": ("remix", "remix1")}
+#: Milliseconds between two polls of the background process.
+POLL_INTERVAL_MS = 100
 
+
+# ============================================================================ module
 class SuperResMoE(ScriptedLoadableModule):
     """Module metadata."""
 
@@ -31,11 +63,430 @@ class SuperResMoE(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["SuperResMoE contributors"]
         self.parent.helpText = (
-            "Super-resolution of low-resolution MRI with mixture-of-experts methods "
-            "(SS-MoE, REMIx, MoEDiff-SR) and a cubic-spline baseline. "
+            "Super-resolution of low-resolution MRI with mixture-of-experts methods (SS-MoE, REMIx) and a "
+            "cubic-spline baseline. Pick an input volume and a method, click <b>Enhance</b>; with a reference "
+            "(or 'simulate low resolution') you also get error maps and metrics. "
             "See the <a href='https://github.com/SuperResMoE/SlicerSuperResMoE#readme'>user guide</a>."
         )
         self.parent.acknowledgementText = (
-            "Methods: Lin et al. (SS-MoE, MICCAI 2021); Morell-Ortega et al. (REMIx, MIDL 2024); "
-            "Wang et al. (MoEDiff-SR). Sample data built from the MNI152 2009 template shipped with nilearn."
+            "Methods: Lin et al. (SS-MoE, MICCAI 2021); Morell-Ortega et al. (REMIx, MIDL 2024). "
+            "Sample data built from the MNI152 2009 template shipped with nilearn."
         )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def _load_sample(kind: str):
+    """Write one embedded sample (generated offline) and load it as nodes."""
+    import tempfile
+
+    from SuperResMoELib import sample_data
+
+    folder = tempfile.mkdtemp(prefix="superresmoe-sample-")
+    written = sample_data.write_sample_data(folder, kind=kind)
+    nodes = []
+    for path in written["files"]:
+        if str(path).endswith((".nii.gz", ".nrrd", ".nii")):
+            nodes.append(slicer.util.loadVolume(str(path)))
+    return nodes
+
+
+def registerSampleData():
+    """Register the embedded samples with the Sample Data module: an LR/HR T1
+    pair and a MUDI-like qMRI volume with its acquisition table."""
+    try:
+        import SampleData
+    except ImportError:  # Sample Data module disabled
+        return
+    icon = os.path.join(_HERE, "Resources", "Icons", "SuperResMoE.png")
+    for kind, name in (("t1", "SuperResMoE T1 pair (LR/HR)"), ("mudi", "SuperResMoE MUDI-like qMRI")):
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+            category="SuperResMoE", sampleName=name, uris=[], fileNames=[], nodeNames=[],
+            thumbnailFileName=icon, loadFileType="VolumeFile",
+            customDownloader=lambda source, _kind=kind: _load_sample(_kind),
+        )
+
+
+# ============================================================================ widget
+class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The Enhance panel."""
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._params = None
+        self._updating = False
+        self._run = None
+        self._timer = None
+        self._last = None
+
+    # ----------------------------------------------------------- setup
+    def setup(self):
+        import qt
+
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SuperResMoE.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SuperResMoELogic()
+        self._populate()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self._poll)
+
+        for name in ("inputSelector", "referenceSelector"):
+            getattr(self.ui, name).connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
+        for name in ("methodComboBox", "deviceComboBox", "taskComboBox"):
+            getattr(self.ui, name).connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
+        for name in ("simulateCheckBox", "mixedPrecisionCheckBox"):
+            getattr(self.ui, name).connect("toggled(bool)", self.updateParameterNodeFromGUI)
+        for name in ("scaleLineEdit", "acquisitionLineEdit"):
+            getattr(self.ui, name).connect("editingFinished()", self.updateParameterNodeFromGUI)
+        for name in ("expertSpinBox", "patchSizeSpinBox", "batchSizeSpinBox", "targetSpacingSpinBox"):
+            getattr(self.ui, name).connect("valueChanged(double)" if name == "targetSpacingSpinBox"
+                                           else "valueChanged(int)", self.updateParameterNodeFromGUI)
+        self.ui.overlapSliderWidget.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
+        self.ui.checkpointPathLineEdit.connect("currentPathChanged(QString)", self.updateParameterNodeFromGUI)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.layoutButton.connect("clicked(bool)", self.onShowLayout)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()
+
+    def _populate(self):
+        from SuperResMoELib.methods import get_method_class, method_names
+
+        self.ui.methodComboBox.clear()
+        for name in method_names():
+            try:
+                cls = get_method_class(name)
+            except Exception as exc:  # noqa: BLE001 - a broken optional method must not break the panel
+                logging.warning("method %s unavailable: %s", name, exc)
+                continue
+            self.ui.methodComboBox.addItem(cls.title or name, name)
+        self.ui.taskComboBox.clear()
+        self.ui.taskComboBox.addItem("method default", "")
+        for task in ("aniso", "iso"):
+            self.ui.taskComboBox.addItem(task, task)
+        self.ui.deviceComboBox.clear()
+        self.ui.deviceComboBox.addItem("auto", "auto")
+        for name, label in self.logic.deviceChoices():
+            self.ui.deviceComboBox.addItem(label, name)
+
+    # --------------------------------------------------- parameter node
+    def cleanup(self):
+        self.removeObservers()
+        if self._run is not None:
+            self._run.cancel()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        import vtk
+
+        if self._params is not None:
+            self.removeObserver(self._params.node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+
+    def onSceneStartClose(self, caller, event):
+        self._params = None
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        import vtk
+
+        from SuperResMoELib.parameters import PanelParameters
+
+        node = self.logic.getParameterNode()
+        if self._params is not None and self._params.node is not node:
+            self.removeObserver(self._params.node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._params = PanelParameters(node)
+        if self._params.inputVolume is None:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first is not None:
+                self._params.inputVolume = first
+        if not self.hasObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode):
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None):
+        if self._params is None or self._updating:
+            return
+        self._updating = True
+        try:
+            p, ui = self._params, self.ui
+            ui.inputSelector.setCurrentNode(p.inputVolume)
+            ui.referenceSelector.setCurrentNode(p.referenceVolume)
+            ui.simulateCheckBox.checked = p.simulate
+            ui.methodComboBox.setCurrentIndex(max(0, ui.methodComboBox.findData(p.method)))
+            ui.taskComboBox.setCurrentIndex(max(0, ui.taskComboBox.findData(p.task)))
+            ui.deviceComboBox.setCurrentIndex(max(0, ui.deviceComboBox.findData(p.device)))
+            ui.checkpointPathLineEdit.currentPath = p.checkpoint
+            ui.scaleLineEdit.text = p.scale
+            ui.acquisitionLineEdit.text = p.acquisition
+            ui.expertSpinBox.value = p.expert
+            ui.targetSpacingSpinBox.value = p.targetSpacing
+            ui.patchSizeSpinBox.value = p.patchSize
+            ui.batchSizeSpinBox.value = p.batchSize
+            ui.overlapSliderWidget.value = p.overlap
+            ui.mixedPrecisionCheckBox.checked = p.mixedPrecision
+            self._updateMethodWidgets(p.method)
+            running = self._run is not None
+            ui.applyButton.text = "Cancel" if running else "Enhance"
+            ui.applyButton.enabled = running or p.inputVolume is not None
+            ui.applyButton.toolTip = ("Stop the running Enhance" if running else
+                                      "Run the method in the background" if p.inputVolume is not None
+                                      else "Select an input volume first")
+        finally:
+            self._updating = False
+
+    def _updateMethodWidgets(self, method):
+        from SuperResMoELib.methods import get_method_class
+
+        for box, methods in METHOD_OPTION_BOXES.items():
+            getattr(self.ui, box).visible = method in methods
+        try:
+            cls = get_method_class(method)
+            self.ui.methodDescriptionLabel.text = cls.description
+            self.ui.expertSpinBox.enabled = method in ("ssmoe", "hardmoe", "remix")
+        except Exception as exc:  # noqa: BLE001
+            self.ui.methodDescriptionLabel.text = f"unavailable: {exc}"
+
+    def updateParameterNodeFromGUI(self, *args):
+        if self._params is None or self._updating:
+            return
+        p, ui = self._params, self.ui
+        wasModifying = p.node.StartModify()
+        try:
+            p.inputVolume = ui.inputSelector.currentNode()
+            p.referenceVolume = ui.referenceSelector.currentNode()
+            p.simulate = bool(ui.simulateCheckBox.checked)
+            p.method = ui.methodComboBox.currentData or "cubic"
+            p.task = ui.taskComboBox.currentData or ""
+            p.device = ui.deviceComboBox.currentData or "auto"
+            p.checkpoint = ui.checkpointPathLineEdit.currentPath
+            p.scale = ui.scaleLineEdit.text
+            p.acquisition = ui.acquisitionLineEdit.text
+            p.expert = int(ui.expertSpinBox.value)
+            p.targetSpacing = float(ui.targetSpacingSpinBox.value)
+            p.patchSize = int(ui.patchSizeSpinBox.value)
+            p.batchSize = int(ui.batchSizeSpinBox.value)
+            p.overlap = float(ui.overlapSliderWidget.value)
+            p.mixedPrecision = bool(ui.mixedPrecisionCheckBox.checked)
+        finally:
+            p.node.EndModify(wasModifying)
+
+    # ---------------------------------------------------------- enhance
+    def onApplyButton(self):
+        if self._run is not None:
+            self.ui.statusLabel.text = "Cancelling..."
+            self._run.cancel()
+            return
+        from SuperResMoELib.slicer_logic import EnhanceRun
+
+        if not self.logic.ensureDependencies(confirm=True):
+            self.ui.statusLabel.text = "Missing Python packages: Enhance needs them (see the user guide)."
+            return
+        p = self._params
+        try:
+            request = p.to_request()
+            if request.device.startswith("cuda"):
+                warning = self.logic.smallGPUWarning(request.device)
+                if warning:
+                    slicer.util.warningDisplay(warning, windowTitle="SuperResMoE")
+            self._run = EnhanceRun(slicer.mrmlScene, p.inputVolume, request,
+                                   None if request.simulate else p.referenceVolume,
+                                   on_progress=self._onProgress)
+            self._run.start()
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            self._run = None
+            slicer.util.errorDisplay(f"Enhance could not start: {exc}", windowTitle="SuperResMoE")
+            return
+        self.ui.progressBar.visible = True
+        self.ui.progressBar.value = 0
+        self.ui.resultsTextBrowser.clear()
+        self._timer.start()
+        self.updateGUIFromParameterNode()
+
+    def _onProgress(self, stage, fraction, message):
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.progressBar.format = f"{stage}: %p%"
+        self.ui.statusLabel.text = message
+
+    def _poll(self):
+        from SuperResMoELib.slicer_logic import EnhanceCancelled, EnhanceFailed
+
+        run = self._run
+        try:
+            if run.poll():
+                return
+            self._showOutcome(run.outcome)
+        except EnhanceCancelled:
+            self.ui.statusLabel.text = "Cancelled; nothing was added to the scene."
+        except EnhanceFailed as exc:
+            self.ui.statusLabel.text = "Enhance failed (details in the dialog)."
+            slicer.util.errorDisplay("Enhance failed.", detailedText=str(exc), windowTitle="SuperResMoE")
+        finally:
+            if not (run.process is not None and run.process.running):
+                self._timer.stop()
+                self._run = None
+                self.ui.progressBar.visible = False
+                self.updateGUIFromParameterNode()
+
+    def _showOutcome(self, outcome):
+        p = self._params
+        self._last = (outcome, p.inputVolume, p.referenceVolume)
+        p.outputVolume = outcome.nodes.get("sr")
+        p.errorVolume = outcome.nodes.get("abserr")
+        p.expertVolume = outcome.nodes.get("routing")
+        p.lowResolutionVolume = outcome.nodes.get("lr")
+        p.metricsTable = outcome.nodes.get("metrics")
+        self.ui.resultsTextBrowser.setHtml(self.logic.resultsHtml(outcome))
+        self.ui.layoutButton.enabled = True
+        self.onShowLayout()
+
+    def onShowLayout(self):
+        if self._last is None:
+            return
+        outcome, inputNode, referenceNode = self._last
+        self.logic.showComparison(outcome, inputNode, referenceNode)
+
+
+# ============================================================================ logic
+class SuperResMoELogic(ScriptedLoadableModuleLogic):
+    """MRML <-> library (no GUI code)."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    # ------------------------------------------------------ dependencies
+    def ensureDependencies(self, confirm=True):
+        """torch through the PyTorch extension; the other packages with pip
+        (after confirmation); Slicer's numpy and SimpleITK are never touched.
+        Returns whether everything is importable now."""
+        from SuperResMoELib import dependencies
+
+        if not dependencies.is_installed(dependencies.TORCH):
+            try:
+                import PyTorchUtils
+            except ImportError:
+                slicer.util.errorDisplay("SuperResMoE needs PyTorch: install the 'PyTorch' extension from the "
+                                         "Extensions Manager, restart Slicer and try again.",
+                                         windowTitle="SuperResMoE")
+                return False
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if torchLogic.installTorch(askConfirmation=confirm) is None:
+                return False
+            slicer.util.infoDisplay(dependencies.torch_summary(), windowTitle="SuperResMoE: PyTorch")
+        missing = dependencies.missing_packages()
+        if missing:
+            if confirm and not slicer.util.confirmOkCancelDisplay(
+                    "SuperResMoE needs these Python packages, which will be installed now:\n"
+                    + "\n".join(missing) + "\n\n(Slicer's numpy and SimpleITK are left as they are.)",
+                    windowTitle="SuperResMoE"):
+                return False
+            with slicer.util.WaitCursor():
+                slicer.util.pip_install(" ".join(f'"{m}"' for m in missing))
+        return not dependencies.missing_packages() and dependencies.is_installed(dependencies.TORCH)
+
+    def deviceChoices(self):
+        """``(name, label)`` of every device (CUDA devices with name and memory, then CPU)."""
+        try:
+            from SuperResMoELib.devices import available_devices
+
+            return [(d.name, d.label + ("  (small: may run out of memory)" if d.small else ""))
+                    for d in available_devices()]
+        except ImportError:  # torch not installed yet
+            return [("cpu", "cpu")]
+
+    def smallGPUWarning(self, device):
+        from SuperResMoELib.devices import SMALL_GPU_BYTES, available_devices
+
+        for d in available_devices():
+            if d.name == device and d.small:
+                return (f"{d.label} has less than {SMALL_GPU_BYTES / 1024**3:.0f} GiB: reduce the batch or patch "
+                        "size if it runs out of memory (SuperResMoE retries with smaller batches, then the CPU).")
+        return None
+
+    # ------------------------------------------------------------ process
+    def process(self, inputVolume, method="cubic", referenceVolume=None, waitForCompletion=True, **options):
+        """Enhance ``inputVolume`` with ``method`` (options as
+        :class:`SuperResMoELib.slicer_logic.EnhanceRequest` fields).  With
+        ``waitForCompletion`` it blocks and returns the outcome (new nodes,
+        metrics, info); otherwise it returns the started run to poll."""
+        from SuperResMoELib.slicer_logic import EnhanceRun, request_from_dict
+
+        request = request_from_dict({"method": method, **options})
+        run = EnhanceRun(slicer.mrmlScene, inputVolume, request, referenceVolume,
+                         on_progress=lambda s, f, m: logging.info("%s %3.0f%% %s", s, 100 * f, m))
+        if not waitForCompletion:
+            run.start()
+            return run
+        return run.run(wait=True)
+
+    def resultsHtml(self, outcome):
+        rows = "".join(f"<tr><td>{k}</td><td>{v:.5g}</td></tr>" for k, v in sorted(outcome.metrics.items())
+                       if isinstance(v, (int, float)))
+        info = outcome.info
+        lines = [f"<b>{info.get('method', '')}</b> on {info.get('device', '?')} in {outcome.seconds:.1f} s"]
+        if info.get("reason"):
+            lines.append(str(info["reason"]))
+        if info.get("acquisition", {}).get("note"):
+            lines.append(str(info["acquisition"]["note"]))
+        for e in info.get("events", []):
+            lines.append(f"<i>{e}</i>")
+        table = f"<table>{rows}</table>" if rows else "<i>No reference: no metrics.</i>"
+        return "<br>".join(lines) + "<br>" + table
+
+    def showComparison(self, outcome, inputVolume, referenceVolume=None):
+        """Switch to the LR | SR | HR layout and fill it."""
+        from SuperResMoELib.views import LAYOUT_ID, VIEW_TAGS, add_color_legend, comparison_contents, fill_views
+        from SuperResMoELib.views import register_layout
+
+        nodes = outcome.nodes
+        lr = nodes.get("lr") or inputVolume
+        hr = inputVolume if "lr" in nodes else referenceVolume
+        layoutManager = slicer.app.layoutManager()
+        register_layout(layoutManager.layoutLogic().GetLayoutNode())
+        layoutManager.setLayout(LAYOUT_ID)
+        fill_views(slicer.mrmlScene, comparison_contents(nodes["sr"], lr, hr, nodes.get("abserr"),
+                                                         nodes.get("routing")))
+        if nodes.get("abserr") is not None:
+            add_color_legend(nodes["abserr"], "abs. error")
+        for tag in VIEW_TAGS:
+            widget = layoutManager.sliceWidget(tag)
+            if widget is not None:
+                widget.sliceLogic().FitSliceToAll()
+
+
+# ============================================================================ test
+class SuperResMoETest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer: a simulated Enhance on the embedded T1 sample."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_simulated_cubic()
+
+    def test_simulated_cubic(self):
+        import numpy as np
+
+        from SuperResMoELib import mrml, sample_data
+
+        self.delayDisplay("Enhancing a simulated LR T1 sample with cubic")
+        hr = sample_data.t1_subject(0)
+        node = mrml.add_volume_node(slicer.mrmlScene, hr.with_array(np.asarray(hr.array)[60:100]), "T1")
+        before = slicer.util.arrayFromVolume(node).copy()
+        outcome = SuperResMoELogic().process(node, "cubic", scale=(1, 1, 2), simulate=True)
+        self.assertIn("sr", outcome.nodes)
+        self.assertIn("sqerr", outcome.nodes)
+        self.assertGreater(outcome.metrics["psnr"], 20)
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(node), before))
+        self.delayDisplay("Test passed")

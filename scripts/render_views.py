@@ -4,7 +4,7 @@ The volumes come from a real Enhance run (the same background CLI the module
 uses) on a held-out MUDI-like sample volume, degraded x2 through-plane and
 super-resolved by the bundled SS-MoE checkpoint.
 
-    python scripts/render_views.py --out docs/screenshots/views.png
+    python scripts/render_views.py --out Resources/Screenshots/views.png
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main() -> int:
     from SuperResMoELib.volume import Volume
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("docs/screenshots/views.png"))
+    p.add_argument("--out", type=Path, default=Path("Resources/Screenshots/views.png"))
     p.add_argument("--method", default="ssmoe")
     p.add_argument("--size", type=int, default=256, help="pixels per view")
     args = p.parse_args()
