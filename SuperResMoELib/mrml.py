@@ -157,7 +157,6 @@ def error_color_node(scene):
     node.SetName(ERROR_COLOR_NAME)
     node.SetTypeToUser()
     node.SetNumberOfColors(256)
-    node.SetNamesInitialised(True)
     for n in range(256):
         t = n / 255.0
         r, g, b = min(1.0, 3 * t), min(1.0, max(0.0, 3 * t - 1)), min(1.0, max(0.0, 3 * t - 2))
@@ -179,7 +178,6 @@ def expert_color_node(scene, n_experts: int, names: Sequence[str] | None = None)
     node.SetName(name)
     node.SetTypeToUser()
     node.SetNumberOfColors(n_experts + 1)
-    node.SetNamesInitialised(True)
     node.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
     for e in range(n_experts):
         r, g, b = EXPERT_COLORS[e % len(EXPERT_COLORS)]
