@@ -38,9 +38,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+    mode = 0o666 & ~_umask()
+    os.chmod(tmp, mode)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
+        os.chmod(tmp, mode)  # again: some writers (safetensors) recreate the file
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

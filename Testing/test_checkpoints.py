@@ -399,3 +399,20 @@ def test_list_and_find(isolated_dirs):
         ck.find_checkpoint("unit_test_method", "x8")
     for d in (a, b, user):
         assert str(d) in str(info.value)
+
+
+def test_checkpoint_files_get_normal_permissions(tmp_path) -> None:
+    import os
+    import stat
+
+    import torch
+
+    from SuperResMoELib.checkpoints import Manifest, save_checkpoint
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "c", {"w": torch.zeros(2)}, Manifest("cubic", "t", {}, [1, 1, 1], {}))
+    finally:
+        os.umask(old)
+    for f in (path, path.with_suffix(".json")):
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o644, f
