@@ -75,7 +75,7 @@ def test_composite_loss_weights_and_gradients() -> None:
     loss = CompositeLoss({"mae": 2.0, "ssim": 1.0, "gradient": 0.5, "correlation": 0.0})
     total, parts = loss(p, t)
     assert set(parts) == {"mae", "ssim", "gradient"}  # zero weight: not computed
-    assert float(total) == pytest.approx(2 * parts["mae"] + parts["ssim"] + 0.5 * parts["gradient"], rel=1e-5)
+    assert float(total.detach()) == pytest.approx(2 * parts["mae"] + parts["ssim"] + 0.5 * parts["gradient"], rel=1e-5)
     total.backward()
     assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
 
