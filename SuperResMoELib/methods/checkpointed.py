@@ -26,6 +26,21 @@ def network_kind(manifest: Manifest) -> str:
     return str(manifest.architecture.get("kind", "?"))
 
 
+def architecture_config(manifest: Manifest, key: str, cls: type):
+    """``cls(**manifest.architecture[key])``.
+
+    Raises:
+        CheckpointError: missing or invalid entry.
+    """
+    d = manifest.architecture.get(key)
+    if not isinstance(d, dict):
+        raise CheckpointError(f"manifest architecture lacks the '{key}' configuration")
+    try:
+        return cls(**d)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"manifest architecture has an invalid '{key}' configuration: {exc}") from None
+
+
 class CheckpointedMethod(Method):
     """A method that runs a network of kind :attr:`kind` stored under manifest
     method :attr:`checkpoint_method`.  Subclasses implement :meth:`build_network`."""

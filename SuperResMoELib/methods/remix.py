@@ -35,7 +35,7 @@ from ..errors import CheckpointError, InputError
 from ..progress import CancelToken, ProgressCallback, no_progress
 from ..volume import Grid, Volume
 from .base import EnhanceOptions, Result, output_grid, prepare_array
-from .checkpointed import CheckpointedMethod, network_kind
+from .checkpointed import CheckpointedMethod, architecture_config, network_kind
 
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
@@ -127,13 +127,7 @@ def unet_config(manifest: Manifest) -> UNet3DConfig:
     """
     from ..nets.unet3d import UNet3DConfig
 
-    d = manifest.architecture.get("unet")
-    if not isinstance(d, dict):
-        raise CheckpointError("manifest architecture lacks the 'unet' configuration")
-    try:
-        return UNet3DConfig(**d)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"manifest architecture has an invalid 'unet' configuration: {exc}") from None
+    return architecture_config(manifest, "unet", UNet3DConfig)
 
 
 def build_remix_network(manifest: Manifest) -> torch.nn.ModuleDict:

@@ -41,7 +41,7 @@ from ..errors import CheckpointError, InputError
 from ..progress import CancelToken, ProgressCallback, no_progress
 from ..volume import ACQUISITION_COLUMNS, Grid, Volume
 from .base import EnhanceOptions, Result, prepare_array
-from .checkpointed import CheckpointedMethod, network_kind
+from .checkpointed import CheckpointedMethod, architecture_config, network_kind
 
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
@@ -124,13 +124,7 @@ def backbone_config(manifest: Manifest) -> SRUNetConfig:
     """
     from ..nets.srunet import SRUNetConfig
 
-    d = manifest.architecture.get("srunet")
-    if not isinstance(d, dict):
-        raise CheckpointError("manifest architecture lacks the 'srunet' backbone configuration")
-    try:
-        return SRUNetConfig(**d)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"manifest architecture has an invalid 'srunet' configuration: {exc}") from None
+    return architecture_config(manifest, "srunet", SRUNetConfig)
 
 
 def build_network(manifest: Manifest) -> torch.nn.Module:

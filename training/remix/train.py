@@ -16,7 +16,6 @@ in one file) and ``<export>/remix_t1_single``.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -29,25 +28,20 @@ from SuperResMoELib.losses import CompositeLoss
 from SuperResMoELib.methods.remix import EXPERTS, remix_manifest
 from SuperResMoELib.nets.unet3d import ResidualUNet3D, UNet3DConfig
 
+from ..cache import load_config as _load_config
 from ..loop import Phase, PhaseConfig
 from .data import RemixLibraryConfig, bin_library
 from .degradation import DegradationConfig
 
 log = logging.getLogger("superresmoe.training")
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 #: Validation pairs per bin scored at each epoch end.
 VAL_PAIRS_PER_BIN = 64
 
 
 def load_config(name_or_path: str) -> dict[str, Any]:
-    """A config by name (``compact``, ``full``) or JSON path."""
-    path = Path(name_or_path)
-    if not path.exists():
-        path = CONFIG_DIR / f"remix_{name_or_path}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no REMIx config {name_or_path!r} (looked for {path})")
-    return json.loads(path.read_text())
+    """A remix config by name (``compact``, ``full``) or JSON path."""
+    return _load_config("remix", name_or_path)
 
 
 def library_config(cfg: dict[str, Any]) -> RemixLibraryConfig:

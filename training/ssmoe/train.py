@@ -15,7 +15,6 @@ K and labeler ablations share the baseline.  Checkpoints are exported as
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -30,25 +29,20 @@ from SuperResMoELib.nets.moe import SSMoE, HardMoE
 from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig, add_residual
 
 from ..cache import save_npz
+from ..cache import load_config as _load_config
 from ..loop import Phase, PhaseConfig
 from .data import LibraryConfig, PatchLibrary, patch_library
 from .sources import open_source
 
 log = logging.getLogger("superresmoe.training")
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 #: Patches per forward pass when scoring or encoding the whole library.
 EVAL_BATCH = 256
 
 
 def load_config(name_or_path: str) -> dict[str, Any]:
-    """A config by name (``compact``, ``full``) or JSON path."""
-    path = Path(name_or_path)
-    if not path.exists():
-        path = CONFIG_DIR / f"ssmoe_{name_or_path}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no SS-MoE config {name_or_path!r} (looked for {path})")
-    return json.loads(path.read_text())
+    """A ssmoe config by name (``compact``, ``full``) or JSON path."""
+    return _load_config("ssmoe", name_or_path)
 
 
 @dataclass
