@@ -66,6 +66,13 @@ def test_training_command_writes_logs_libraries_and_checkpoints(trained) -> None
     single = load_checkpoint(root / "run" / "checkpoints" / "remix_t1_single.safetensors")
     assert single.manifest.architecture["kind"] == "single"
     assert single.manifest.training_data["degradation"]["bins"] == DEGRADATION["bins"]
+    # each network's last validation scores go into its manifest, the same as the phase log
+    last = (root / "run" / "expert4" / "log.csv").read_text().splitlines()
+    row = dict(zip(last[0].split(","), last[-1].split(",")))
+    val = ck.manifest.metrics["validation"]
+    assert sorted(val) == [f"expert{v}" for v in range(1, 8)]
+    assert val["expert4"]["val_psnr"] == pytest.approx(float(row["val_psnr"]), abs=1e-3)
+    assert set(single.manifest.metrics["validation"]) == {"val_loss", "val_psnr", "val_psnr_input"}
 
 
 def test_bin_libraries_hold_their_voxel_volumes(trained, monkeypatch) -> None:

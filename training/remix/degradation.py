@@ -15,6 +15,13 @@ from a distribution instead (config ``degradation``):
 * with probability ``gap_probability`` a slice gap of a fraction
   ``gap_fraction`` of the slice spacing (the slices get thinner, the spacing
   and the voxel volume stay);
+* with probability ``native_probability`` a *native* acquisition instead:
+  the HR grid's own axes and in-plane voxels, thick slices (``v`` / in-plane
+  area) along the HR axis nearest the drawn orientation's slice normal, at a
+  random slice phase (:func:`native_slice_grid`).  That is what a scan gives
+  at inference when its in-plane spacing is already the target spacing: the
+  in-plane voxels reach the network uninterpolated, only the slice axis is
+  interpolated (``info["native"]`` tells the two kinds apart);
 * a slice profile (``profile``: Gaussian of FWHM = slice thickness, or
   boxcar) along every coarse axis, and Rician noise of sigma =
   ``noise_fraction`` x the robust maximum of the HR image.
@@ -30,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from SuperResMoELib.degrade import random_clinical_grid, rician_noise, simulate_acquisition
+from SuperResMoELib.degrade import BASE_DIRECTIONS, random_clinical_grid, rician_noise, simulate_acquisition
 from SuperResMoELib.geometry import resample
 from SuperResMoELib.intensity import robust_max
 from SuperResMoELib.volume import Grid, Volume
@@ -51,6 +58,7 @@ class DegradationConfig:
     gap_fraction: tuple[float, float] = (0.1, 0.3)
     profile: str = "gaussian"
     noise_fraction: tuple[float, float] = (0.0, 0.02)
+    native_probability: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DegradationConfig":
@@ -76,12 +84,54 @@ class DegradationConfig:
         return max(self.min_voxel_volume, bin_mm3 - self.bin_halfwidth), bin_mm3 + self.bin_halfwidth
 
 
+def native_slice_grid(grid: Grid, axis: int, thickness_mm: float, phase: float) -> Grid:
+    """Slices of ``thickness_mm`` across ``grid``'s IJK ``axis``, on ``grid``'s
+    own in-plane voxels, as a scanner writes them: the new grid's i, j are
+    ``grid``'s other two axes (in order, same spacings and voxel centres) and
+    its k is ``axis`` (slice spacing ``thickness_mm``).
+
+    Slice ``m`` is centred at continuous ``grid`` index
+    ``-0.5 + f/2 - phase·f + m·f`` along ``axis`` (``f`` = thickness in
+    ``grid`` voxels, ``phase`` in ``[0, 1)``): the first slice starts
+    ``phase`` of a slice before ``grid``'s edge and the slices cover its whole
+    extent.
+    """
+    if not thickness_mm > 0 or not 0.0 <= phase < 1.0 or axis not in (0, 1, 2):
+        raise ValueError(f"need axis 0..2, thickness > 0 and phase in [0, 1), got {axis}, {thickness_mm}, {phase}")
+    f = float(thickness_mm) / float(grid.spacing[axis])
+    a0, a1 = (a for a in range(3) if a != axis)
+    n = grid.size_ijk
+    new_to_old = np.zeros((4, 4))
+    new_to_old[a0, 0] = new_to_old[a1, 1] = new_to_old[3, 3] = 1.0
+    new_to_old[axis, 2] = f
+    new_to_old[axis, 3] = -0.5 + f / 2.0 - phase * f
+    slices = int(np.ceil((n[axis] + phase * f) / f - 1e-9))
+    return Grid((slices, n[a1], n[a0]), grid.ijk_to_ras @ new_to_old)
+
+
+def _native(grid: Grid, v: float, orientation: str, gap: float, rng: np.random.Generator) -> tuple[Grid, dict] | None:
+    """A native acquisition of voxel volume ``v`` (see the module docstring),
+    or None when ``v`` is below the HR voxel volume (no thick axis)."""
+    base = orientation if orientation in BASE_DIRECTIONS else str(rng.choice(sorted(BASE_DIRECTIONS)))
+    normal = BASE_DIRECTIONS[base][:, 2]  # RAS slice normal of the base orientation
+    axis = int(np.argmax(np.abs(grid.direction.T @ normal)))
+    in_plane = np.delete(grid.spacing, axis)
+    t = v / float(np.prod(in_plane))
+    if t <= grid.spacing[axis]:
+        return None
+    lr = native_slice_grid(grid, axis, t, float(rng.uniform()))
+    return lr, {"orientation": base, "base_orientation": base, "in_plane_mm": float(np.mean(in_plane)),
+                "thickness_mm": t, "slice_thickness_mm": t * (1.0 - gap), "gap_mm": t * gap,
+                "voxel_volume_mm3": float(np.prod(lr.spacing)), "tilt_deg": 0.0, "native": True}
+
+
 def draw_acquisition(grid: Grid, bin_mm3: int, cfg: DegradationConfig, rng: np.random.Generator) -> tuple[Grid, dict]:
     """A clinical-looking LR grid covering ``grid`` for the expert ``bin_mm3``.
 
     Returns:
         ``(lr_grid, info)`` as :func:`SuperResMoELib.degrade.random_clinical_grid`,
-        plus ``"bin"`` and ``"noise_fraction"`` (what :func:`degrade` will add).
+        plus ``"bin"``, ``"noise_fraction"`` (what :func:`degrade` will add)
+        and ``"native"`` (a :func:`native_slice_grid` acquisition).
     """
     lo, hi = cfg.voxel_volume_range(bin_mm3)
     v = float(rng.uniform(lo, hi))
@@ -89,7 +139,13 @@ def draw_acquisition(grid: Grid, bin_mm3: int, cfg: DegradationConfig, rng: np.r
     p = np.array([w for _, w in cfg.orientations], dtype=np.float64)
     orientation = names[int(rng.choice(len(names), p=p / p.sum()))]
     gap = float(rng.uniform(*cfg.gap_fraction)) if rng.uniform() < cfg.gap_probability else 0.0
-    lr_grid, info = random_clinical_grid(grid, v, rng, orientation, cfg.max_tilt_deg, cfg.in_plane_mm, gap)
+    drawn = None
+    if cfg.native_probability > 0 and rng.uniform() < cfg.native_probability:
+        drawn = _native(grid, v, orientation, gap, rng)
+    if drawn is None:
+        drawn = random_clinical_grid(grid, v, rng, orientation, cfg.max_tilt_deg, cfg.in_plane_mm, gap)
+        drawn[1]["native"] = False
+    lr_grid, info = drawn
     info["bin"] = int(bin_mm3)
     info["noise_fraction"] = float(rng.uniform(*cfg.noise_fraction))
     return lr_grid, info
@@ -121,7 +177,9 @@ def degrade(hr: Volume, lr_grid: Grid, info: dict, cfg: DegradationConfig, rng: 
 def describe(info: dict) -> str:
     """``"oblique (axial, 12 deg) 1.05x1.05x4.5 mm, gap 0.9 mm"``-style summary."""
     o = info["orientation"]
-    if o == "oblique":
+    if info.get("native"):
+        o = f"native {o}"
+    elif o == "oblique":
         o = f"oblique ({info['base_orientation']}, {info['tilt_deg']:.0f} deg)"
     p, t = info["in_plane_mm"], info["thickness_mm"]
     gap = f", gap {info['gap_mm']:.1f} mm" if info.get("gap_mm", 0) > 0 else ""

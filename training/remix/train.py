@@ -81,6 +81,8 @@ class REMIxTrainer:
             self.train[b] = {k: v[np.sort(perm[n_val:])] for k, v in lib.items()}
             log.info("bin %d mm^3: %d training and %d validation pairs", b, len(perm) - n_val, n_val)
         self.nets: dict[str, ResidualUNet3D] = {}
+        #: Last-epoch validation scores of each trained phase (``val_loss``, ``val_psnr``, ``val_psnr_input``).
+        self.validation: dict[str, dict[str, float]] = {}
 
     # ------------------------------------------------------------ helpers
     def _draw(self, bins: list[int]) -> Callable[[np.random.Generator], tuple[torch.Tensor, torch.Tensor]]:
@@ -131,7 +133,10 @@ class REMIxTrainer:
         opt = torch.optim.Adam(net.parameters(), lr=float(spec["lr"]))
         phase = Phase(self.workdir, PhaseConfig(name, int(spec["epochs"]), int(spec["steps_per_epoch"])),
                       {"net": net}, opt, self.seed)
-        phase.run(self._draw(bins), self._step(net, opt), lambda epoch: self.validate(net, bins), self.progress)
+        history = phase.run(self._draw(bins), self._step(net, opt), lambda epoch: self.validate(net, bins),
+                            self.progress)
+        if history:
+            self.validation[name] = {k: round(float(v), 4) for k, v in history[-1].items() if k.startswith("val_")}
         self.nets[name] = net.eval()
         return net
 
@@ -151,17 +156,23 @@ class REMIxTrainer:
 
 def export(trainer: REMIxTrainer, path_experts: Path | None, path_single: Path | None,
            training_data: dict[str, Any]) -> list[Path]:
-    """Write the experts (all seven) and/or the single network (fp16)."""
+    """Write the experts (all seven) and/or the single network (fp16); the
+    manifests' ``metrics.validation`` hold each network's last-epoch
+    validation loss and PSNR (normalised units) and the input's PSNR."""
     written = []
     if path_experts is not None:
         tensors = {f"expert{v}.{k}": t.detach().cpu().contiguous()
                    for v in EXPERTS for k, t in trainer.nets[f"expert{v}"].state_dict().items()}
+        val = {f"expert{v}": trainer.validation[f"expert{v}"] for v in EXPERTS if f"expert{v}" in trainer.validation}
         manifest = remix_manifest("experts", trainer.unet_cfg, training_data=training_data,
+                                  metrics={"validation": val} if val else {},
                                   description="REMIx: seven resolution experts (voxel volume 1..7 mm^3)")
         written.append(save_checkpoint(path_experts, tensors, manifest, half=True))
     if path_single is not None:
         tensors = {f"net.{k}": t.detach().cpu().contiguous() for k, t in trainer.nets["single"].state_dict().items()}
+        val = trainer.validation.get("single")
         manifest = remix_manifest("single", trainer.unet_cfg, training_data=training_data,
+                                  metrics={"validation": val} if val else {},
                                   description="REMIx 1-network baseline: one U-Net for every resolution")
         written.append(save_checkpoint(path_single, tensors, manifest, half=True))
     return written
