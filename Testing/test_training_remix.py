@@ -18,7 +18,7 @@ DEGRADATION = {
     "bins": [1, 2, 3, 4, 5, 6, 7], "bin_halfwidth": 0.5, "min_voxel_volume": 0.8,
     "orientations": {"axial": 0.25, "coronal": 0.25, "sagittal": 0.25, "oblique": 0.25}, "max_tilt_deg": 20.0,
     "in_plane_mm": [0.8, 1.3], "gap_probability": 0.5, "gap_fraction": [0.1, 0.3], "profile": "gaussian",
-    "noise_fraction": [0.0, 0.02],
+    "noise_fraction": [0.0, 0.02], "native_probability": 0.35,
 }
 TINY = {
     "description": "tiny test config", "unet": {"width": 2, "levels": 2, "convs": 1, "norm": "none"},
