@@ -115,6 +115,21 @@ def test_the_voxel_volume_routes_to_its_expert_and_the_user_can_override(ckpt_di
         method.enhance(lr, EnhanceOptions(expert=9), "cpu")
 
 
+def test_non_negative_inputs_give_non_negative_outputs(ckpt_dir) -> None:
+    save_experts(ckpt_dir, offsets={v: -0.2 for v in EXPERTS})  # every expert subtracts 0.2 (normalised)
+    lr = lr_volume(spacing=(1.0, 1.0, 3.0))  # 50..150
+    arr = np.array(lr.array)
+    arr[:, :, :6] = 0.0  # background
+    res = create_method("remix").enhance(lr.with_array(arr), EnhanceOptions(patch_size=8, overlap=0.0), "cpu")
+    assert res.info["clamped_at_zero"] == [True]
+    out = np.asarray(res.volume.array)
+    assert out.min() == 0.0 and np.all(out[:, :, :4] == 0.0)  # the shifted background is clamped
+    assert out[:, :, 9:].min() > 0  # bright voxels keep their (shifted) values
+    signed = lr.with_array(arr - 10.0)  # an image with negative values is left as the network gives it
+    res = create_method("remix").enhance(signed, EnhanceOptions(patch_size=8, overlap=0.0), "cpu")
+    assert res.info["clamped_at_zero"] == [False] and res.volume.array.min() < -10.0
+
+
 def test_single_network_baseline(ckpt_dir) -> None:
     save_experts(ckpt_dir)
     save_single(ckpt_dir, offset=0.5)

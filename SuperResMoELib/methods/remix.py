@@ -15,6 +15,9 @@ single network trained on all resolutions.
 Intensities: each frame is divided by its robust maximum (the 99.5th
 percentile of its positive voxels after resampling; :mod:`..intensity`), as
 in training, and multiplied back, so the output keeps the input's units.
+A frame with no negative voxel (a magnitude image) gets no negative output
+voxel either: the result is clamped at zero (``info["clamped_at_zero"]``,
+one flag per frame), since a correction must not turn background negative.
 
 Checkpoints: manifest ``method="remix"``, ``task="t1"``; ``architecture =
 {"kind": "experts" | "single", "unet": UNet3DConfig fields, "experts": [1..7]}``;
@@ -291,6 +294,7 @@ class REMIxMethod(CheckpointedMethod):
         predictor = _Predictor(net)
         frames = arr.reshape((-1,) + volume.spatial_shape)
         n_frames = len(frames)
+        non_negative = [bool(np.min(f) >= 0) for f in frames]
         out = np.empty((n_frames,) + target.shape, np.float32)
         events: list[str] = []
         scales: list[float] = []
@@ -312,6 +316,8 @@ class REMIxMethod(CheckpointedMethod):
 
             res = run_patches((x / s)[None], predictor, (1, 1, 1), config, dev, frame_progress, cancel)
             out[n] = res.image[0] * s
+            if non_negative[n]:  # magnitude images: no correction may push a voxel below zero
+                np.maximum(out[n], 0.0, out=out[n])
             events += [prefix + e for e in res.events]
             if res.device != str(dev) or res.batch_size != config.batch_size:
                 dev = torch.device(res.device)
@@ -326,7 +332,7 @@ class REMIxMethod(CheckpointedMethod):
             "events": events, "seconds": time.perf_counter() - t0, "frames": n_frames, "patches": n_patches,
             "patches_skipped": predictor.skipped, "patch_size": list(config.patch()),
             "batch_size": int(config.batch_for(dev.type)), "intensity_scales": scales,
-            "input_spacing": volume.grid.spacing.round(6).tolist(), **why,
+            "input_spacing": volume.grid.spacing.round(6).tolist(), "clamped_at_zero": non_negative, **why,
             "output_shape": list(target.shape), "output_spacing": target.spacing.round(6).tolist(),
         }
         return Result(sr, {}, info)
