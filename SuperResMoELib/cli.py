@@ -397,6 +397,8 @@ def _report(command: str, result: Any) -> None:
     if command == "enhance":
         for s in result["outputs"]:
             print(f"{s['input']} -> {s['output']}  ({s['seconds']:.1f} s)")
+            if s["info"].get("reason"):
+                print(f"    {s['info']['reason']}")
             for f in s["files"]:
                 if f != s["output"]:
                     print(f"    {f}")

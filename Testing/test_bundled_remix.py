@@ -66,3 +66,20 @@ def test_a_drawn_clinical_acquisition(hr_crop, bin_mm3) -> None:
     assert info["expert"] == bin_mm3
     assert score["remix"] > score["cubic"] + 0.2, (acq, score)
     assert score["remix1"] > score["cubic"] + 0.2, (acq, score)
+
+
+def test_the_command_line_says_which_expert_and_why(hr_crop, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from SuperResMoELib import io
+
+    lr, _ = simulate_low_resolution(hr_crop, (1, 1, 5), method="gaussian")
+    io.write_volume(lr, tmp_path / "scan.nii.gz")
+    r = subprocess.run([sys.executable, "-m", "SuperResMoELib.cli", "enhance", "-i", str(tmp_path / "scan.nii.gz"),
+                        "-o", str(tmp_path / "out.nii.gz"), "--method", "remix", "--device", "cpu",
+                        "--progress", "none"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "1.00x1.00x5.00 mm = 5.00 mm^3 -> expert 5" in r.stdout
+    out = io.read_volume(tmp_path / "out.nii.gz")
+    np.testing.assert_allclose(out.spacing, 1.0, atol=1e-5)
