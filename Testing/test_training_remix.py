@@ -109,6 +109,37 @@ def test_experts_start_from_expert1(trained) -> None:
         assert 0 < (w - e1).norm() < 0.2 * (fresh - e1).norm()
 
 
+@pytest.mark.parametrize("init, parent", [("expert1", "expert1"), ("previous", "expert2")])
+def test_experts_init_picks_the_parent(trained, monkeypatch, tmp_path, init, parent) -> None:
+    """Experts 1 and 2 trained, then expert 3 with a zero learning rate keeps its
+    starting weights exactly: expert 1's (``init = "expert1"``) or expert 2's
+    (``"previous"``)."""
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(trained["root"] / "cache"))
+    from training.remix.train import REMIxTrainer
+
+    cfg = json.loads(json.dumps(TINY))
+    REMIxTrainer(cfg, tmp_path / "run").expert(2)
+    cfg["experts"] = {**cfg["experts"], "lr": 0.0, "init": init}
+    trainer = REMIxTrainer(cfg, tmp_path / "run")  # experts 1 and 2 resume from their finished phases
+    e3 = trainer.expert(3)
+    assert sorted(trainer.nets) == sorted({"expert1", parent, "expert3"})
+    same = [torch.equal(a, b) for a, b in zip(e3.parameters(), trainer.nets[parent].parameters())]
+    assert all(same)
+    other = "expert2" if parent == "expert1" else "expert1"
+    if other in trainer.nets:
+        assert not all(torch.equal(a, b) for a, b in zip(e3.parameters(), trainer.nets[other].parameters()))
+
+
+def test_experts_init_must_be_known(trained, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(trained["root"] / "cache"))
+    from training.remix.train import REMIxTrainer
+
+    cfg = json.loads(json.dumps(TINY))
+    cfg["experts"] = {**cfg["experts"], "init": "single"}
+    with pytest.raises(ValueError, match="experts.init"):
+        REMIxTrainer(cfg, tmp_path / "run").expert(2)
+
+
 def test_rerun_resumes_without_training(trained) -> None:
     before = (trained["root"] / "run" / "expert3" / "state.safetensors").read_bytes()
     proc = run_training(trained["root"], trained["env"])

@@ -3,9 +3,15 @@
 Work directory layout (every phase resumable, every product atomic)::
 
     <workdir>/expert1/     the 1 mm^3 expert, from scratch, on bin 1
-    <workdir>/expert<v>/   v = 2..7: initialised from expert 1 (transfer learning), bin v
+    <workdir>/expert<v>/   v = 2..7: bin v, initialised (transfer learning) from expert 1
+                           or, with ``experts.init = "previous"``, from expert v - 1
     <workdir>/single/      the "1 network" baseline: initialised from expert 1,
-                           all bins (drawn uniformly), as many steps as experts 2..7 together
+                           all bins (drawn uniformly)
+
+Step budgets are config data (``expert1``, ``experts`` -- each of experts
+2..7 -- and ``single``); the compact config gives expert 1 800 steps,
+each other expert 1200 and the single network 1800, the full config
+20000 / 7500 / 45000.
 
 Each phase minimises the configured composite loss (MAE + (1 - SSIM) +
 gradient MAE + (1 - correlation), :class:`SuperResMoELib.losses.CompositeLoss`)
@@ -142,10 +148,16 @@ class REMIxTrainer:
 
     # ------------------------------------------------------------- phases
     def expert(self, v: int) -> ResidualUNet3D:
-        """Expert ``v``: expert 1 from scratch, the others from expert 1."""
+        """Expert ``v``: expert 1 from scratch; the others start from expert 1
+        (``experts.init`` = ``"expert1"``) or from expert ``v - 1``
+        (``"previous"``: a chain 1 -> 2 -> ... -> 7 that begins at expert 1)."""
         if v == EXPERTS[0]:
             return self._train("expert1", self.cfg["expert1"], [v], None)
-        base = self.nets.get("expert1") or self.expert(EXPERTS[0])
+        init = self.cfg["experts"].get("init", "expert1")
+        if init not in ("expert1", "previous"):
+            raise ValueError(f"experts.init must be 'expert1' or 'previous', not {init!r}")
+        u = EXPERTS[0] if init == "expert1" else v - 1
+        base = self.nets.get(f"expert{u}") or self.expert(u)
         return self._train(f"expert{v}", self.cfg["experts"], [v], base)
 
     def single(self) -> ResidualUNet3D:
