@@ -130,14 +130,28 @@ def test_experts_init_picks_the_parent(trained, monkeypatch, tmp_path, init, par
         assert not all(torch.equal(a, b) for a, b in zip(e3.parameters(), trainer.nets[other].parameters()))
 
 
-def test_experts_init_must_be_known(trained, monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("SUPERRESMOE_CACHE", str(trained["root"] / "cache"))
+def test_experts_init_must_be_known(tmp_path) -> None:
+    """A bad ``experts.init`` stops the run before any library or phase work."""
     from training.remix.train import REMIxTrainer
 
     cfg = json.loads(json.dumps(TINY))
     cfg["experts"] = {**cfg["experts"], "init": "single"}
-    with pytest.raises(ValueError, match="experts.init"):
-        REMIxTrainer(cfg, tmp_path / "run").expert(2)
+    with pytest.raises(ValueError, match="experts.init must be 'expert1' or 'previous', not 'single'"):
+        REMIxTrainer(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_config_is_one_line_error(tmp_path) -> None:
+    cfg = json.loads(json.dumps(TINY))
+    cfg["experts"] = {**cfg["experts"], "init": "single"}
+    (tmp_path / "bad.json").write_text(json.dumps(cfg))
+    proc = subprocess.run([sys.executable, "-m", "training", "remix", "--config", str(tmp_path / "bad.json"),
+                           "--workdir", str(tmp_path / "run"), "--progress", "none"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "python -m training remix: error: experts.init must be 'expert1' or 'previous', not 'single'"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_rerun_resumes_without_training(trained) -> None:

@@ -287,7 +287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")
     p.set_defaults(func=cmd_evaluate)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:  # bad config, data or paths: one line, no traceback
+        print(f"python -m training {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

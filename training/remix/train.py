@@ -73,6 +73,9 @@ class REMIxTrainer:
         self.seed = int(config["seed"])
         self.batch = int(config["batch_size"])
         self.unet_cfg = UNet3DConfig(**config["unet"])
+        self.experts_init = str(config["experts"].get("init", "expert1"))
+        if self.experts_init not in ("expert1", "previous"):
+            raise ValueError(f"experts.init must be 'expert1' or 'previous', not {self.experts_init!r}")
         self.loss = CompositeLoss(config["loss"])
         torch.manual_seed(self.seed)
         libcfg = library_config(config)
@@ -153,10 +156,7 @@ class REMIxTrainer:
         (``"previous"``: a chain 1 -> 2 -> ... -> 7 that begins at expert 1)."""
         if v == EXPERTS[0]:
             return self._train("expert1", self.cfg["expert1"], [v], None)
-        init = self.cfg["experts"].get("init", "expert1")
-        if init not in ("expert1", "previous"):
-            raise ValueError(f"experts.init must be 'expert1' or 'previous', not {init!r}")
-        u = EXPERTS[0] if init == "expert1" else v - 1
+        u = EXPERTS[0] if self.experts_init == "expert1" else v - 1
         base = self.nets.get(f"expert{u}") or self.expert(u)
         return self._train(f"expert{v}", self.cfg["experts"], [v], base)
 
