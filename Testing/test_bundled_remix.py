@@ -4,11 +4,14 @@ resolutions and both bundled networks must beat cubic interpolation on it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from SuperResMoELib import checkpoints as ckpt_mod
-from SuperResMoELib import sample_data
+from SuperResMoELib import io, sample_data
 from SuperResMoELib.degrade import simulate_low_resolution
 from SuperResMoELib.methods import EnhanceOptions, create_method
 from SuperResMoELib.metrics import psnr
@@ -65,11 +68,6 @@ def test_a_drawn_clinical_acquisition(hr_crop, bin_mm3) -> None:
 
 
 def test_the_command_line_says_which_expert_and_why(hr_crop, tmp_path) -> None:
-    import subprocess
-    import sys
-
-    from SuperResMoELib import io
-
     lr, _ = simulate_low_resolution(hr_crop, (1, 1, 5), method="gaussian")
     io.write_volume(lr, tmp_path / "scan.nii.gz")
     r = subprocess.run([sys.executable, "-m", "SuperResMoELib.cli", "enhance", "-i", str(tmp_path / "scan.nii.gz"),

@@ -32,6 +32,13 @@ TINY = {
 }
 
 
+def tiny_with_experts(**changes) -> dict:
+    """A copy of :data:`TINY` whose ``experts`` phase spec has ``changes``."""
+    cfg = json.loads(json.dumps(TINY))
+    cfg["experts"].update(changes)
+    return cfg
+
+
 def run_training(root: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "training", "remix", "--config", str(root / "tiny.json"), "--workdir",
@@ -117,34 +124,31 @@ def test_experts_init_picks_the_parent(trained, monkeypatch, tmp_path, init, par
     monkeypatch.setenv("SUPERRESMOE_CACHE", str(trained["root"] / "cache"))
     from training.remix.train import REMIxTrainer
 
-    cfg = json.loads(json.dumps(TINY))
-    REMIxTrainer(cfg, tmp_path / "run").expert(2)
-    cfg["experts"] = {**cfg["experts"], "lr": 0.0, "init": init}
-    trainer = REMIxTrainer(cfg, tmp_path / "run")  # experts 1 and 2 resume from their finished phases
+    def same(a, b) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+    REMIxTrainer(tiny_with_experts(), tmp_path / "run").expert(2)
+    # experts 1 and 2 resume from their finished phases
+    trainer = REMIxTrainer(tiny_with_experts(lr=0.0, init=init), tmp_path / "run")
     e3 = trainer.expert(3)
     assert sorted(trainer.nets) == sorted({"expert1", parent, "expert3"})
-    same = [torch.equal(a, b) for a, b in zip(e3.parameters(), trainer.nets[parent].parameters())]
-    assert all(same)
-    other = "expert2" if parent == "expert1" else "expert1"
-    if other in trainer.nets:
-        assert not all(torch.equal(a, b) for a, b in zip(e3.parameters(), trainer.nets[other].parameters()))
+    assert same(e3, trainer.nets[parent])
+    if parent == "expert2":  # expert 2 moved away from expert 1, so the two cases differ
+        assert not same(e3, trainer.nets["expert1"])
 
 
 def test_experts_init_must_be_known(tmp_path) -> None:
     """A bad ``experts.init`` stops the run before any library or phase work."""
     from training.remix.train import REMIxTrainer
 
-    cfg = json.loads(json.dumps(TINY))
-    cfg["experts"] = {**cfg["experts"], "init": "single"}
+    cfg = tiny_with_experts(init="single")
     with pytest.raises(ValueError, match="experts.init must be 'expert1' or 'previous', not 'single'"):
         REMIxTrainer(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
 def test_bad_config_is_one_line_error(tmp_path) -> None:
-    cfg = json.loads(json.dumps(TINY))
-    cfg["experts"] = {**cfg["experts"], "init": "single"}
-    (tmp_path / "bad.json").write_text(json.dumps(cfg))
+    (tmp_path / "bad.json").write_text(json.dumps(tiny_with_experts(init="single")))
     proc = subprocess.run([sys.executable, "-m", "training", "remix", "--config", str(tmp_path / "bad.json"),
                            "--workdir", str(tmp_path / "run"), "--progress", "none"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
