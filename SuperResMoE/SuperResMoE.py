@@ -200,7 +200,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self):
         import vtk
 
-        from SuperResMoELib.parameters import PanelParameters
+        from SuperResMoELib.slicer.parameters import PanelParameters
 
         node = self.logic.getParameterNode()
         if self._params is not None and self._params.node is not node:
@@ -287,7 +287,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Cancelling..."
             self._run.cancel()
             return
-        from SuperResMoELib.slicer_logic import EnhanceRun
+        from SuperResMoELib.slicer.logic import EnhanceRun
 
         if not self.logic.ensureDependencies(confirm=True):
             self.ui.statusLabel.text = "Missing Python packages: Enhance needs them (see the user guide)."
@@ -319,7 +319,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = message
 
     def _poll(self):
-        from SuperResMoELib.slicer_logic import EnhanceCancelled, EnhanceFailed
+        from SuperResMoELib.slicer.logic import EnhanceCancelled, EnhanceFailed
 
         run = self._run
         try:
@@ -369,7 +369,7 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
         """torch through the PyTorch extension; the other packages with pip
         (after confirmation); Slicer's numpy and SimpleITK are never touched.
         Returns whether everything is importable now."""
-        from SuperResMoELib import dependencies
+        from SuperResMoELib.slicer import dependencies
 
         if not dependencies.is_installed(dependencies.TORCH):
             try:
@@ -397,7 +397,7 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
     def deviceChoices(self):
         """``(name, label)`` of every device (CUDA devices with name and memory, then CPU)."""
         try:
-            from SuperResMoELib.devices import available_devices
+            from SuperResMoELib.engine.devices import available_devices
 
             return [(d.name, d.label + ("  (small: may run out of memory)" if d.small else ""))
                     for d in available_devices()]
@@ -405,7 +405,7 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
             return [("cpu", "cpu")]
 
     def smallGPUWarning(self, device):
-        from SuperResMoELib.devices import SMALL_GPU_BYTES, available_devices
+        from SuperResMoELib.engine.devices import SMALL_GPU_BYTES, available_devices
 
         for d in available_devices():
             if d.name == device and d.small:
@@ -419,7 +419,7 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
         :class:`SuperResMoELib.slicer_logic.EnhanceRequest` fields).  With
         ``waitForCompletion`` it blocks and returns the outcome (new nodes,
         metrics, info); otherwise it returns the started run to poll."""
-        from SuperResMoELib.slicer_logic import EnhanceRun, request_from_dict
+        from SuperResMoELib.slicer.logic import EnhanceRun, request_from_dict
 
         request = request_from_dict({"method": method, **options})
         run = EnhanceRun(slicer.mrmlScene, inputVolume, request, referenceVolume,
@@ -445,8 +445,14 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
 
     def showComparison(self, outcome, inputVolume, referenceVolume=None):
         """Switch to the LR | SR | HR layout and fill it."""
-        from SuperResMoELib.views import LAYOUT_ID, VIEW_TAGS, add_color_legend, comparison_contents, fill_views
-        from SuperResMoELib.views import register_layout
+        from SuperResMoELib.slicer.views import (
+            LAYOUT_ID,
+            VIEW_TAGS,
+            add_color_legend,
+            comparison_contents,
+            fill_views,
+        )
+        from SuperResMoELib.slicer.views import register_layout
 
         nodes = outcome.nodes
         lr = nodes.get("lr") or inputVolume
@@ -478,7 +484,8 @@ class SuperResMoETest(ScriptedLoadableModuleTest):
     def test_simulated_cubic(self):
         import numpy as np
 
-        from SuperResMoELib import mrml, sample_data
+        from SuperResMoELib.slicer import mrml
+        from SuperResMoELib import sample_data
 
         self.delayDisplay("Enhancing a simulated LR T1 sample with cubic")
         hr = sample_data.t1_subject(0)

@@ -53,8 +53,9 @@ def _numbers(text: str | None) -> tuple[float, ...] | None:
 def run(args: argparse.Namespace) -> int:
     import slicer
 
-    from SuperResMoELib import io, mrml
-    from SuperResMoELib.slicer_logic import EnhanceCancelled, EnhanceFailed, EnhanceRequest, EnhanceRun
+    from SuperResMoELib import io
+    from SuperResMoELib.slicer import mrml
+    from SuperResMoELib.slicer.logic import EnhanceCancelled, EnhanceFailed, EnhanceRequest, EnhanceRun
 
     scene = getattr(slicer, "mrmlScene", None) or slicer.vtkMRMLScene()
     files = io.volume_files(args.input)

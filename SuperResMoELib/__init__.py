@@ -5,7 +5,7 @@ MoEDiff-SR) and the cubic-spline baseline, with geometry-correct I/O,
 a patch-wise inference engine, metrics and safe checkpoints.
 """
 
-from .volume import AcquisitionTable, Grid, Volume
+from SuperResMoELib.core.volume import AcquisitionTable, Grid, Volume
 
 __version__ = "0.1.0"
 

@@ -53,12 +53,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .atomic import atomic_path
-from .paths import user_cache_dir
-from .errors import InputError, SuperResMoEError
-from .geometry import scaled_grid
-from .intensity import robust_max
-from .volume import AcquisitionTable, Grid, Volume
+from SuperResMoELib.io.atomic import atomic_path
+from SuperResMoELib.io.paths import user_cache_dir
+from SuperResMoELib.core.errors import InputError, SuperResMoEError
+from SuperResMoELib.core.geometry import scaled_grid
+from SuperResMoELib.core.intensity import robust_max
+from SuperResMoELib.core.volume import AcquisitionTable, Grid, Volume
 
 logger = logging.getLogger("superresmoe.sample_data")
 
@@ -571,7 +571,7 @@ def t1_pair(
         InputError: a spacing that is not a whole multiple (>= 1) of 1 mm, a
         negative noise fraction, bad subject / seed / method.
     """
-    from .degrade import rician_noise, simulate_low_resolution
+    from SuperResMoELib.simulation.degrade import rician_noise, simulate_low_resolution
 
     hr = t1_subject(subject, seed)
     spacing = np.asarray(lr_spacing, dtype=np.float64).ravel()
@@ -1031,7 +1031,7 @@ def write_sample_data(
         ``{"files": [str paths], "seconds": wall time, "kind": kind,
         "seed": seed, "subject": {"t1": s, "mudi": s}}``.
     """
-    from .io import write_acquisition_table, write_volume
+    from SuperResMoELib.io.formats import write_acquisition_table, write_volume
 
     if kind not in SAMPLE_KINDS:
         raise InputError(f"unknown sample data kind {kind!r}; choose one of {list(SAMPLE_KINDS)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SuperResMoELib.volume import Grid, Volume
+from SuperResMoELib.core.volume import Grid, Volume
 
 
 def rotation(axis: np.ndarray, angle_deg: float) -> np.ndarray:

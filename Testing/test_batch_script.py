@@ -14,7 +14,7 @@ pytest.importorskip("slicer", reason="the slicer-core wheel is part of the test 
 
 from conftest import make_matrix  # noqa: E402
 from SuperResMoELib import io  # noqa: E402
-from SuperResMoELib.volume import Volume  # noqa: E402
+from SuperResMoELib.core.volume import Volume  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "SuperResMoE" / "batch.py"

@@ -10,13 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-from SuperResMoELib import checkpoints as ckpt_mod
+from SuperResMoELib.checkpoints import store as ckpt_mod
 from SuperResMoELib import io, sample_data
-from SuperResMoELib.degrade import simulate_low_resolution
+from SuperResMoELib.simulation.degrade import simulate_low_resolution
 from SuperResMoELib.methods import EnhanceOptions, create_method
-from SuperResMoELib.metrics import psnr
-from SuperResMoELib.segmentation import brain_mask
-from SuperResMoELib.volume import Volume
+from SuperResMoELib.evaluation.metrics import psnr
+from SuperResMoELib.evaluation.segmentation import brain_mask
+from SuperResMoELib.core.volume import Volume
 from training.remix.data import sub_volume
 from training.remix.degradation import DegradationConfig, degrade, draw_acquisition
 
@@ -27,7 +27,7 @@ SUBJECT, START, EDGE = 4, (60, 80, 60), 64
 @pytest.fixture(scope="module")
 def hr_crop() -> Volume:
     if not any(ckpt_mod.bundled_checkpoint_dir().glob("remix_t1*.safetensors")):
-        pytest.fail("the REMIx checkpoints are not bundled in Resources/checkpoints")
+        pytest.fail("the REMIx checkpoints are not bundled in SuperResMoELib/checkpoints/bundled")
     hr = sample_data.t1_subject(SUBJECT)
     crop = sub_volume(hr, START, [s + EDGE for s in START])
     assert brain_mask(np.asarray(crop.array)).mean() > 0.5  # the crop is mostly brain
@@ -70,7 +70,7 @@ def test_a_drawn_clinical_acquisition(hr_crop, bin_mm3) -> None:
 def test_the_command_line_says_which_expert_and_why(hr_crop, tmp_path) -> None:
     lr, _ = simulate_low_resolution(hr_crop, (1, 1, 5), method="gaussian")
     io.write_volume(lr, tmp_path / "scan.nii.gz")
-    r = subprocess.run([sys.executable, "-m", "SuperResMoELib.cli", "enhance", "-i", str(tmp_path / "scan.nii.gz"),
+    r = subprocess.run([sys.executable, "-m", "SuperResMoELib", "enhance", "-i", str(tmp_path / "scan.nii.gz"),
                         "-o", str(tmp_path / "out.nii.gz"), "--method", "remix", "--device", "cpu",
                         "--progress", "none"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

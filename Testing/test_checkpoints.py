@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from SuperResMoELib import checkpoints as ck
-from SuperResMoELib.checkpoints import Checkpoint, Manifest
-from SuperResMoELib.errors import CheckpointError, DeviceError
+from SuperResMoELib.checkpoints import store as ck
+from SuperResMoELib.checkpoints.store import Checkpoint, Manifest
+from SuperResMoELib.core.errors import CheckpointError, DeviceError
 
 #: Elements of the large tensor used to compare float32/float16 file sizes.
 SIZE_TEST_ELEMENTS = 1 << 16
@@ -361,7 +361,7 @@ def test_search_dirs_order(isolated_dirs, monkeypatch, tmp_path):
     dirs = ck.checkpoint_search_dirs()
     assert dirs[:2] == [a, b]
     assert dirs[2] == ck.bundled_checkpoint_dir()
-    assert dirs[2].parts[-2:] == ("Resources", "checkpoints")
+    assert dirs[2].parts[-2:] == ("checkpoints", "bundled")
     assert dirs[3] == cache / "checkpoints"
     monkeypatch.delenv(ck.ENV_CACHE)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -407,7 +407,7 @@ def test_checkpoint_files_get_normal_permissions(tmp_path) -> None:
 
     import torch
 
-    from SuperResMoELib.checkpoints import Manifest, save_checkpoint
+    from SuperResMoELib.checkpoints.store import Manifest, save_checkpoint
 
     old = os.umask(0o022)
     try:

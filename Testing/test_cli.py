@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from SuperResMoELib import io
-from SuperResMoELib.volume import Volume
+from SuperResMoELib.core.volume import Volume
 
 from conftest import make_matrix
 
-CLI = [sys.executable, "-m", "SuperResMoELib.cli"]
+CLI = [sys.executable, "-m", "SuperResMoELib"]
 
 
 def run(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:

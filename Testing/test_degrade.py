@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from SuperResMoELib.degrade import (
+from SuperResMoELib.simulation.degrade import (
     acquire_slices,
     bias_field,
     bias_field_map,
@@ -20,9 +20,9 @@ from SuperResMoELib.degrade import (
     simulate_low_resolution,
     slice_profile_blur,
 )
-from SuperResMoELib.errors import InputError
-from SuperResMoELib.geometry import scaled_grid
-from SuperResMoELib.volume import Grid, Volume
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.geometry import scaled_grid
+from SuperResMoELib.core.volume import Grid, Volume
 
 from conftest import make_matrix
 

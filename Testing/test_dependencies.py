@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from SuperResMoELib import dependencies
+from SuperResMoELib.slicer import dependencies
 
 
 def test_slicer_owned_packages_and_torch_are_never_pip_installed() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SuperResMoELib import geometry
-from SuperResMoELib.errors import InputError
-from SuperResMoELib.volume import Grid, Volume
+from SuperResMoELib.core import geometry
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.volume import Grid, Volume
 
 from conftest import make_matrix, rotation
 

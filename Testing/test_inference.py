@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from SuperResMoELib.errors import CancelledError, InputError
-from SuperResMoELib.inference import EngineConfig, blend_weights, run_patches, window_starts
-from SuperResMoELib.progress import CancelToken
+from SuperResMoELib.core.errors import CancelledError, InputError
+from SuperResMoELib.engine.sliding import EngineConfig, blend_weights, run_patches, window_starts
+from SuperResMoELib.core.progress import CancelToken
 
 
 def nearest_up(zoom):

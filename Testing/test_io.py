@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from SuperResMoELib import io
-from SuperResMoELib.errors import InputError
-from SuperResMoELib.volume import AcquisitionTable, Volume
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.volume import AcquisitionTable, Volume
 
 from conftest import make_matrix, smooth_volume
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from SuperResMoELib.jobs import BackgroundProcess, cli_command, library_environment, parse_progress_line
+from SuperResMoELib.slicer.jobs import BackgroundProcess, cli_command, library_environment, parse_progress_line
 
 
 def script(body: str) -> list[str]:

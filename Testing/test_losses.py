@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from SuperResMoELib.losses import CompositeLoss, correlation_loss, gradient_mae, mae, ssim, ssim_loss
+from training.remix.losses import CompositeLoss, correlation_loss, gradient_mae, mae, ssim, ssim_loss
 
 
 def rand(*shape, seed=0):

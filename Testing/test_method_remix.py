@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from conftest import make_matrix
-from SuperResMoELib import checkpoints as ckpt_mod
-from SuperResMoELib.checkpoints import save_checkpoint
-from SuperResMoELib.errors import CheckpointError, InputError
+from SuperResMoELib.checkpoints import store as ckpt_mod
+from SuperResMoELib.checkpoints.store import save_checkpoint
+from SuperResMoELib.core.errors import CheckpointError, InputError
 from SuperResMoELib.methods import EnhanceOptions, create_method, method_names
 from SuperResMoELib.methods.remix import EXPERTS, choose_expert, expert_for_voxel_volume, remix_manifest
 from SuperResMoELib.nets.unet3d import ResidualUNet3D, UNet3DConfig
-from SuperResMoELib.volume import Grid, Volume
+from SuperResMoELib.core.volume import Grid, Volume
 
 CFG = UNet3DConfig(width=2, levels=2)
 

@@ -12,17 +12,17 @@ import pytest
 import torch
 from conftest import make_matrix
 
-from SuperResMoELib import checkpoints as ckpt_mod
-from SuperResMoELib.checkpoints import load_checkpoint, save_checkpoint
-from SuperResMoELib.errors import CancelledError, CheckpointError, InputError
-from SuperResMoELib.geometry import scaled_grid
-from SuperResMoELib.inference import run_patches
+from SuperResMoELib.checkpoints import store as ckpt_mod
+from SuperResMoELib.checkpoints.store import load_checkpoint, save_checkpoint
+from SuperResMoELib.core.errors import CancelledError, CheckpointError, InputError
+from SuperResMoELib.core.geometry import scaled_grid
+from SuperResMoELib.engine.sliding import run_patches
 from SuperResMoELib.methods import EnhanceOptions, create_method, method_names
 from SuperResMoELib.methods.ssmoe import TASK_PATCHES, build_network, ssmoe_manifest
 from SuperResMoELib.nets.srunet import SRUNetConfig
-from SuperResMoELib.patching import EngineConfig
-from SuperResMoELib.progress import CancelToken
-from SuperResMoELib.volume import AcquisitionTable, Volume
+from SuperResMoELib.engine.windows import EngineConfig
+from SuperResMoELib.core.progress import CancelToken
+from SuperResMoELib.core.volume import AcquisitionTable, Volume
 
 REPO = Path(__file__).resolve().parents[1]
 K = 4  # experts
@@ -327,7 +327,7 @@ def test_cli_enhance(_isolated_search, tmp_path):
     out = tmp_path / "out" / "sr.nii.gz"
     env = dict(os.environ, OMP_NUM_THREADS="2")
     proc = subprocess.run(
-        [sys.executable, "-m", "SuperResMoELib.cli", "enhance", "-i", str(src), "-o", str(out),
+        [sys.executable, "-m", "SuperResMoELib", "enhance", "-i", str(src), "-o", str(out),
          "--method", "ssmoe", "--checkpoint", str(path), "--device", "cpu", "--progress", "none"],
         check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SuperResMoELib.errors import CancelledError, InputError
+from SuperResMoELib.core.errors import CancelledError, InputError
 from SuperResMoELib.methods import EnhanceOptions, Method, create_method, get_method_class, method_names
 from SuperResMoELib.methods.base import prepare_array
-from SuperResMoELib.progress import CancelToken
-from SuperResMoELib.volume import AcquisitionTable, Volume
+from SuperResMoELib.core.progress import CancelToken
+from SuperResMoELib.core.volume import AcquisitionTable, Volume
 
 from conftest import make_matrix, smooth_volume
 

@@ -9,9 +9,9 @@ import pytest
 from scipy import stats
 from skimage.metrics import structural_similarity
 
-from SuperResMoELib import metrics
-from SuperResMoELib.errors import InputError
-from SuperResMoELib.volume import Grid, Volume
+from SuperResMoELib.evaluation import metrics
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.volume import Grid, Volume
 
 #: Side of the volumes used for SSIM (the Gaussian window is 19 voxels wide).
 SSIM_SIDE = 20

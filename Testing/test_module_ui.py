@@ -58,7 +58,7 @@ def test_ui_loads_with_pyside6_and_holds_the_widgets(tmp_path) -> None:
     pytest.importorskip("PySide6", reason="PySide6 is part of the test extra")
     from PySide6 import QtWidgets
 
-    from SuperResMoELib.panel_preview import load_panel, render_panel
+    from devtools.panel_preview import load_panel, render_panel
 
     app, panel = load_panel(UI)
     for name, cls in declared_widgets().items():
@@ -103,6 +103,6 @@ def test_module_cmake_lists_every_python_file_and_resource() -> None:
 
 def test_bundled_checkpoints_are_installed() -> None:
     listed = set(cmake_listed(ROOT / "CMakeLists.txt")) | set(cmake_listed(ROOT / "SuperResMoE" / "CMakeLists.txt"))
-    for f in (ROOT / "Resources" / "checkpoints").iterdir():
+    for f in (ROOT / "SuperResMoELib" / "checkpoints" / "bundled").iterdir():
         if f.suffix in (".json", ".safetensors"):
-            assert any(entry.endswith(f"checkpoints/{f.name}") for entry in listed), f.name
+            assert any(entry.endswith(f"checkpoints/bundled/{f.name}") for entry in listed), f.name

@@ -8,9 +8,9 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is part of the test extra")
 
-from SuperResMoELib import mrml  # noqa: E402
-from SuperResMoELib.parameters import PanelDefaults, PanelParameters  # noqa: E402
-from SuperResMoELib.volume import Volume  # noqa: E402
+from SuperResMoELib.slicer import mrml  # noqa: E402
+from SuperResMoELib.slicer.parameters import PanelDefaults, PanelParameters  # noqa: E402
+from SuperResMoELib.core.volume import Volume  # noqa: E402
 
 
 def new_params(scene):

@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from SuperResMoELib import pseudo_labels as pl
-from SuperResMoELib.pseudo_labels import (
+from training.ssmoe import pseudo_labels as pl
+from training.ssmoe.pseudo_labels import (
     LABELERS,
     count_bounds,
     empirical_thresholds,

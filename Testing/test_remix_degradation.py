@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SuperResMoELib.geometry import index_map
-from SuperResMoELib.volume import Grid, Volume
+from SuperResMoELib.core.geometry import index_map
+from SuperResMoELib.core.volume import Grid, Volume
 from training.remix.degradation import DegradationConfig, degrade, describe, draw_acquisition, native_slice_grid
 
 #: An LPS-flipped 1 mm grid (a NIfTI-like MNI crop) of 40x48x56 voxels (KJI).

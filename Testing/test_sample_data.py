@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from SuperResMoELib import sample_data as sd
-from SuperResMoELib.errors import InputError
-from SuperResMoELib.geometry import scaled_grid
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.geometry import scaled_grid
 
 TEMPLATE_SHAPE_KJI = (189, 233, 197)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SuperResMoELib.errors import InputError
-from SuperResMoELib.segmentation import brain_mask, dice, fit_gmm, segment_tissues
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.evaluation.segmentation import brain_mask, dice, fit_gmm, segment_tissues
 
 
 def phantom(noise: float = 0.03, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -13,15 +13,9 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is part of the test extra")
 
 from conftest import make_matrix  # noqa: E402
-from SuperResMoELib import mrml  # noqa: E402
-from SuperResMoELib.slicer_logic import (  # noqa: E402
-    EnhanceCancelled,
-    EnhanceFailed,
-    EnhanceRequest,
-    EnhanceRun,
-    request_from_dict,
-)
-from SuperResMoELib.volume import Volume  # noqa: E402
+from SuperResMoELib.slicer import mrml  # noqa: E402
+from SuperResMoELib.slicer.logic import EnhanceCancelled, EnhanceFailed, EnhanceRequest, EnhanceRun, request_from_dict
+from SuperResMoELib.core.volume import Volume  # noqa: E402
 
 
 @pytest.fixture
@@ -60,7 +54,7 @@ def test_volume_node_round_trip_keeps_geometry(scene, geom, tmp_path) -> None:
     path = mrml.write_node(node, tmp_path / "v.nii.gz")
     again = mrml.volume_from_node(mrml.read_volume_node(scene, path, "again"))
     # Slicer's reader may store a left-handed grid with one axis reversed: compare in world space
-    from SuperResMoELib.geometry import resample
+    from SuperResMoELib.core.geometry import resample
 
     np.testing.assert_allclose(resample(again, vol.grid, "nearest").array, arr, rtol=1e-6)
     np.testing.assert_allclose(np.sort(again.grid.corners(), axis=0), np.sort(vol.grid.corners(), axis=0), atol=1e-3)
@@ -83,7 +77,7 @@ def test_tables_and_colour_nodes(scene) -> None:
 
 
 def test_volume_from_node_errors(scene) -> None:
-    from SuperResMoELib.errors import InputError
+    from SuperResMoELib.core.errors import InputError
 
     with pytest.raises(InputError, match="no input volume"):
         mrml.volume_from_node(None)

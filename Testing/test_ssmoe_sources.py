@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from SuperResMoELib import io
-from SuperResMoELib.errors import InputError
+from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.sample_data import mudi_downsample, mudi_subject
 
 ROWS = [0, 17, 300, 901, 1200, 1343]

@@ -65,7 +65,7 @@ def test_training_command_writes_logs_libraries_and_checkpoints(trained) -> None
     assert len(head) == 3 and {"loss", "mae", "ssim", "gradient", "correlation", "val_psnr"} <= set(head[0].split(","))
     libs = sorted((root / "cache" / "training" / "remix").glob("library_bin*.npz"))
     assert len(libs) == 7
-    from SuperResMoELib.checkpoints import load_checkpoint
+    from SuperResMoELib.checkpoints.store import load_checkpoint
 
     ck = load_checkpoint(root / "run" / "checkpoints" / "remix_t1.safetensors", method="remix", task="t1")
     assert ck.manifest.architecture["kind"] == "experts" and ck.manifest.dtype == "float16"

@@ -74,7 +74,7 @@ def test_rerun_reuses_finished_phases(trained) -> None:
 
 
 def test_export_and_enhance_with_the_trained_checkpoint(trained, tmp_path: Path) -> None:
-    from SuperResMoELib.checkpoints import load_checkpoint
+    from SuperResMoELib.checkpoints.store import load_checkpoint
     from training.ssmoe.train import export
 
     path = export(trained["moe"], "ssmoe", "aniso", TINY, 2, tmp_path / "ssmoe_aniso", {"training_data": "tiny"})

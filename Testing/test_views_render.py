@@ -13,10 +13,11 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is part of the test extra")
 pytest.importorskip("trame_slicer", reason="trame-slicer is part of the test extra")
 
-from SuperResMoELib import mrml, sample_data  # noqa: E402
-from SuperResMoELib.slicer_logic import EnhanceRequest, EnhanceRun  # noqa: E402
-from SuperResMoELib.volume import Volume  # noqa: E402
-from SuperResMoELib.views import (  # noqa: E402
+from SuperResMoELib.slicer import mrml
+from SuperResMoELib import sample_data  # noqa: E402
+from SuperResMoELib.slicer.logic import EnhanceRequest, EnhanceRun  # noqa: E402
+from SuperResMoELib.core.volume import Volume  # noqa: E402
+from SuperResMoELib.slicer.views import (
     LAYOUT_ID,
     VIEW_TAGS,
     add_color_legend,
@@ -42,7 +43,7 @@ def test_layout_description() -> None:
 def rendered(tmp_path_factory):
     from trame_slicer.core import SlicerApp
 
-    from SuperResMoELib.offscreen import OffscreenViews
+    from devtools.offscreen import OffscreenViews
 
     app = SlicerApp()
     scene = app.scene

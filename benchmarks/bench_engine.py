@@ -156,7 +156,7 @@ def run_one(cfg: dict) -> dict:
     import numpy as np
     import torch
 
-    from SuperResMoELib.inference import EngineConfig, run_patches
+    from SuperResMoELib.engine.sliding import EngineConfig, run_patches
 
     torch.set_num_threads(cfg["threads"])
     device = torch.device(cfg["device"])
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in patches:
             configs.append({"kind": "loop", "patch": p})
             for o in overlaps:
-                from SuperResMoELib.patching import EngineConfig  # torch-free
+                from SuperResMoELib.engine.windows import EngineConfig  # torch-free
 
                 batch = EngineConfig(batch_size=args.batch_size).batch_for(args.device)
                 configs.append({"kind": "engine", "patch": p, "overlap": o, "batch": batch,

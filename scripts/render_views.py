@@ -21,11 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> int:
     from trame_slicer.core import SlicerApp
 
-    from SuperResMoELib import mrml, sample_data
-    from SuperResMoELib.offscreen import OffscreenViews
-    from SuperResMoELib.slicer_logic import EnhanceRequest, EnhanceRun
-    from SuperResMoELib.views import add_color_legend, comparison_contents, fill_views
-    from SuperResMoELib.volume import Volume
+    from SuperResMoELib.slicer import mrml
+    from SuperResMoELib import sample_data
+    from devtools.offscreen import OffscreenViews
+    from SuperResMoELib.slicer.logic import EnhanceRequest, EnhanceRun
+    from SuperResMoELib.slicer.views import add_color_legend, comparison_contents, fill_views
+    from SuperResMoELib.core.volume import Volume
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("Resources/Screenshots/views.png"))

@@ -46,7 +46,7 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from SuperResMoELib.progress_report import make_reporter
+    from SuperResMoELib.app.progress_report import make_reporter
 
     from .ssmoe.train import SSMoETrainer, export, load_config
 
@@ -98,7 +98,7 @@ def cmd_remix(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from SuperResMoELib.methods.remix import EXPERTS
-    from SuperResMoELib.progress_report import make_reporter
+    from SuperResMoELib.app.progress_report import make_reporter
 
     from .remix.train import REMIxTrainer, export, load_config
 
@@ -150,7 +150,7 @@ def cmd_evaluate_remix(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from SuperResMoELib.progress_report import make_reporter
+    from SuperResMoELib.app.progress_report import make_reporter
 
     from .remix.degradation import DegradationConfig
     from .remix.evaluate import evaluate_cases, write_report
@@ -177,7 +177,7 @@ def cmd_evaluate_remix(args: argparse.Namespace) -> int:
 
 def _n_weights(path) -> int:
     """Weights of a checkpoint as the reference counts them (BN statistics included)."""
-    from SuperResMoELib.checkpoints import load_checkpoint
+    from SuperResMoELib.checkpoints.store import load_checkpoint
 
     tensors = load_checkpoint(path).tensors
     return int(sum(t.numel() for k, t in tensors.items() if not k.endswith("num_batches_tracked")))
@@ -189,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from SuperResMoELib.progress_report import make_reporter
+    from SuperResMoELib.app.progress_report import make_reporter
 
     from .ssmoe.evaluate import per_volume_mse, write_report
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from SuperResMoELib.atomic import atomic_path
+from SuperResMoELib.io.atomic import atomic_path
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

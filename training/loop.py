@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from SuperResMoELib.atomic import write_text_atomic
+from SuperResMoELib.io.atomic import write_text_atomic
 
 from .state import load_state, save_state
 

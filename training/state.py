@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from SuperResMoELib.atomic import write_bytes_atomic, write_text_atomic
+from SuperResMoELib.io.atomic import write_bytes_atomic, write_text_atomic
 
 STATE_WEIGHTS = "state.safetensors"
 STATE_JSON = "state.json"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import InputError
-from .base import EnhanceOptions, Method, Result
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.methods.base import EnhanceOptions, Method, Result
 
 #: name -> "module:Class" (relative to this package).
 _REGISTRY: dict[str, str] = {

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..progress import CancelToken, ProgressCallback, no_progress
-from ..volume import Grid, Volume
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
+from SuperResMoELib.core.volume import Grid, Volume
 
 if TYPE_CHECKING:  # torch and scipy load only when a method runs
-    from ..patching import EngineConfig
+    from SuperResMoELib.engine.windows import EngineConfig
 
 #: Largest magnitude accepted in an input volume: float32 processing (and the
 #: squares inside losses and metrics) must not overflow.
@@ -64,7 +64,7 @@ class EnhanceOptions:
 
     def engine_config(self, default_patch: int | Sequence[int]) -> "EngineConfig":
         """Engine settings with the method's default patch size filled in."""
-        from ..patching import EngineConfig
+        from SuperResMoELib.engine.windows import EngineConfig
 
         patch = self.patch_size if self.patch_size is not None else default_patch
         patch_t = patch if isinstance(patch, int) else tuple(int(p) for p in patch)
@@ -134,7 +134,7 @@ def scale_factors(options: EnhanceOptions, default: Sequence[float] = DEFAULT_SC
 def output_grid(grid: Grid, options: EnhanceOptions, default_scale: Sequence[float] = DEFAULT_SCALE) -> Grid:
     """The SR grid: from ``target_spacing`` (mm, along the input's own axes)
     when given, else from the scale factors; the physical extent is kept."""
-    from ..geometry import scaled_grid
+    from SuperResMoELib.core.geometry import scaled_grid
 
     if options.target_spacing is not None:
         spacing = np.broadcast_to(np.asarray(options.target_spacing, dtype=np.float64), (3,))

@@ -12,13 +12,13 @@ import abc
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import CheckpointError
-from .base import EnhanceOptions, Method
+from SuperResMoELib.core.errors import CheckpointError
+from SuperResMoELib.methods.base import EnhanceOptions, Method
 
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
 
-    from ..checkpoints import Manifest
+    from SuperResMoELib.checkpoints.store import Manifest
 
 
 def network_kind(manifest: Manifest) -> str:
@@ -71,7 +71,7 @@ class CheckpointedMethod(Method):
             CheckpointError: none found (the message lists what was found and
                 where it looked).
         """
-        from ..checkpoints import ENV_CHECKPOINTS, checkpoint_search_dirs, list_checkpoints
+        from SuperResMoELib.checkpoints.store import ENV_CHECKPOINTS, checkpoint_search_dirs, list_checkpoints
 
         found = list_checkpoints(self.checkpoint_method, task)
         for path, manifest in found:
@@ -88,7 +88,7 @@ class CheckpointedMethod(Method):
     def checkpoint_for(self, task: str, opts: EnhanceOptions) -> Path:
         """``opts.checkpoint`` checked against this method's family and kind,
         else :meth:`find_checkpoint`."""
-        from ..checkpoints import checkpoint_paths, read_manifest
+        from SuperResMoELib.checkpoints.store import checkpoint_paths, read_manifest
 
         if not opts.checkpoint:
             return self.find_checkpoint(task)[0]
@@ -120,8 +120,8 @@ class CheckpointedMethod(Method):
             CheckpointError: no checkpoint, wrong method/kind/task, or tensors
                 that do not fit the architecture.
         """
-        from ..checkpoints import load_checkpoint, read_manifest
-        from ..devices import resolve_device
+        from SuperResMoELib.checkpoints.store import load_checkpoint, read_manifest
+        from SuperResMoELib.engine.devices import resolve_device
 
         opts = options or EnhanceOptions()
         dev = resolve_device(device)

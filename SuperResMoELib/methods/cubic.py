@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 
-from ..geometry import resample_array
-from ..progress import CancelToken, ProgressCallback, no_progress
-from ..volume import Volume
-from .base import EnhanceOptions, Method, Result, prepare_array
+from SuperResMoELib.core.geometry import resample_array
+from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
+from SuperResMoELib.core.volume import Volume
+from SuperResMoELib.methods.base import EnhanceOptions, Method, Result, prepare_array
 
 
 class CubicMethod(Method):

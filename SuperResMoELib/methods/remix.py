@@ -34,17 +34,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import CheckpointError, InputError
-from ..progress import CancelToken, ProgressCallback, no_progress
-from ..volume import Grid, Volume
-from .base import EnhanceOptions, Result, output_grid, prepare_array
-from .checkpointed import CheckpointedMethod, architecture_config, network_kind
+from SuperResMoELib.core.errors import CheckpointError, InputError
+from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
+from SuperResMoELib.core.volume import Grid, Volume
+from SuperResMoELib.methods.base import EnhanceOptions, Result, output_grid, prepare_array
+from SuperResMoELib.methods.checkpointed import CheckpointedMethod, architecture_config, network_kind
 
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
 
-    from ..checkpoints import Manifest
-    from ..nets.unet3d import UNet3DConfig
+    from SuperResMoELib.checkpoints.store import Manifest
+    from SuperResMoELib.nets.unet3d import UNet3DConfig
 
 #: Manifest method and task of REMIx checkpoints.
 CHECKPOINT_METHOD = "remix"
@@ -106,7 +106,7 @@ def remix_manifest(kind: str, cfg: UNet3DConfig, **extra: Any) -> Manifest:
     ``extra`` goes into the manifest's fields (``training_data``, ``metrics``,
     ``description``...) or, for unknown names, its ``extra``.
     """
-    from ..checkpoints import Manifest
+    from SuperResMoELib.checkpoints.store import Manifest
 
     if kind not in KINDS:
         raise CheckpointError(f"unknown REMIx network kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -128,7 +128,7 @@ def unet_config(manifest: Manifest) -> UNet3DConfig:
     Raises:
         CheckpointError: missing or invalid ``architecture["unet"]``.
     """
-    from ..nets.unet3d import UNet3DConfig
+    from SuperResMoELib.nets.unet3d import UNet3DConfig
 
     return architecture_config(manifest, "unet", UNet3DConfig)
 
@@ -137,7 +137,7 @@ def build_remix_network(manifest: Manifest) -> torch.nn.ModuleDict:
     """``ModuleDict`` ``{"expert1".."expert7"}`` or ``{"net"}`` of untrained U-Nets."""
     import torch
 
-    from ..nets.unet3d import ResidualUNet3D
+    from SuperResMoELib.nets.unet3d import ResidualUNet3D
 
     kind = network_kind(manifest)
     cfg = unet_config(manifest)
@@ -269,11 +269,11 @@ class REMIxMethod(CheckpointedMethod):
         """
         import torch
 
-        from ..devices import resolve_device
-        from ..geometry import resample_array
-        from ..inference import run_patches
-        from ..intensity import robust_max
-        from ..patching import EngineConfig
+        from SuperResMoELib.engine.devices import resolve_device
+        from SuperResMoELib.core.geometry import resample_array
+        from SuperResMoELib.engine.sliding import run_patches
+        from SuperResMoELib.core.intensity import robust_max
+        from SuperResMoELib.engine.windows import EngineConfig
 
         opts = options or EnhanceOptions()
         cancel = cancel or CancelToken()

@@ -37,17 +37,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import CheckpointError, InputError
-from ..progress import CancelToken, ProgressCallback, no_progress
-from ..volume import ACQUISITION_COLUMNS, Grid, Volume
-from .base import EnhanceOptions, Result, prepare_array
-from .checkpointed import CheckpointedMethod, architecture_config, network_kind
+from SuperResMoELib.core.errors import CheckpointError, InputError
+from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
+from SuperResMoELib.core.volume import ACQUISITION_COLUMNS, Grid, Volume
+from SuperResMoELib.methods.base import EnhanceOptions, Result, prepare_array
+from SuperResMoELib.methods.checkpointed import CheckpointedMethod, architecture_config, network_kind
 
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
 
-    from ..checkpoints import Manifest
-    from ..nets.srunet import SRUNetConfig
+    from SuperResMoELib.checkpoints.store import Manifest
+    from SuperResMoELib.nets.srunet import SRUNetConfig
 
 #: Method name every SS-MoE family checkpoint is stored under.
 CHECKPOINT_METHOD = "ssmoe"
@@ -92,7 +92,7 @@ def ssmoe_manifest(kind: str, cfg: SRUNetConfig, n_experts: int, intensity_facto
         CheckpointError: unknown kind, ``n_experts < 1`` or a factor that is
             not a positive finite number.
     """
-    from ..checkpoints import Manifest
+    from SuperResMoELib.checkpoints.store import Manifest
 
     if kind not in KINDS:
         raise CheckpointError(f"unknown SS-MoE network kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -122,7 +122,7 @@ def backbone_config(manifest: Manifest) -> SRUNetConfig:
     Raises:
         CheckpointError: missing or invalid ``architecture["srunet"]``.
     """
-    from ..nets.srunet import SRUNetConfig
+    from SuperResMoELib.nets.srunet import SRUNetConfig
 
     return architecture_config(manifest, "srunet", SRUNetConfig)
 
@@ -134,8 +134,8 @@ def build_network(manifest: Manifest) -> torch.nn.Module:
     Raises:
         CheckpointError: unknown kind or invalid architecture fields.
     """
-    from ..nets.moe import HardMoE, SSMoE
-    from ..nets.srunet import SRUNet
+    from SuperResMoELib.nets.moe import HardMoE, SSMoE
+    from SuperResMoELib.nets.srunet import SRUNet
 
     kind = network_kind(manifest)
     if kind not in KINDS:
@@ -294,7 +294,7 @@ class SSMoEMethod(CheckpointedMethod):
         if opts.task is not None:
             return opts.task
         if opts.checkpoint:
-            from ..checkpoints import read_manifest
+            from SuperResMoELib.checkpoints.store import read_manifest
 
             task = read_manifest(opts.checkpoint).task
             if task in self.tasks:
@@ -304,7 +304,7 @@ class SSMoEMethod(CheckpointedMethod):
     @staticmethod
     def _requested_factors(volume: Volume | None, opts: EnhanceOptions) -> np.ndarray | None:
         if opts.scale is not None:
-            from .base import scale_factors
+            from SuperResMoELib.methods.base import scale_factors
 
             return scale_factors(opts)
         if opts.target_spacing is not None:
@@ -319,7 +319,7 @@ class SSMoEMethod(CheckpointedMethod):
     def output_grid(self, volume: Volume, options: EnhanceOptions | None = None) -> Grid:
         """The SR grid of the task: ``scaled_grid`` by ``(1, 1, 2)`` (aniso) or
         ``(2, 2, 2)`` (iso), the physical extent kept."""
-        from ..geometry import scaled_grid
+        from SuperResMoELib.core.geometry import scaled_grid
 
         return scaled_grid(volume.grid, TASK_FACTORS[self.resolve_task(volume, options)])
 
@@ -388,9 +388,9 @@ class SSMoEMethod(CheckpointedMethod):
         """
         import torch
 
-        from ..devices import resolve_device
-        from ..inference import run_patches
-        from ..patching import EngineConfig
+        from SuperResMoELib.engine.devices import resolve_device
+        from SuperResMoELib.engine.sliding import run_patches
+        from SuperResMoELib.engine.windows import EngineConfig
 
         opts = options or EnhanceOptions()
         cancel = cancel or CancelToken()

@@ -14,8 +14,18 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .blocks import glorot_init, mlp
-from .srunet import Features, SkipPath, SRDecoder, SREncoder, SRUNet, SRUNetConfig, UpPath, add_residual, zero_output
+from SuperResMoELib.nets.blocks import glorot_init, mlp
+from SuperResMoELib.nets.srunet import (
+    Features,
+    SkipPath,
+    SRDecoder,
+    SREncoder,
+    SRUNet,
+    SRUNetConfig,
+    UpPath,
+    add_residual,
+    zero_output,
+)
 
 #: Hidden sizes of the gater MLP (reference: 256-128-64).
 GATER_HIDDEN: tuple[int, ...] = (256, 128, 64)

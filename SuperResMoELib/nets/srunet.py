@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import FSRCNNSkip, ResidualBlock, glorot_init, up_conv
+from SuperResMoELib.nets.blocks import FSRCNNSkip, ResidualBlock, glorot_init, up_conv
 
 #: Tasks -> (LR patch, HR patch, SR factors along (K, J, I)).
 TASKS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]]] = {

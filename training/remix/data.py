@@ -26,10 +26,10 @@ from typing import Sequence
 import numpy as np
 
 from SuperResMoELib import sample_data
-from SuperResMoELib.intensity import robust_max
-from SuperResMoELib.paths import user_cache_dir
-from SuperResMoELib.segmentation import brain_mask
-from SuperResMoELib.volume import Volume
+from SuperResMoELib.core.intensity import robust_max
+from SuperResMoELib.io.paths import user_cache_dir
+from SuperResMoELib.evaluation.segmentation import brain_mask
+from SuperResMoELib.core.volume import Volume
 
 from ..cache import cached_arrays
 from .degradation import DegradationConfig, degrade, draw_acquisition

@@ -37,10 +37,15 @@ from typing import Any
 
 import numpy as np
 
-from SuperResMoELib.degrade import BASE_DIRECTIONS, random_clinical_grid, rician_noise, simulate_acquisition
-from SuperResMoELib.geometry import resample
-from SuperResMoELib.intensity import robust_max
-from SuperResMoELib.volume import Grid, Volume
+from SuperResMoELib.simulation.degrade import (
+    BASE_DIRECTIONS,
+    random_clinical_grid,
+    rician_noise,
+    simulate_acquisition,
+)
+from SuperResMoELib.core.geometry import resample
+from SuperResMoELib.core.intensity import robust_max
+from SuperResMoELib.core.volume import Grid, Volume
 
 
 @dataclass(frozen=True)

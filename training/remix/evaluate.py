@@ -29,12 +29,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from SuperResMoELib import sample_data
-from SuperResMoELib.atomic import write_text_atomic
+from SuperResMoELib.io.atomic import write_text_atomic
 from SuperResMoELib.methods import EnhanceOptions, create_method
-from SuperResMoELib.metrics import correlation, psnr
-from SuperResMoELib.segmentation import brain_mask, dice, segment_tissues
-from SuperResMoELib.tables import markdown_table, write_csv
-from SuperResMoELib.volume import Volume
+from SuperResMoELib.evaluation.metrics import correlation, psnr
+from SuperResMoELib.evaluation.segmentation import brain_mask, dice, segment_tissues
+from SuperResMoELib.io.tables import markdown_table, write_csv
+from SuperResMoELib.core.volume import Volume
 
 from .data import sub_volume
 from .degradation import DegradationConfig, degrade, describe, draw_acquisition

@@ -29,8 +29,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from SuperResMoELib.checkpoints import save_checkpoint
-from SuperResMoELib.losses import CompositeLoss
+from SuperResMoELib.checkpoints.store import save_checkpoint
+from training.remix.losses import CompositeLoss
 from SuperResMoELib.methods.remix import EXPERTS, remix_manifest
 from SuperResMoELib.nets.unet3d import ResidualUNet3D, UNet3DConfig
 

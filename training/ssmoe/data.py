@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from SuperResMoELib.nets.srunet import TASKS
-from SuperResMoELib.paths import user_cache_dir
+from SuperResMoELib.io.paths import user_cache_dir
 
 from ..cache import cached_arrays
 from .sources import open_source

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from SuperResMoELib.atomic import write_text_atomic
-from SuperResMoELib.tables import markdown_table, write_csv
-from SuperResMoELib.metrics import distribution_stats, mse_ssmoe, wilcoxon_paired
+from SuperResMoELib.io.atomic import write_text_atomic
+from SuperResMoELib.io.tables import markdown_table, write_csv
+from SuperResMoELib.evaluation.metrics import distribution_stats, mse_ssmoe, wilcoxon_paired
 from SuperResMoELib.methods import EnhanceOptions, create_method
 
 from .sources import open_source

@@ -24,10 +24,10 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from SuperResMoELib import io
-from SuperResMoELib.errors import InputError
-from SuperResMoELib.geometry import scaled_grid
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.geometry import scaled_grid
 from SuperResMoELib.sample_data import MUDI_HELD_OUT, MUDI_SUBJECTS, MUDI_TASKS, mudi_downsample, mudi_subject
-from SuperResMoELib.volume import AcquisitionTable, Volume
+from SuperResMoELib.core.volume import AcquisitionTable, Volume
 
 TABLE_NAMES = ("parameters_new.txt", "parameters.txt")
 HR_PATTERNS = ("hr.nii.gz", "hr.nii", "*resized*.nii.gz", "*resized*.nii")

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from SuperResMoELib.checkpoints import save_checkpoint
+from SuperResMoELib.checkpoints.store import save_checkpoint
 from SuperResMoELib.nets.moe import SSMoE, HardMoE
 from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig, add_residual
 
@@ -142,7 +142,7 @@ class SSMoETrainer:
     # ------------------------------------------------------ labels (1->2)
     def labels(self, baseline: SRUNet, k: int, labeler: str) -> dict[str, np.ndarray]:
         """Per-patch baseline error scores and their ``k`` pseudo error classes."""
-        from SuperResMoELib.pseudo_labels import pseudo_labels
+        from training.ssmoe.pseudo_labels import pseudo_labels
 
         path = self.workdir / f"k{k}_{labeler}" / "labels.npz"
         if path.exists():

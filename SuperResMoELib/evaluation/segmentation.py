@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
-from .intensity import robust_max
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.intensity import robust_max
 
 #: Label value -> tissue name.
 TISSUE_LABELS: dict[int, str] = {1: "CSF", 2: "GM", 3: "WM"}

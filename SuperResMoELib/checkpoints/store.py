@@ -13,7 +13,7 @@ from the internet must not be able to execute code.  ``torch.load`` is never
 called in this module.
 
 Checkpoints are looked up in :func:`checkpoint_search_dirs`: the folders in
-``$SUPERRESMOE_CHECKPOINTS``, the bundled ``Resources/checkpoints`` and a
+``$SUPERRESMOE_CHECKPOINTS``, the bundled ones (package data) and a
 per-user cache folder.
 """
 
@@ -35,10 +35,10 @@ import torch
 from safetensors.torch import load as _load_safetensors_bytes
 from safetensors.torch import save_file as _save_file
 
-from .atomic import atomic_path, write_text_atomic
-from .errors import CheckpointError, DeviceError
-from .paths import ENV_CACHE as ENV_CACHE  # re-exported
-from .paths import user_cache_dir
+from SuperResMoELib.io.atomic import atomic_path, write_text_atomic
+from SuperResMoELib.core.errors import CheckpointError, DeviceError
+from SuperResMoELib.io.paths import ENV_CACHE as ENV_CACHE  # re-exported
+from SuperResMoELib.io.paths import user_cache_dir
 
 #: Newest manifest format this version reads and the one it writes.
 FORMAT_VERSION: int = 1
@@ -68,6 +68,8 @@ STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": t
 REQUIRED_FIELDS: tuple[str, ...] = ("method", "task", "architecture", "scale_factors", "intensity")
 #: Number of scale factors, ``(s_i, s_j, s_k)``.
 N_SCALE_FACTORS: int = 3
+#: Folder of the bundled checkpoints inside this package.
+BUNDLED_FOLDER: str = "bundled"
 #: How to turn a pickle checkpoint into a safe one (quoted in error messages).
 CONVERT_HINT: str = (
     "convert it to safetensors with SuperResMoELib.checkpoints.save_checkpoint, after loading it "
@@ -76,7 +78,7 @@ CONVERT_HINT: str = (
 
 
 def _library_version() -> str:
-    from . import __version__  # late import: the package imports its modules first
+    from SuperResMoELib import __version__  # late import: the package imports its modules first
 
     return __version__
 
@@ -454,10 +456,11 @@ def _user_checkpoint_dir() -> Path:
 
 
 def bundled_checkpoint_dir() -> Path:
-    """``Resources/checkpoints`` of the extension (next to the package)."""
-    import SuperResMoELib
+    """The bundled checkpoints: package data ``SuperResMoELib/checkpoints/bundled``,
+    found the same way by a wheel, an editable install and the Slicer extension."""
+    from importlib.resources import files
 
-    return Path(SuperResMoELib.__file__).resolve().parents[1] / "Resources" / "checkpoints"
+    return Path(str(files("SuperResMoELib.checkpoints") / BUNDLED_FOLDER))
 
 
 def checkpoint_search_dirs() -> list[Path]:

@@ -34,10 +34,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__
-from .errors import CancelledError, InputError, SuperResMoEError
-from .progress import CancelToken
-from .tables import flatten, write_csv
+from SuperResMoELib import __version__
+from SuperResMoELib.core.errors import CancelledError, InputError, SuperResMoEError
+from SuperResMoELib.core.progress import CancelToken
+from SuperResMoELib.io.tables import flatten, write_csv
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -85,7 +85,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_method_options(p: argparse.ArgumentParser) -> None:
-    from .methods import method_names
+    from SuperResMoELib.methods import method_names
 
     g = p.add_argument_group("method")
     g.add_argument("--method", "-m", default="cubic", choices=method_names(), help="method (default: cubic)")
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------- commands
 def _options(args: argparse.Namespace):
-    from .methods import EnhanceOptions
+    from SuperResMoELib.methods import EnhanceOptions
 
     if args.scale is not None and args.spacing is not None:
         raise InputError("give either --scale or --spacing, not both")
@@ -181,8 +181,8 @@ def _options(args: argparse.Namespace):
 
 
 def cmd_enhance(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
-    from . import io
-    from .pipeline import EnhanceJob, run_many
+    from SuperResMoELib import io
+    from SuperResMoELib.app.pipeline import EnhanceJob, run_many
 
     inputs = io.volume_files(args.input)
     if not inputs:
@@ -226,9 +226,9 @@ def _print_table(rows: list[dict[str, Any]], keys: Sequence[str], stream=None) -
 
 
 def cmd_evaluate(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
-    from . import io
-    from .metrics import absolute_error_map, squared_error_map
-    from .pipeline import compare_to_reference
+    from SuperResMoELib import io
+    from SuperResMoELib.evaluation.metrics import absolute_error_map, squared_error_map
+    from SuperResMoELib.app.pipeline import compare_to_reference
 
     if args.prediction.is_dir():
         preds = io.list_volume_files(args.prediction)
@@ -253,14 +253,14 @@ def cmd_evaluate(args: argparse.Namespace, progress, cancel: CancelToken) -> tup
     progress("evaluate", 1.0, f"{len(rows)} pair(s)")
     if args.output is not None:
         write_csv(rows, args.output)
-        from .atomic import write_text_atomic
+        from SuperResMoELib.io.atomic import write_text_atomic
 
         write_text_atomic(args.output.with_suffix(".json"), json.dumps(rows, indent=2))
     return EXIT_OK, {"rows": rows}
 
 
 def cmd_sample_data(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
-    from .sample_data import write_sample_data
+    from SuperResMoELib.sample_data import write_sample_data
 
     rows = None if args.rows == 0 else args.rows
     res = write_sample_data(args.out, kind=args.kind, seed=args.seed, subject=args.subject,
@@ -274,9 +274,9 @@ def info_dict() -> dict[str, Any]:
     import numpy
     import torch
 
-    from .checkpoints import checkpoint_search_dirs, list_checkpoints
-    from .devices import available_devices
-    from .methods import get_method_class, method_names
+    from SuperResMoELib.checkpoints.store import checkpoint_search_dirs, list_checkpoints
+    from SuperResMoELib.engine.devices import available_devices
+    from SuperResMoELib.methods import get_method_class, method_names
 
     methods = []
     for name in method_names():
@@ -328,10 +328,10 @@ DEMO_MUDI_ROWS = 16
 def cmd_demo(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
     import numpy as np
 
-    from . import io
-    from .methods import EnhanceOptions, get_method_class, method_names
-    from .pipeline import EnhanceJob, run_job
-    from .sample_data import write_sample_data
+    from SuperResMoELib import io
+    from SuperResMoELib.methods import EnhanceOptions, get_method_class, method_names
+    from SuperResMoELib.app.pipeline import EnhanceJob, run_job
+    from SuperResMoELib.sample_data import write_sample_data
 
     out: Path = args.out
     names = args.methods or [n for n in method_names() if _can_run(get_method_class(n))]
@@ -373,7 +373,7 @@ def _can_run(cls) -> bool:
     """True when the method needs nothing, or finds a checkpoint for one of its tasks."""
     if not cls.needs_checkpoint:
         return True
-    from .errors import CheckpointError
+    from SuperResMoELib.core.errors import CheckpointError
 
     finder = getattr(cls(), "find_checkpoint", None)
     for task in cls.tasks or ("",):
@@ -431,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
-    from .progress_report import make_reporter
+    from SuperResMoELib.app.progress_report import make_reporter
 
     reporter = make_reporter(args.progress)
     cancel = CancelToken()

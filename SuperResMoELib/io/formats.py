@@ -22,9 +22,9 @@ from typing import Iterable
 
 import numpy as np
 
-from .atomic import atomic_path, write_text_atomic
-from .errors import InputError
-from .volume import ACQUISITION_COLUMNS, AcquisitionTable, Volume
+from SuperResMoELib.io.atomic import atomic_path, write_text_atomic
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.volume import ACQUISITION_COLUMNS, AcquisitionTable, Volume
 
 #: File endings this module reads and writes (lower case).
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha")

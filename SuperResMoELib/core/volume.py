@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
+from SuperResMoELib.core.errors import InputError
 
 #: Column names of a Super MUDI style acquisition table.
 ACQUISITION_COLUMNS: tuple[str, ...] = ("gx", "gy", "gz", "b", "TI", "TE")

@@ -30,8 +30,8 @@ import numpy as np
 from scipy import stats
 from skimage.metrics import structural_similarity
 
-from .errors import InputError
-from .volume import Volume
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.volume import Volume
 
 #: Standard deviation (voxels) of the Gaussian SSIM window.
 SSIM_SIGMA: float = 2.5

@@ -1,7 +1,7 @@
 """Running the ``superresmoe`` command line in a background process.
 
 The Slicer module never runs a network in the GUI process: it writes its
-inputs to a temporary folder, starts ``<python> -m SuperResMoELib.cli enhance
+inputs to a temporary folder, starts ``<python> -m SuperResMoELib enhance
 ... --progress json`` and reads one JSON object per stdout line
 (:mod:`.progress_report`): ``{"stage", "fraction", "message"}`` while it runs,
 then ``{"stage": "done", "exit_code", "result"}`` or ``{"stage": "error",
@@ -81,7 +81,7 @@ class BackgroundProcess:
     """A child process whose stdout carries JSON progress lines.
 
     Args:
-        argv: the command (``[python, "-m", "SuperResMoELib.cli", ...]``).
+        argv: the command (``[python, "-m", "SuperResMoELib", ...]``).
         env: environment (default: this process's).
         cwd: working folder of the child.
     """
@@ -227,8 +227,8 @@ class BackgroundProcess:
 
 
 def cli_command(arguments: Sequence[str], python: str | None = None) -> list[str]:
-    """``[python, "-m", "SuperResMoELib.cli", *arguments, "--progress", "json"]``."""
-    return [python or python_executable(), "-m", "SuperResMoELib.cli", *[str(a) for a in arguments],
+    """``[python, "-m", "SuperResMoELib", *arguments, "--progress", "json"]``."""
+    return [python or python_executable(), "-m", "SuperResMoELib", *[str(a) for a in arguments],
             "--progress", "json"]
 
 

@@ -22,12 +22,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import io
-from .atomic import write_text_atomic
-from .errors import InputError
-from .methods import EnhanceOptions, Result, create_method
-from .progress import CancelToken, ProgressCallback, no_progress
-from .volume import Grid, Volume
+from SuperResMoELib import io
+from SuperResMoELib.io.atomic import write_text_atomic
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.methods import EnhanceOptions, Result, create_method
+from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
+from SuperResMoELib.core.volume import Grid, Volume
 
 log = logging.getLogger("superresmoe")
 
@@ -68,7 +68,7 @@ def side_path(output: Path, tag: str, suffix: str | None = None) -> Path:
 
 def check_reference(reference: Volume, expected: Grid, label: str = "reference") -> None:
     """Clear one-line error when the reference is not on the SR grid."""
-    from .metrics import DEFAULT_GRID_ATOL_MM
+    from SuperResMoELib.evaluation.metrics import DEFAULT_GRID_ATOL_MM
 
     if reference.grid.same_as(expected, atol=DEFAULT_GRID_ATOL_MM):
         return
@@ -81,7 +81,7 @@ def check_reference(reference: Volume, expected: Grid, label: str = "reference")
 def compare_to_reference(reference: Volume, sr: Volume) -> dict[str, Any]:
     """Metrics of ``sr`` against ``reference`` (same grid): a flat dict for 3D;
     for 4D the mean of each metric plus per-frame SS-MoE MSE statistics."""
-    from .metrics import compare, distribution_stats, per_frame, ssim_window_size
+    from SuperResMoELib.evaluation.metrics import compare, distribution_stats, per_frame, ssim_window_size
 
     if not sr.is_4d:
         if min(sr.spatial_shape) < ssim_window_size():
@@ -102,7 +102,7 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
     cancel = cancel or CancelToken()
     method = create_method(job.method)
     if str(job.device).lower() not in ("auto", "cpu"):  # fail before any work (loads torch)
-        from .devices import resolve_device
+        from SuperResMoELib.engine.devices import resolve_device
 
         resolve_device(job.device)
     progress("load", 0.0, f"reading {job.input.name}")
@@ -110,7 +110,7 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
     files: list[str] = []
     reference: Volume | None = None
     if job.simulate:
-        from .degrade import simulate_low_resolution
+        from SuperResMoELib.simulation.degrade import simulate_low_resolution
 
         # the factors the method will apply, read off the grid it would make from the HR
         factors = np.round(volume.grid.spacing / method.output_grid(volume, job.options).spacing, 6)
@@ -136,7 +136,7 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
             files.append(str(path))
     metrics: dict[str, Any] = {}
     if reference is not None:
-        from .metrics import absolute_error_map, squared_error_map
+        from SuperResMoELib.evaluation.metrics import absolute_error_map, squared_error_map
 
         progress("evaluate", 0.0, "comparing with the reference")
         for tag, fn in (("sqerr", squared_error_map), ("abserr", absolute_error_map)):

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import mrml
-from .errors import SuperResMoEError
-from .tables import flatten
-from .jobs import BackgroundProcess, ProgressEvent, cli_command, library_environment
+from SuperResMoELib.slicer import mrml
+from SuperResMoELib.core.errors import SuperResMoEError
+from SuperResMoELib.io.tables import flatten
+from SuperResMoELib.slicer.jobs import BackgroundProcess, ProgressEvent, cli_command, library_environment
 
 #: Exit code of a cancelled CLI run.
 EXIT_CANCELLED = 5
@@ -241,7 +241,7 @@ class EnhanceRun:
             if tag == "sr":
                 node = mrml.read_volume_node(self.scene, path, f"{base} SR ({method})")
             elif tag == "routing":
-                from .io import read_volume
+                from SuperResMoELib.io.formats import read_volume
 
                 node = mrml.expert_map_node(self.scene, read_volume(path), f"{base} expert map ({method})",
                                             out.info.get("n_experts"))

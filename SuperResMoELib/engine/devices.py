@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import DeviceError
+from SuperResMoELib.core.errors import DeviceError
 
 #: GPUs with less memory than this get a warning (bytes).
 SMALL_GPU_BYTES = 4 * 1024**3

@@ -37,7 +37,7 @@ class CancelToken:
     def check(self) -> None:
         """Raise :class:`CancelledError` if :meth:`cancel` was called."""
         if self._event.is_set():
-            from .errors import CancelledError
+            from SuperResMoELib.core.errors import CancelledError
 
             raise CancelledError("cancelled by the user")
 

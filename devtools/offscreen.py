@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .views import VIEW_COLORS, VIEW_TAGS, VIEW_TITLES
+from SuperResMoELib.slicer.views import VIEW_COLORS, VIEW_TAGS, VIEW_TITLES
 
 
 class OffscreenViews:

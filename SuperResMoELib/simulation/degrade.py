@@ -23,9 +23,9 @@ import scipy.fft
 from scipy import ndimage
 from scipy.interpolate import make_interp_spline
 
-from .errors import InputError
-from .geometry import resample, resample_array, scaled_grid
-from .volume import Grid, Volume
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.geometry import resample, resample_array, scaled_grid
+from SuperResMoELib.core.volume import Grid, Volume
 
 #: Slice profiles accepted by :func:`slice_profile_blur` and friends.
 PROFILES: tuple[str, ...] = ("gaussian", "boxcar")

@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
-from .volume import Grid, Volume
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.volume import Grid, Volume
 
 #: Interpolation names accepted by :func:`resample` -> spline order.
 INTERPOLATION_ORDERS: dict[str, int] = {"nearest": 0, "linear": 1, "cubic": 3}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .slicer_logic import EnhanceRequest
+from SuperResMoELib.slicer.logic import EnhanceRequest
 
 #: Node-reference roles (attribute name -> reference role).
 NODE_REFERENCES: tuple[str, ...] = ("inputVolume", "referenceVolume", "outputVolume", "errorVolume", "expertVolume",

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from .atomic import write_text_atomic
+from SuperResMoELib.io.atomic import write_text_atomic
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:

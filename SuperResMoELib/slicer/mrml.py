@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .volume import Volume
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.volume import Volume
 
 #: Name of the colour table of error maps (created on demand).
 ERROR_COLOR_NAME = "SuperResMoE error"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InputError
+from SuperResMoELib.core.errors import InputError
 
 
 #: Default patches per batch on the CPU and on a GPU (``batch_size=None``).

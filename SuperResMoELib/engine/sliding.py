@@ -41,10 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .devices import is_out_of_memory
-from .errors import InputError
-from .patching import EngineConfig, window_starts
-from .progress import CancelToken, ProgressCallback, no_progress
+from SuperResMoELib.engine.devices import is_out_of_memory
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.engine.windows import EngineConfig, window_starts
+from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 
 log = logging.getLogger("superresmoe.inference")
 

@@ -1,0 +1,1 @@
+"""The application layer: the ``superresmoe`` CLI, the file-level pipeline, progress reporting."""

@@ -1,0 +1,1 @@
+"""Checkpoints: safetensors weights + a JSON manifest (never a pickle), the search folders, and the bundled checkpoints (package data in ``bundled/``)."""

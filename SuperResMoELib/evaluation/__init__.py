@@ -1,0 +1,1 @@
+"""Evaluation: image metrics, error maps and the tissue-segmentation proxy."""

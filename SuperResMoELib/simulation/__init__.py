@@ -1,0 +1,1 @@
+"""Forward models of MRI acquisition: low-resolution simulation, slice profiles, clinical grids, noise and bias."""

@@ -1,0 +1,1 @@
+"""Slicer adapters (Qt-free): MRML nodes, the module logic, the parameter node, views, background jobs, dependencies."""
