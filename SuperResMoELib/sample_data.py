@@ -58,6 +58,7 @@ from SuperResMoELib.io.paths import user_cache_dir
 from SuperResMoELib.core.errors import InputError, SuperResMoEError
 from SuperResMoELib.core.geometry import scaled_grid
 from SuperResMoELib.core.intensity import robust_max
+from SuperResMoELib.core.tasks import SR_TASKS
 from SuperResMoELib.core.volume import AcquisitionTable, Grid, Volume
 
 logger = logging.getLogger("superresmoe.sample_data")
@@ -137,7 +138,7 @@ MUDI_MASK_THRESHOLD: float = 0.5
 MUDI_GRADIENT_SIGMA: float = 1.0
 MUDI_TENSOR_SIGMA: float = 2.0
 #: Super MUDI tasks -> integer block-average factors (i, j, k).
-MUDI_TASKS: dict[str, tuple[int, int, int]] = {"aniso": (1, 1, 2), "iso": (2, 2, 2)}
+MUDI_TASKS: dict[str, tuple[int, int, int]] = {n: t.factors for n, t in SR_TASKS.items()}
 
 #: Tissue parameters at 3 T. PD is relative (CSF = 1), T1 / T2* in ms, ADC
 #: (mean diffusivity) in mm^2/s, FA of a coherent WM voxel.

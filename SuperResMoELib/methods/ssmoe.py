@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from SuperResMoELib.core.errors import CheckpointError, InputError
+from SuperResMoELib.core.tasks import SR_TASKS
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 from SuperResMoELib.core.volume import ACQUISITION_COLUMNS, Grid, Volume
 from SuperResMoELib.methods.base import EnhanceOptions, Result, prepare_array
@@ -53,10 +54,10 @@ if TYPE_CHECKING:  # torch loads only when a method runs
 CHECKPOINT_METHOD = "ssmoe"
 #: Network kinds a checkpoint may hold.
 KINDS: tuple[str, ...] = ("ssmoe", "srunet", "hardmoe")
-#: Scale factors ``(s_i, s_j, s_k)`` of each task.
-TASK_FACTORS: dict[str, tuple[float, float, float]] = {"aniso": (1.0, 1.0, 2.0), "iso": (2.0, 2.0, 2.0)}
+#: Scale factors ``(s_i, s_j, s_k)`` of each task (from :data:`~SuperResMoELib.core.tasks.SR_TASKS`).
+TASK_FACTORS: dict[str, tuple[float, float, float]] = {n: t.float_factors for n, t in SR_TASKS.items()}
 #: LR patch ``(pk, pj, pi)`` of each task (the gater routes patches of this size).
-TASK_PATCHES: dict[str, tuple[int, int, int]] = {"aniso": (8, 16, 16), "iso": (8, 8, 8)}
+TASK_PATCHES: dict[str, tuple[int, int, int]] = {n: t.lr_patch for n, t in SR_TASKS.items()}
 #: Task when neither the task nor the scale is given.
 DEFAULT_TASK = "aniso"
 #: Default patches per batch (the patches are tiny).  On the CPU, 64 was the

@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from SuperResMoELib.core.tasks import SR_TASKS
 from SuperResMoELib.nets.blocks import FSRCNNSkip, ResidualBlock, glorot_init, up_conv
 
-#: Tasks -> (LR patch, HR patch, SR factors along (K, J, I)).
+#: Tasks -> (LR patch, HR patch, SR factors along (K, J, I)), from :data:`SR_TASKS`.
 TASKS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]]] = {
-    "iso": ((8, 8, 8), (16, 16, 16), (2, 2, 2)),
-    "aniso": ((8, 16, 16), (16, 16, 16), (2, 1, 1)),
+    name: (t.lr_patch, t.hr_patch, t.zoom) for name, t in SR_TASKS.items()
 }
 
 
