@@ -7,7 +7,8 @@ Every image file (.nii, .nii.gz, .nrrd, .mha) of the inputs is loaded into the
 scene, enhanced by the same background process the panel uses, and the SR
 volume (plus error maps / expert map when there are any) written to the output
 folder as ``<name>_<method>.nii.gz``.  The script exits with 0 (all done),
-3 (no input could be processed), 7 (some inputs failed) or 5 (cancelled),
+3 (no input could be processed), 7 (some inputs failed) or 5 (cancelled)
+(:class:`SuperResMoELib.core.errors.ExitCode`),
 and prints one line per file.
 
 It also runs with plain Python where the ``slicer-core`` wheel is installed
@@ -26,45 +27,36 @@ for _candidate in (_HERE, os.path.dirname(_HERE)):
     if os.path.isdir(os.path.join(_candidate, "SuperResMoELib")) and _candidate not in sys.path:
         sys.path.insert(0, _candidate)
 
-EXIT_OK, EXIT_NONE, EXIT_CANCELLED, EXIT_PARTIAL = 0, 3, 5, 7
-
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="batch.py", description="Batch Enhance with the SuperResMoE module logic.")
+    from SuperResMoELib.core.errors import ExitCode
+    from SuperResMoELib.core.options import add_enhance_arguments
+
+    p = argparse.ArgumentParser(prog="batch.py", description="Batch Enhance with the SuperResMoE module logic.",
+                                epilog=f"Exit codes: {ExitCode.describe()}.")
     p.add_argument("--input", "-i", nargs="+", required=True, type=Path, help="image files or folders")
     p.add_argument("--output", "-o", required=True, type=Path, help="output folder")
-    p.add_argument("--method", "-m", default="cubic")
     p.add_argument("--reference", type=Path, help="HR file or folder (matched by file name): error maps + metrics")
-    p.add_argument("--simulate", action="store_true", help="treat inputs as HR: degrade, enhance, compare")
-    p.add_argument("--task")
-    p.add_argument("--checkpoint")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--scale", help="SR factors i,j,k")
-    p.add_argument("--spacing", help="target spacing in mm")
-    p.add_argument("--expert", type=int)
-    p.add_argument("--overlap", type=float, default=0.5)
+    add_enhance_arguments(p, only=lambda spec: spec.batch)
     return p.parse_args(argv)
-
-
-def _numbers(text: str | None) -> tuple[float, ...] | None:
-    return None if text is None else tuple(float(v) for v in text.split(","))
 
 
 def run(args: argparse.Namespace) -> int:
     import slicer
 
     from SuperResMoELib import io
+    from SuperResMoELib.core.errors import ExitCode
+    from SuperResMoELib.core.options import values_from_namespace
     from SuperResMoELib.slicer import mrml
-    from SuperResMoELib.slicer.logic import EnhanceCancelled, EnhanceFailed, EnhanceRequest, EnhanceRun
+    from SuperResMoELib.slicer.logic import EnhanceCancelled, EnhanceFailed, EnhanceRun, request_from_dict
 
     scene = getattr(slicer, "mrmlScene", None) or slicer.vtkMRMLScene()
     files = io.volume_files(args.input)
     if not files:
         print(f"batch: no image files in {', '.join(map(str, args.input))}", file=sys.stderr)
-        return EXIT_NONE
-    request = EnhanceRequest(method=args.method, task=args.task, checkpoint=args.checkpoint, device=args.device,
-                             scale=_numbers(args.scale), spacing=_numbers(args.spacing), expert=args.expert,
-                             overlap=args.overlap, simulate=args.simulate)
+        return ExitCode.INPUT
+    given = {k: v for k, v in values_from_namespace(args).items() if hasattr(args, k)}
+    request = request_from_dict(given)
     args.output.mkdir(parents=True, exist_ok=True)
     done, failed = 0, 0
     for path in files:
@@ -78,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             outcome = EnhanceRun(scene, node, request, ref).run(wait=True)
         except EnhanceCancelled:
             print(f"{path.name}: cancelled", file=sys.stderr)
-            return EXIT_CANCELLED
+            return ExitCode.CANCELLED
         except (EnhanceFailed, OSError) as exc:
             failed += 1
             print(f"{path.name}: FAILED: {exc}", file=sys.stderr)
@@ -92,11 +84,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path.name}: {', '.join(written)}" + (f" ({metrics})" if metrics else ""))
         done += 1
     print(f"batch: {done} done, {failed} failed")
-    return EXIT_OK if failed == 0 else (EXIT_NONE if done == 0 else EXIT_PARTIAL)
+    return ExitCode.OK if failed == 0 else (ExitCode.INPUT if done == 0 else ExitCode.PARTIAL)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(parse(sys.argv[1:] if argv is None else argv))
+    return int(run(parse(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

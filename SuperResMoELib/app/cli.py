@@ -3,18 +3,7 @@
 Subcommands: ``enhance``, ``evaluate``, ``sample-data``, ``info``, ``demo``.
 Run ``superresmoe <command> --help`` for the options of each.
 
-Exit codes:
-
-====  ==========================================================
-0     success
-1     unexpected internal error (``--debug`` shows the traceback)
-2     bad command-line usage
-3     unusable input (file, format, voxels, geometry, parameters)
-4     checkpoint missing, corrupt, unsafe or for another method
-5     cancelled (Ctrl-C, SIGTERM, or the Slicer module's Cancel)
-6     requested device unavailable
-7     a batch finished but some files failed (see the messages)
-====  ==========================================================
+Exit codes: :class:`~SuperResMoELib.core.errors.ExitCode` (``superresmoe --help`` lists them).
 
 ``--progress json`` prints one JSON object per line on stdout:
 ``{"stage": ..., "fraction": 0..1, "message": ...}``; the last line has
@@ -35,85 +24,27 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from SuperResMoELib import __version__
-from SuperResMoELib.core.errors import CancelledError, InputError, SuperResMoEError
+from SuperResMoELib.core.errors import CancelledError, ExitCode, InputError, SuperResMoEError
+from SuperResMoELib.core.options import add_enhance_arguments, values_from_namespace
 from SuperResMoELib.core.progress import CancelToken
 from SuperResMoELib.io.tables import flatten, write_csv
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_USAGE = 2
-EXIT_PARTIAL = 7
 
 log = logging.getLogger("superresmoe")
 
 
 # ------------------------------------------------------------------ parsing
-def _floats(text: str) -> float | tuple[float, ...]:
-    """``"2"`` -> 2.0; ``"1,1,2"`` -> (1.0, 1.0, 2.0)."""
-    try:
-        values = tuple(float(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or three comma-separated numbers, got {text!r}") from None
-    if len(values) not in (1, 3):
-        raise argparse.ArgumentTypeError(f"expected one or three numbers, got {len(values)}")
-    return values[0] if len(values) == 1 else values
-
-
-def _acquisition(text: str) -> tuple[float, ...]:
-    """``"gx,gy,gz,b,TI,TE"`` -> six floats."""
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected six comma-separated numbers gx,gy,gz,b,TI,TE, got {text!r}") from None
-    if len(values) != 6:
-        raise argparse.ArgumentTypeError(f"expected six numbers gx,gy,gz,b,TI,TE, got {len(values)}")
-    return values
-
-
-def _ints(text: str) -> int | tuple[int, ...]:
-    v = _floats(text)
-    vals = (v,) if isinstance(v, float) else v
-    if any(x != int(x) or x < 1 for x in vals):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return int(vals[0]) if len(vals) == 1 else tuple(int(x) for x in vals)
-
-
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
                    help="progress display: a bar on a terminal (auto), JSON lines for scripts, or none")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
-def _add_method_options(p: argparse.ArgumentParser) -> None:
-    from SuperResMoELib.methods import method_names
-
-    g = p.add_argument_group("method")
-    g.add_argument("--method", "-m", default="cubic", choices=method_names(), help="method (default: cubic)")
-    g.add_argument("--checkpoint", help="checkpoint (.safetensors + .json) instead of the bundled one")
-    g.add_argument("--task", help="method task, e.g. SS-MoE aniso or iso")
-    g.add_argument("--scale", type=_floats, help="SR factors: one number or i,j,k (default: the method's, cubic 1,1,2)")
-    g.add_argument("--spacing", type=_floats, help="target spacing in mm (one number or i,j,k) instead of --scale")
-    g.add_argument("--expert", type=int, help="force one expert (methods with experts)")
-    g.add_argument("--acquisition", type=_acquisition,
-                   help="SS-MoE: acquisition of a 3D input as gx,gy,gz,b,TI,TE (default: the protocol's average)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    e = p.add_argument_group("patch engine")
-    e.add_argument("--patch-size", type=_ints, help="input patch size in voxels (one or k,j,i)")
-    e.add_argument("--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)")
-    e.add_argument("--batch-size", type=int,
-                   help="patches per batch (default: the method's, e.g. 2 on the CPU and 8 on a GPU for "
-                        "large patches, 64 / 1024 for SS-MoE's small ones; halved on out-of-memory)")
-    e.add_argument("--no-amp", action="store_true", help="disable float16 mixed precision on CUDA")
-    e.add_argument("--nonfinite", choices=("error", "zero"), default="error",
-                   help="NaN/Inf voxels: stop with an error (default) or replace them by 0")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="superresmoe",
         description="Mixture-of-experts MRI super-resolution (SS-MoE, REMIx, MoEDiff-SR) and the cubic baseline.",
-        epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad input, 4 checkpoint, 5 cancelled, "
-               "6 device, 7 some files of a batch failed.",
+        epilog=f"Exit codes: {ExitCode.describe()}.",
     )
     parser.add_argument("--version", action="version", version=f"superresmoe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -125,13 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (one input) or folder (written as <stem>_<method><ext>)")
     p.add_argument("--reference", type=Path, help="HR reference file (or folder with the same file names): "
                    "also write error maps and metrics")
-    p.add_argument("--simulate", action="store_true",
-                   help="treat the input as HR: degrade it by the scale factors first, enhance, and compare")
-    p.add_argument("--simulate-method", choices=("boxcar", "gaussian", "kspace"), default="boxcar",
-                   help="how --simulate makes the LR image (default boxcar: block average)")
     p.add_argument("--table", type=Path, help="acquisition table for a 4D input (gx gy gz b TI TE per frame)")
-    p.add_argument("--no-maps", action="store_true", help="do not write method maps (routing, gating)")
-    _add_method_options(p)
+    add_enhance_arguments(p)
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="compare predictions with references",
@@ -165,24 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------- commands
-def _options(args: argparse.Namespace):
-    from SuperResMoELib.methods import EnhanceOptions
-
-    if args.scale is not None and args.spacing is not None:
-        raise InputError("give either --scale or --spacing, not both")
-    opts = EnhanceOptions(scale=args.scale, target_spacing=args.spacing, task=args.task,
-                          checkpoint=args.checkpoint, expert=args.expert, patch_size=args.patch_size,
-                          overlap=args.overlap, batch_size=args.batch_size, mixed_precision=not args.no_amp,
-                          nonfinite=args.nonfinite)
-    if getattr(args, "acquisition", None) is not None:
-        opts.extra["acquisition"] = list(args.acquisition)
-    opts.engine_config(1)  # validate overlap and batch size up front, whatever the method
-    return opts
-
-
 def cmd_enhance(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
     from SuperResMoELib import io
-    from SuperResMoELib.app.pipeline import EnhanceJob, run_many
+    from SuperResMoELib.app.pipeline import build_job, run_many
 
     inputs = io.volume_files(args.input)
     if not inputs:
@@ -192,11 +103,8 @@ def cmd_enhance(args: argparse.Namespace, progress, cancel: CancelToken) -> tupl
             raise InputError(f"{f}: file not found")
     if len(inputs) > 1 and io.is_volume_file(args.output):
         raise InputError(f"{len(inputs)} inputs need an output folder, got the file name {args.output}")
-    if args.reference is not None and args.simulate:
-        raise InputError("give either --reference or --simulate, not both")
-    template = EnhanceJob(input=inputs[0], output=args.output, method=args.method, options=_options(args),
-                          device=args.device, reference=args.reference, simulate=args.simulate,
-                          simulate_method=args.simulate_method, table=args.table, write_maps=not args.no_maps)
+    template = build_job(values_from_namespace(args), inputs[0], args.output, reference=args.reference,
+                         table=args.table)
     summaries, failures = run_many(inputs, args.output, template, progress, cancel)
     if failures and not summaries:
         raise InputError(failures[0][1] if len(failures) == 1 else
@@ -208,7 +116,7 @@ def cmd_enhance(args: argparse.Namespace, progress, cancel: CancelToken) -> tupl
     if any(s["metrics"] for s in summaries):
         folder = args.output.parent if io.is_volume_file(args.output) else args.output
         write_csv(rows, folder / "metrics.csv")
-    code = EXIT_PARTIAL if failures else EXIT_OK
+    code = ExitCode.PARTIAL if failures else ExitCode.OK
     return code, {"outputs": summaries, "failures": [{"input": p, "error": m} for p, m in failures]}
 
 
@@ -256,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace, progress, cancel: CancelToken) -> tup
         from SuperResMoELib.io.atomic import write_text_atomic
 
         write_text_atomic(args.output.with_suffix(".json"), json.dumps(rows, indent=2))
-    return EXIT_OK, {"rows": rows}
+    return ExitCode.OK, {"rows": rows}
 
 
 def cmd_sample_data(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
@@ -265,7 +173,7 @@ def cmd_sample_data(args: argparse.Namespace, progress, cancel: CancelToken) -> 
     rows = None if args.rows == 0 else args.rows
     res = write_sample_data(args.out, kind=args.kind, seed=args.seed, subject=args.subject,
                             mudi_rows=rows, progress=progress)
-    return EXIT_OK, res
+    return ExitCode.OK, res
 
 
 def info_dict() -> dict[str, Any]:
@@ -299,7 +207,7 @@ def cmd_info(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[i
     info = info_dict()
     if args.json:
         print(json.dumps(info, indent=2))
-        return EXIT_OK, None
+        return ExitCode.OK, None
     print(f"superresmoe {info['superresmoe']}  (python {info['python']}, torch {info['torch']}, "
           f"numpy {info['numpy']})")
     print("\nMethods:")
@@ -313,7 +221,7 @@ def cmd_info(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[i
     print("\nDevices:")
     for d in info["devices"]:
         print(f"  {d['label']}" + ("  (small: < 4 GiB, use a small batch)" if d["small"] else ""))
-    return EXIT_OK, None
+    return ExitCode.OK, None
 
 
 #: Demo cases: sample kind -> (LR file, HR file, table file or None, frames written).
@@ -366,7 +274,7 @@ def cmd_demo(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[i
                          "seconds": round(s["seconds"], 2)})
     write_csv(rows, out / "demo_metrics.csv")
     written.append(str(out / "demo_metrics.csv"))
-    return EXIT_OK, {"files": written, "metrics": rows, "cases": cases}
+    return ExitCode.OK, {"files": written, "metrics": rows, "cases": cases}
 
 
 def _can_run(cls) -> bool:
@@ -462,9 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         msg = f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
-        reporter.emit({"stage": "error", "fraction": 1.0, "message": msg, "exit_code": EXIT_INTERNAL})
+        reporter.emit({"stage": "error", "fraction": 1.0, "message": msg, "exit_code": ExitCode.INTERNAL})
         print(f"superresmoe: {msg}", file=sys.stderr)
-        return EXIT_INTERNAL
+        return ExitCode.INTERNAL
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -25,6 +25,7 @@ import numpy as np
 from SuperResMoELib import io
 from SuperResMoELib.io.atomic import write_text_atomic
 from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.options import DEFAULTS, OPTIONS
 from SuperResMoELib.methods import EnhanceOptions, Result, create_method
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 from SuperResMoELib.core.volume import Grid, Volume
@@ -34,7 +35,7 @@ log = logging.getLogger("superresmoe")
 
 @dataclass
 class EnhanceJob:
-    """One enhancement request.
+    """One enhancement request (defaults from :data:`~SuperResMoELib.core.options.DEFAULTS`).
 
     Attributes:
         input: image file (3D, or 4D with ``table``).
@@ -51,14 +52,43 @@ class EnhanceJob:
 
     input: Path
     output: Path
-    method: str = "cubic"
+    method: str = DEFAULTS["method"]
     options: EnhanceOptions = field(default_factory=EnhanceOptions)
-    device: str = "auto"
+    device: str = DEFAULTS["device"]
     reference: Path | None = None
-    simulate: bool = False
-    simulate_method: str = "boxcar"
+    simulate: bool = DEFAULTS["simulate"]
+    simulate_method: str = DEFAULTS["simulate_method"]
     table: Path | None = None
-    write_maps: bool = True
+    write_maps: bool = DEFAULTS["write_maps"]
+
+
+def build_job(values: dict[str, Any], input: Path, output: Path, reference: Path | None = None,
+              table: Path | None = None) -> EnhanceJob:
+    """The job the enhance option ``values`` (names of
+    :data:`~SuperResMoELib.core.options.OPTIONS`; missing ones at their defaults)
+    describe, each value placed where its option's ``target`` says.
+
+    Raises:
+        InputError: contradictory options (``scale`` and ``spacing``,
+            ``reference`` and ``simulate``), invalid engine settings or an
+            unknown option name.
+    """
+    unknown = sorted(set(values) - set(OPTIONS))
+    if unknown:
+        raise InputError(f"unknown enhance option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
+    merged = {**DEFAULTS, **values}
+    parts: dict[str, dict[str, Any]] = {"job": {}, "options": {}, "extra": {}}
+    for name, value in merged.items():
+        where, attr = OPTIONS[name].target.split(".", 1)
+        parts[where][attr] = value
+    if parts["options"]["scale"] is not None and parts["options"]["target_spacing"] is not None:
+        raise InputError("give either --scale or --spacing, not both")
+    if reference is not None and parts["job"]["simulate"]:
+        raise InputError("give either --reference or --simulate, not both")
+    extra = {k: list(v) for k, v in parts["extra"].items() if v is not None}
+    options = EnhanceOptions(**parts["options"], extra=extra)
+    options.engine_config(1)  # validate overlap and batch size up front, whatever the method
+    return EnhanceJob(input=input, output=output, options=options, reference=reference, table=table, **parts["job"])
 
 
 def side_path(output: Path, tag: str, suffix: str | None = None) -> Path:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 
 from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.options import DEFAULTS
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 from SuperResMoELib.core.volume import Grid, Volume
 
@@ -35,7 +36,8 @@ DEFAULT_SCALE: tuple[float, float, float] = (1.0, 1.0, 2.0)
 
 @dataclass
 class EnhanceOptions:
-    """What the user asked for; ``None`` means "the method's default".
+    """What the user asked for; ``None`` means "the method's default"
+    (the defaults come from :data:`~SuperResMoELib.core.options.DEFAULTS`).
 
     Attributes:
         scale: factors ``(s_i, s_j, s_k)`` (or one number for all axes).
@@ -56,10 +58,10 @@ class EnhanceOptions:
     checkpoint: str | None = None
     expert: int | None = None
     patch_size: int | Sequence[int] | None = None
-    overlap: float = 0.5
+    overlap: float = DEFAULTS["overlap"]
     batch_size: int | None = None
-    mixed_precision: bool = True
-    nonfinite: str = "error"
+    mixed_precision: bool = DEFAULTS["mixed_precision"]
+    nonfinite: str = DEFAULTS["nonfinite"]
     extra: dict[str, Any] = field(default_factory=dict)
 
     def engine_config(self, default_patch: int | Sequence[int]) -> "EngineConfig":

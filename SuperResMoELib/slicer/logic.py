@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from SuperResMoELib.slicer import mrml
-from SuperResMoELib.core.errors import SuperResMoEError
+from SuperResMoELib.core.errors import ExitCode, SuperResMoEError
+from SuperResMoELib.core.options import request_options
 from SuperResMoELib.io.tables import flatten
 from SuperResMoELib.slicer.jobs import BackgroundProcess, ProgressEvent, cli_command, library_environment
 
-#: Exit code of a cancelled CLI run.
-EXIT_CANCELLED = 5
 #: Output file tags (``sr_<tag>.nii.gz``) and the names their nodes get.
 MAP_TITLES: dict[str, str] = {"sqerr": "squared error", "abserr": "absolute error", "routing": "expert map",
                               "lr": "LR (simulated)"}
@@ -44,63 +43,39 @@ MAP_TITLES: dict[str, str] = {"sqerr": "squared error", "abserr": "absolute erro
 class EnhanceFailed(SuperResMoEError):
     """The background run failed; the message is the process's error."""
 
-    exit_code = 1
+    exit_code = ExitCode.INTERNAL
 
 
 class EnhanceCancelled(SuperResMoEError):
     """The user cancelled the run."""
 
-    exit_code = EXIT_CANCELLED
+    exit_code = ExitCode.CANCELLED
 
 
-@dataclass
-class EnhanceRequest:
-    """What the panel asks for (``None`` = the method's default).
+def _cli_arguments(self: Any, input_path: Path, output_path: Path, reference_path: Path | None) -> list[str]:
+    """The ``enhance`` arguments (without ``--progress``): input, output,
+    reference and every option that differs from its default."""
+    args = ["enhance", "-i", str(input_path), "-o", str(output_path)]
+    if reference_path is not None:
+        args += ["--reference", str(reference_path)]
+    for spec in request_options():
+        args += spec.argv(getattr(self, spec.name))
+    return args
 
-    Attributes mirror the ``superresmoe enhance`` options: ``method``,
-    ``task`` (SS-MoE), ``checkpoint`` (a file; ``None`` = bundled),
-    ``device`` ("auto", "cpu", "cuda:N"), ``scale`` / ``spacing`` (mm),
-    ``expert`` (force one), ``acquisition`` (SS-MoE 3D input: gx gy gz b TI
-    TE), ``patch_size``, ``batch_size``, ``overlap``, ``mixed_precision``,
-    ``simulate`` (treat the input as HR: degrade, enhance, compare).
-    """
 
-    method: str = "cubic"
-    task: str | None = None
-    checkpoint: str | None = None
-    device: str = "auto"
-    scale: tuple[float, ...] | None = None
-    spacing: tuple[float, ...] | None = None
-    expert: int | None = None
-    acquisition: tuple[float, ...] | None = None
-    patch_size: int | None = None
-    batch_size: int | None = None
-    overlap: float = 0.5
-    mixed_precision: bool = True
-    simulate: bool = False
+def _request_class() -> type:
+    """:class:`EnhanceRequest`, derived from the option schema."""
+    fields = [(o.name, Any, dataclasses.field(default=o.default)) for o in request_options()]
+    doc = ("What the panel or a script asks for (``None`` = the method's default); one field per option of "
+           ":data:`SuperResMoELib.core.options.ENHANCE_OPTIONS` that the logic can pass: "
+           + ", ".join(f"``{o.name}``" for o in request_options()) + ".")
+    return dataclasses.make_dataclass("EnhanceRequest", fields,
+                                      namespace={"__doc__": doc, "cli_arguments": _cli_arguments,
+                                                 "__module__": __name__})
 
-    def cli_arguments(self, input_path: Path, output_path: Path, reference_path: Path | None) -> list[str]:
-        """The ``enhance`` arguments (without ``--progress``)."""
-        def joined(values) -> str:
-            return ",".join(f"{float(v):g}" for v in values)
 
-        args = ["enhance", "-i", str(input_path), "-o", str(output_path), "--method", self.method,
-                "--device", self.device, "--overlap", f"{self.overlap:g}"]
-        if reference_path is not None:
-            args += ["--reference", str(reference_path)]
-        if self.simulate:
-            args.append("--simulate")
-        for flag, value in (("--task", self.task), ("--checkpoint", self.checkpoint), ("--expert", self.expert),
-                            ("--patch-size", self.patch_size), ("--batch-size", self.batch_size)):
-            if value is not None and value != "":
-                args += [flag, str(value)]
-        for flag, values in (("--scale", self.scale), ("--spacing", self.spacing),
-                             ("--acquisition", self.acquisition)):
-            if values is not None:
-                args += [flag, joined(values)]
-        if not self.mixed_precision:
-            args.append("--no-amp")
-        return args
+#: The request of one Enhance (a dataclass with one field per request option).
+EnhanceRequest: Any = _request_class()
 
 
 @dataclass
@@ -216,7 +191,7 @@ class EnhanceRun:
         assert self.process is not None
         try:
             code = self.process.returncode
-            if self.process.cancelled or code == EXIT_CANCELLED:
+            if self.process.cancelled or code == ExitCode.CANCELLED:
                 self._report("cancelled", 1.0, "cancelled")
                 raise EnhanceCancelled("cancelled by the user")
             result = self.process.result

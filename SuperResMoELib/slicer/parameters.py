@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from SuperResMoELib.core.options import panel_default, panel_options, panel_to_value
 from SuperResMoELib.slicer.logic import EnhanceRequest
 
 #: Node-reference roles (attribute name -> reference role).
@@ -26,42 +27,28 @@ NODE_REFERENCES: tuple[str, ...] = ("inputVolume", "referenceVolume", "outputVol
                                     "lowResolutionVolume", "metricsTable")
 
 
-@dataclasses.dataclass
-class PanelDefaults:
-    """Plain parameters with their types and defaults (0 / "" = the method's default)."""
-
-    method: str = "cubic"
-    task: str = ""
-    checkpoint: str = ""
-    device: str = "auto"
-    targetSpacing: float = 0.0
-    scale: str = ""
-    expert: int = -1
-    acquisition: str = ""
-    patchSize: int = 0
-    batchSize: int = 0
-    overlap: float = 0.5
-    mixedPrecision: bool = True
-    simulate: bool = False
+def _defaults_class() -> type:
+    """:class:`PanelDefaults`: one typed field per panel option of the schema."""
+    fields = [(o.panel.name, o.panel.type, dataclasses.field(default=panel_default(o)))  # type: ignore[union-attr]
+              for o in panel_options()]
+    return dataclasses.make_dataclass(
+        "PanelDefaults", fields,
+        namespace={"__doc__": "Plain parameters with their types and defaults, derived from "
+                              ":data:`SuperResMoELib.core.options.ENHANCE_OPTIONS` (the 'unset' value of a "
+                              "field, e.g. 0 or '', means the method's default).", "__module__": __name__})
 
 
+#: The panel's plain parameters, their types and defaults.
+PanelDefaults: Any = _defaults_class()
+#: parameter name -> (field, option spec).
 _FIELDS = {f.name: f for f in dataclasses.fields(PanelDefaults)}
+_SPECS = {o.panel.name: o for o in panel_options()}  # type: ignore[union-attr]
 
 
 def _parse(text: str, kind: type) -> Any:
     if kind is bool:
         return text.lower() in ("1", "true", "yes", "on")
     return kind(text)
-
-
-def _numbers(text: str) -> tuple[float, ...] | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return tuple(float(v) for v in text.replace("x", ",").replace(" ", ",").split(",") if v)
-    except ValueError:
-        raise ValueError(f"expected numbers separated by commas, got {text!r}") from None
 
 
 class PanelParameters:
@@ -107,16 +94,7 @@ class PanelParameters:
             ValueError: unparsable numbers (scale, acquisition).
         """
         v = self.values()
-        scale = _numbers(v["scale"])
-        acq = _numbers(v["acquisition"])
-        if acq is not None and len(acq) != 6:
-            raise ValueError(f"acquisition parameters are six numbers gx gy gz b TI TE, got {len(acq)}")
-        return EnhanceRequest(
-            method=v["method"], task=v["task"] or None, checkpoint=v["checkpoint"] or None, device=v["device"],
-            scale=scale, spacing=(v["targetSpacing"],) if v["targetSpacing"] > 0 else None,
-            expert=v["expert"] if v["expert"] >= 0 else None, acquisition=acq,
-            patch_size=v["patchSize"] or None, batch_size=v["batchSize"] or None, overlap=v["overlap"],
-            mixed_precision=v["mixedPrecision"], simulate=v["simulate"])
+        return EnhanceRequest(**{spec.name: panel_to_value(spec, v[name]) for name, spec in _SPECS.items()})
 
 
 def _type(f: dataclasses.Field) -> type:
