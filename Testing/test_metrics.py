@@ -294,12 +294,13 @@ def test_check_same_grid_messages(ref8):
     with pytest.raises(InputError) as info:
         metrics.check_same_grid(ref, make_volume(np.zeros((2, 2, 3)), name="sr"))
     msg = str(info.value)
-    assert "(2, 2, 2)" in msg and "(2, 2, 3)" in msg and "'hr'" in msg and "'sr'" in msg
+    # sizes and spacings in one stated order, IJK: the (K, J, I) = (2, 2, 3) array is 3x2x2 voxels
+    assert "size 2x2x2" in msg and "size 3x2x2" in msg and "(i, j, k)" in msg and "'hr'" in msg and "'sr'" in msg
     with pytest.raises(InputError) as info:
         metrics.check_same_grid(ref, make_volume(ref8, spacing=(0.5, 1.0, 2.0), origin=(0.0, 0.0, 0.0)))
     msg = str(info.value)
-    assert "spacing [1., 1., 2.]" in msg and "spacing [0.5, 1. , 2. ]" in msg
-    assert "origin [10., -5.,  3.]" in msg and "origin [0., 0., 0.]" in msg
+    assert "spacing 1x1x2 mm (i, j, k)" in msg and "spacing 0.5x1x2 mm (i, j, k)" in msg
+    assert "origin [10.0, -5.0, 3.0]" in msg and "origin [0.0, 0.0, 0.0]" in msg
 
 
 def test_check_same_grid_frames():

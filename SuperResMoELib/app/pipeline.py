@@ -154,7 +154,8 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
     if reference is not None:
         check_reference(reference, method.output_grid(volume, job.options),
                         "the simulated HR" if job.simulate else f"reference {job.reference}")
-    progress("load", 1.0, f"{volume.spatial_shape} voxels, spacing {np.round(volume.spacing, 3).tolist()} mm")
+    frames = f"{volume.n_frames} frames, " if volume.is_4d else ""
+    progress("load", 1.0, f"{frames}{volume.grid.describe()}")
     result: Result = method.enhance(volume, job.options, job.device, progress, cancel)
     progress("write", 0.0, f"writing {job.output.name}")
     io.write_volume(result.volume, job.output)

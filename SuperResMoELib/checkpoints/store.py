@@ -118,6 +118,9 @@ class Manifest:
         created: ISO 8601 time of writing.
         dtype: storage dtype of floating tensors, ``"float32"`` or ``"float16"``.
         description: free text for users.
+        domain: the training inputs' domain (spacing, intensity range,
+            dimensionality; :mod:`SuperResMoELib.checkpoints.domain`): inputs far
+            outside it get a warning.
         extra: anything else (unknown fields of newer manifests land here).
     """
 
@@ -134,6 +137,7 @@ class Manifest:
     created: str = ""
     dtype: str = "float32"
     description: str = ""
+    domain: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -199,6 +203,20 @@ class Manifest:
                 raise CheckpointError("manifest field 'extra' must be an object (dict)")
             kwargs["extra"] = {**unknown, **extra}
         return cls(**kwargs)
+
+
+def build_manifest(method: str, task: str, architecture: dict[str, Any], scale_factors: list[float],
+                   intensity: dict[str, Any], **fields: Any) -> Manifest:
+    """A :class:`Manifest`; each of ``fields`` that names a manifest attribute
+    (``training_data``, ``metrics``, ``description``, ...) sets it, the others
+    go into ``extra`` (together with a given ``extra``)."""
+    known = {f.name for f in dataclasses.fields(Manifest)}
+    kwargs = {k: v for k, v in fields.items() if k in known}
+    unknown = {k: v for k, v in fields.items() if k not in known}
+    if unknown:
+        kwargs["extra"] = {**unknown, **kwargs.get("extra", {})}
+    return Manifest(method=method, task=task, architecture=architecture, scale_factors=scale_factors,
+                    intensity=intensity, **kwargs)
 
 
 def _check_scale_factors(values: Any) -> list[float]:

@@ -50,6 +50,11 @@ def _check_matrix(matrix: np.ndarray) -> np.ndarray:
     return m
 
 
+def format_ijk(values: Sequence[float] | np.ndarray) -> str:
+    """``(197, 233, 189)`` -> ``"197x233x189"``; floats rounded to 4 decimals."""
+    return "x".join(f"{round(float(v), 4):g}" for v in values)
+
+
 @dataclass(frozen=True, eq=False)
 class Grid:
     """A voxel grid: a shape in KJI order and an IJK->RAS matrix.
@@ -124,10 +129,18 @@ class Grid:
         c = self.corners()
         return np.stack([c.min(axis=0), c.max(axis=0)], axis=1)
 
+    @property
+    def size_ijk(self) -> tuple[int, int, int]:
+        """Voxels along ``(i, j, k)``: the order every message and report uses
+        (the same as :attr:`spacing`; :attr:`shape` is the array's KJI order)."""
+        k, j, i = self.shape
+        return (i, j, k)
+
     def describe(self) -> str:
-        """``"shape (K, J, I), spacing [si, sj, sk], origin [r, a, s]"`` for messages."""
-        return (f"shape {self.shape}, spacing {np.round(self.spacing, 4).tolist()}, "
-                f"origin {np.round(self.origin, 4).tolist()}")
+        """``"size 197x233x189, spacing 1x1x1 mm (i, j, k), origin [r, a, s] (RAS)"`` for messages:
+        size and spacing in one order (IJK)."""
+        return (f"size {format_ijk(self.size_ijk)}, spacing {format_ijk(self.spacing)} mm (i, j, k), "
+                f"origin {np.round(self.origin, 4).tolist()} (RAS)")
 
     def same_as(self, other: "Grid", atol: float = 1e-4) -> bool:
         """True when shape matches and matrices agree within ``atol`` (mm)."""

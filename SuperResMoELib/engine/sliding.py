@@ -17,8 +17,10 @@ geometry-neutral: the caller attaches the scaled grid to the result.
 
 A predictor may also return ``(output, aux)`` where ``aux`` maps names to
 ``(B,)`` per-patch values (e.g. the expert a mixture-of-experts routed each
-patch to); each becomes a map on the output grid where every voxel takes the
-value of the patch with the largest blending weight there.
+patch to), or ``(B, A)`` values (one per channel, e.g. per frame when frames
+travel as channels); each becomes a map on the output grid, ``(K', J', I')``
+or ``(A, K', J', I')``, where every voxel takes the value of the patch with the
+largest blending weight there.
 
 Robustness: volumes smaller than a patch are padded by edge replication and the
 result cropped; progress is reported per batch and cancellation is checked
@@ -58,7 +60,8 @@ class EngineOutput:
     Attributes:
         image: ``(C_out, K*zk, J*zj, I*zi)`` float32.
         patch_maps: per-patch auxiliary values painted on the output grid,
-            ``(K*zk, J*zj, I*zi)`` float32 each.
+            ``(K*zk, J*zj, I*zi)`` float32 each (``(A, K*zk, J*zj, I*zi)`` for
+            ``(B, A)`` values).
         device: the device that finished the work.
         batch_size: the batch size in use at the end.
         n_patches: number of windows.
@@ -110,7 +113,8 @@ class _Stitcher:
         self.wsum = torch.zeros(shape[1:], dtype=torch.float32, device=device)
         self.weights = weights.to(device)
         self.best: torch.Tensor | None = None
-        self.maps: dict[str, torch.Tensor] = {}
+        self.maps: dict[str, torch.Tensor] = {}  # name -> (A, K', J', I')
+        self.flat: set[str] = set()  # names whose values came as (B,): maps without the A axis
 
     def to(self, device: torch.device) -> None:
         self.device = device
@@ -126,9 +130,14 @@ class _Stitcher:
         pk, pj, pi = out.shape[-3:]
         if aux and self.best is None:
             self.best = torch.zeros(self.shape[1:], dtype=torch.float32, device=self.device)
-        aux = {k: v.detach().reshape(-1).to(self.device, torch.float32) for k, v in aux.items()}
-        for name in aux:
-            self.maps.setdefault(name, torch.zeros(self.shape[1:], dtype=torch.float32, device=self.device))
+        b_count = out.shape[0]
+        for name, v in aux.items():
+            if v.ndim == 1:
+                self.flat.add(name)
+        aux = {k: v.detach().reshape(b_count, -1).to(self.device, torch.float32) for k, v in aux.items()}
+        for name, v in aux.items():
+            self.maps.setdefault(name, torch.zeros((v.shape[1],) + self.shape[1:], dtype=torch.float32,
+                                                   device=self.device))
         for b, (k, j, i) in enumerate(starts):
             region = (slice(k * zoom[0], k * zoom[0] + pk), slice(j * zoom[1], j * zoom[1] + pj),
                       slice(i * zoom[2], i * zoom[2] + pi))
@@ -139,10 +148,13 @@ class _Stitcher:
                 better = w > self.best[region]
                 self.best[region] = torch.where(better, w, self.best[region])
                 for name, values in aux.items():
-                    self.maps[name][region] = torch.where(better, values[b], self.maps[name][region])
+                    m = self.maps[name]
+                    m[(slice(None),) + region] = torch.where(better, values[b][:, None, None, None],
+                                                             m[(slice(None),) + region])
 
     def result(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self.sum / self.wsum.clamp_min(1e-12), self.maps
+        maps = {k: (v[0] if k in self.flat else v) for k, v in self.maps.items()}
+        return self.sum / self.wsum.clamp_min(1e-12), maps
 
 
 def run_patches(
@@ -247,5 +259,5 @@ def run_patches(
     image, maps = stitcher.result()
     crop = (slice(None),) + tuple(slice(0, n * z) for n, z in zip(true_shape, zoom_t))
     image_np = image[crop].cpu().numpy()
-    maps_np = {k: v[crop[1:]].cpu().numpy() for k, v in maps.items()}
+    maps_np = {k: v[(Ellipsis,) + crop[1:]].cpu().numpy() for k, v in maps.items()}
     return EngineOutput(image_np, maps_np, str(dev), batch, len(starts), events)

@@ -300,9 +300,8 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 # ----------------------------------------------------------------- on volumes
 def _describe(volume: Volume, role: str) -> str:
     label = f"{role} '{volume.name}'" if volume.name else role
-    spacing = np.array2string(volume.spacing, precision=4, separator=", ")
-    origin = np.array2string(volume.origin, precision=4, separator=", ")
-    return f"{label}: shape {tuple(volume.array.shape)}, spacing {spacing}, origin {origin}"
+    frames = f"{volume.n_frames} frames of " if volume.is_4d else ""
+    return f"{label}: {frames}{volume.grid.describe()}"
 
 
 def check_same_grid(reference: Volume, prediction: Volume, atol_mm: float = DEFAULT_GRID_ATOL_MM) -> None:

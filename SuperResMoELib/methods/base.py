@@ -146,6 +146,14 @@ def output_grid(grid: Grid, options: EnhanceOptions, default_scale: Sequence[flo
     return scaled_grid(grid, scale_factors(options, default_scale))
 
 
+def grid_info(source: Grid, target: Grid) -> dict[str, list]:
+    """Input and output sizes and spacings for ``Result.info``, all in one
+    order, IJK (as every message): ``input_size_ijk``, ``input_spacing_ijk``,
+    ``output_size_ijk``, ``output_spacing_ijk``."""
+    return {"input_size_ijk": list(source.size_ijk), "input_spacing_ijk": source.spacing.round(6).tolist(),
+            "output_size_ijk": list(target.size_ijk), "output_spacing_ijk": target.spacing.round(6).tolist()}
+
+
 class Method(abc.ABC):
     """A super-resolution method.  Subclasses set the class attributes and
     implement :meth:`enhance`; :mod:`SuperResMoELib.methods` registers them."""

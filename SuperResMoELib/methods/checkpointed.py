@@ -1,24 +1,39 @@
 """Methods whose networks come from checkpoints: finding the right checkpoint,
-checking that a user-given one fits, building and caching the network.
+checking that a user-given one fits, building and caching the network, and
+the one ``enhance`` they all share.
 
 A family of methods shares one manifest ``method`` (e.g. ``"ssmoe"``) and
 tells its networks apart by ``architecture["kind"]`` (e.g. ``"srunet"``);
 each registry entry runs one kind.
+
+:meth:`CheckpointedMethod.enhance` is the same for every such method: check
+the request (:meth:`~CheckpointedMethod.check`, before any work), read the
+voxels, load the network, let the method :meth:`~CheckpointedMethod.plan` the
+frames (engine inputs, predictor, zoom, engine settings, how to finish), run
+them through :func:`~SuperResMoELib.methods.driver.run_frames`, and assemble
+the :class:`~SuperResMoELib.methods.base.Result` with its maps, the
+out-of-domain warnings and the info every method reports.
 """
 
 from __future__ import annotations
 
 import abc
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
+
 from SuperResMoELib.core.errors import CheckpointError
-from SuperResMoELib.methods.base import EnhanceOptions, Method
+from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
+from SuperResMoELib.core.volume import Grid, Volume
+from SuperResMoELib.methods.base import EnhanceOptions, Method, Result, grid_info, prepare_array
 
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
 
     from SuperResMoELib.checkpoints.store import Manifest
+    from SuperResMoELib.methods.driver import FramePlan
 
 
 def network_kind(manifest: Manifest) -> str:
@@ -146,3 +161,73 @@ class CheckpointedMethod(Method):
         net.to(dev).eval()
         self._cache = (key, (net, manifest))
         return net, path, manifest
+
+    # ------------------------------------------------------------- enhance
+    @abc.abstractmethod
+    def check(self, volume: Volume, options: EnhanceOptions) -> str:
+        """Validate the request before any work and return the task to run.
+
+        Raises:
+            InputError: options this method cannot honour.
+        """
+
+    @abc.abstractmethod
+    def plan(self, volume: Volume, frames: np.ndarray, target: Grid, task: str, options: EnhanceOptions,
+             net: Any, manifest: Manifest, device: torch.device, progress: ProgressCallback,
+             cancel: CancelToken) -> FramePlan:
+        """The :class:`~SuperResMoELib.methods.driver.FramePlan` of this input.
+
+        Args:
+            frames: ``(N, K, J, I)`` float32 voxels of every input frame (user units).
+            target: the SR grid (:meth:`output_grid`).
+        """
+
+    def enhance(
+        self,
+        volume: Volume,
+        options: EnhanceOptions | None = None,
+        device: str = "auto",
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> Result:
+        """Super-resolve ``volume`` (see the module docstring).
+
+        Raises:
+            InputError: options the method cannot honour, bad voxels.
+            CheckpointError: no usable checkpoint.
+            CancelledError: ``cancel`` was set.
+        """
+        from SuperResMoELib.checkpoints.domain import domain_warnings
+        from SuperResMoELib.engine.devices import resolve_device
+        from SuperResMoELib.methods.driver import run_frames
+
+        opts = options or EnhanceOptions()
+        cancel = cancel or CancelToken()
+        t0 = time.perf_counter()
+        task = self.check(volume, opts)
+        arr = prepare_array(volume, opts.nonfinite)
+        target = self.output_grid(volume, opts)
+        dev = resolve_device(device)
+        cancel.check()
+        progress("enhance", 0.0, f"loading the {self.title} checkpoint")
+        net, path, manifest = self.load(task, opts, dev)
+        frames = arr.reshape((-1,) + volume.spatial_shape)
+        warnings = domain_warnings(manifest, volume, frames)
+        plan = self.plan(volume, frames, target, task, opts, net, manifest, dev, progress, cancel)
+        run = run_frames(plan.inputs, plan.predictor, plan.zoom, plan.config, dev, progress, cancel,
+                         total_frames=len(frames), frame_numbers=[int(n) for n in plan.frames])
+        sr_frames, maps, extra = plan.finish(run)
+        shape = arr.shape[:-3] + target.shape
+        label = volume.name or "input"
+        sr = volume.with_array(sr_frames.reshape(shape), target.ijk_to_ras, name=f"{label}_{self.name}")
+        map_volumes = {name: Volume.on_grid(values.reshape(shape), target, name=f"{label}_{name}")
+                       for name, values in maps.items()}
+        progress("enhance", 1.0, plan.message or f"{len(frames)} frame(s), {run.n_patches} patches on {run.device}")
+        info: dict[str, Any] = {
+            "method": self.name, "kind": self.kind, "task": task, "checkpoint": str(path), "device": run.device,
+            "events": plan.events + run.events, "warnings": warnings, "seconds": time.perf_counter() - t0,
+            "frames": len(frames), "frames_per_call": run.groups, "patches": run.n_patches,
+            "patch_size": list(plan.config.patch()), "batch_size": int(run.batch_items), **extra,
+            **grid_info(volume.grid, target),
+        }
+        return Result(sr, map_volumes, info)

@@ -10,7 +10,7 @@ import numpy as np
 from SuperResMoELib.core.geometry import resample_array
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 from SuperResMoELib.core.volume import Volume
-from SuperResMoELib.methods.base import EnhanceOptions, Method, Result, prepare_array
+from SuperResMoELib.methods.base import EnhanceOptions, Method, Result, grid_info, prepare_array
 
 
 class CubicMethod(Method):
@@ -42,5 +42,5 @@ class CubicMethod(Method):
         out = out.reshape(arr.shape[:-3] + target.shape)
         sr = volume.with_array(out, target.ijk_to_ras, name=f"{volume.name}_cubic" if volume.name else "cubic")
         info = {"method": self.name, "device": "cpu", "seconds": time.perf_counter() - t0,
-                "output_shape": list(target.shape), "output_spacing": target.spacing.round(6).tolist()}
+                **grid_info(volume.grid, target)}
         return Result(sr, {}, info)

@@ -139,7 +139,7 @@ class HardMoE(nn.Module):
     """Hard-MoE baseline (Gross et al. 2017 as built in the SS-MoE reference):
     shared encoder and skip blocks, a gater on the bottleneck only (no
     acquisition parameters), ``K`` expanding-path heads mixed by the gater's
-    softmax. ``forward(x) -> (y (B, 1, *hr_patch), weights (B, K))``."""
+    softmax. ``forward(x, expert=None) -> (y (B, 1, *hr_patch), weights (B, K))``."""
 
     def __init__(self, cfg: SRUNetConfig, n_experts: int) -> None:
         super().__init__()
@@ -153,10 +153,20 @@ class HardMoE(nn.Module):
             for head in self.heads:
                 zero_output(head)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, expert: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, weights)``: the gater's softmax mixture of the heads, or with
+        ``expert`` only that head (``weights`` one-hot); the global residual
+        (when configured) is added either way."""
         feats = self.encoder(x)
-        weights = torch.softmax(self.gater(feats.bottleneck), dim=1)
         skips = self.skips(feats.skips)
+        if expert is not None:
+            if not 0 <= int(expert) < len(self.heads):
+                raise ValueError(f"expert {expert} out of range 0..{len(self.heads) - 1}")
+            y = self.heads[int(expert)](skips, feats.bottleneck)
+            weights = torch.zeros((x.shape[0], len(self.heads)), dtype=y.dtype, device=x.device)
+            weights[:, int(expert)] = 1.0
+            return add_residual(y, x, self.cfg), weights
+        weights = torch.softmax(self.gater(feats.bottleneck), dim=1)
         ys = torch.stack([head(skips, feats.bottleneck) for head in self.heads], dim=1)  # (B, K, 1, ...)
         y = (weights.view(weights.shape + (1,) * (ys.ndim - 2)) * ys).sum(dim=1)
         return add_residual(y, x, self.cfg), weights

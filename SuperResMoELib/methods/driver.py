@@ -1,0 +1,208 @@
+"""The per-frame driver shared by every checkpointed 3D method.
+
+A method (SS-MoE and its baselines, REMIx and its baseline) prepares a
+:class:`FramePlan` - the engine input of each frame, a :class:`FramePredictor`,
+the zoom and the engine settings - and :func:`run_frames` does the rest the
+same way for all of them:
+
+* frames of a 4D input travel through the engine **together**, as channels of
+  one engine call (a group of ``G`` frames; every window of the group is cut
+  once and its ``G`` frames go through the network as ``G`` items of one
+  batch), so a 4D scan costs one sliding pass per group instead of one per frame;
+* the batch is counted in network items (``windows x G``), so small SS-MoE
+  patches and large REMIx patches both fill it;
+* progress is reported per group with a ``frames a-b/N:`` prefix (``frame n/N:``
+  for one frame, none for a 3D input), and engine events get the same prefix;
+* what the engine learnt (a smaller batch after an out-of-memory error, the
+  CPU after a GPU failure) carries over to the next group.
+
+Shapes: inputs ``(M, K, J, I)`` (the engine's input grid of each frame that is
+run), output ``(M, K*zk, J*zj, I*zi)``; per-patch values a predictor returns
+become maps of the same shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from SuperResMoELib.core.progress import CancelToken, ProgressCallback
+
+if TYPE_CHECKING:  # torch loads only when a method runs
+    import torch
+
+    from SuperResMoELib.engine.windows import EngineConfig
+
+
+class FramePredictor(Protocol):
+    """A network wrapper for :func:`run_frames`.
+
+    ``predictor(items, frames)``: ``items (M, 1, pk, pj, pi)`` patches and
+    ``frames (M,)`` the index (into the plan's inputs) of the frame each item
+    comes from -> ``(M, 1, *hr_patch)`` or ``((M, 1, *hr_patch), {name: (M,)})``.
+    """
+
+    def to(self, device: torch.device) -> Any: ...
+
+    def __call__(self, items: torch.Tensor, frames: torch.Tensor) -> Any: ...
+
+
+class _GroupAdapter:
+    """Engine predictor over ``(B, G, *patch)`` windows of a group of ``G``
+    frames: runs the ``B * G`` items through the frame predictor as one batch."""
+
+    def __init__(self, predictor: FramePredictor) -> None:
+        self.predictor = predictor
+        self.frames: torch.Tensor | None = None  # (G,) frame indices of the current group
+
+    def to(self, device: torch.device) -> None:
+        self.predictor.to(device)
+
+    def __call__(self, windows: torch.Tensor) -> Any:
+        assert self.frames is not None
+        b, g = windows.shape[:2]
+        items = windows.reshape((b * g, 1) + tuple(windows.shape[2:]))
+        frames = self.frames.to(windows.device).repeat(b)  # item b*G + j comes from frame j of the group
+        res = self.predictor(items, frames)
+        out, aux = res if isinstance(res, tuple) else (res, None)
+        out = out.reshape((b, g) + tuple(out.shape[2:]))
+        if aux is None:
+            return out
+        return out, {k: v.reshape(b, g) for k, v in aux.items()}
+
+
+@dataclass
+class FramesOutput:
+    """What :func:`run_frames` returns.
+
+    Attributes:
+        image: ``(M, K', J', I')`` float32, in the predictor's units.
+        maps: per-patch values painted on the output grid, ``(M, K', J', I')`` each.
+        device: the device that finished the work.
+        batch_items: network items per batch at the end.
+        n_patches: windows over all groups.
+        events: notes (out-of-memory retries, CPU fallback), prefixed by frames.
+        groups: frames per engine call, in order.
+    """
+
+    image: np.ndarray
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    device: str = "cpu"
+    batch_items: int = 0
+    n_patches: int = 0
+    events: list[str] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+
+
+def frame_prefix(start: int, stop: int, total: int) -> str:
+    """``"frames 3-4/8: "``, ``"frame 3/8: "`` or ``""`` for a single-frame input."""
+    if total <= 1:
+        return ""
+    if stop - start == 1:
+        return f"frame {start + 1}/{total}: "
+    return f"frames {start + 1}-{stop}/{total}: "
+
+
+def run_frames(
+    inputs: np.ndarray,
+    predictor: FramePredictor,
+    zoom: Sequence[int],
+    config: EngineConfig,
+    device: torch.device,
+    progress: ProgressCallback,
+    cancel: CancelToken,
+    total_frames: int | None = None,
+    frame_numbers: Sequence[int] | None = None,
+) -> FramesOutput:
+    """Run ``predictor`` over every frame of ``inputs`` (see the module docstring).
+
+    Args:
+        inputs: ``(M, K, J, I)`` float32 engine input of each frame.
+        predictor: see :class:`FramePredictor` (frame indices are into ``inputs``).
+        zoom: integer output/input ratio ``(zk, zj, zi)``.
+        config: engine settings; ``config.batch_for(device)`` counts network items.
+        device: where the network runs.
+        progress, cancel: as everywhere; progress fractions cover all frames.
+        total_frames: frames of the whole input (for messages; default ``M``).
+        frame_numbers: the input frame number of each row of ``inputs`` (for
+            messages; default ``0..M-1``).
+
+    Returns:
+        :class:`FramesOutput`.
+    """
+    import torch
+
+    from SuperResMoELib.engine.sliding import run_patches
+
+    m = int(inputs.shape[0])
+    total = total_frames or m
+    numbers = list(frame_numbers) if frame_numbers is not None else list(range(m))
+    zoom_t = tuple(int(z) for z in zoom)
+    adapter = _GroupAdapter(predictor)
+    items = config.batch_for(device.type)
+    image: np.ndarray | None = None
+    maps: dict[str, np.ndarray] = {}
+    events: list[str] = []
+    groups: list[int] = []
+    n_patches, start = 0, 0
+    while start < m:
+        cancel.check()
+        g = max(1, min(m - start, items))
+        stop = start + g
+        prefix = frame_prefix(numbers[start], numbers[stop - 1] + 1, total)
+        adapter.frames = torch.arange(start, stop, dtype=torch.long)
+        windows = max(1, items // g)
+        cfg = dataclasses.replace(config, batch_size=windows)
+
+        def group_progress(stage: str, fraction: float, message: str = "", _s: int = start, _g: int = g,
+                           _p: str = prefix) -> None:
+            progress("enhance", (_s + min(max(fraction, 0.0), 1.0) * _g) / m, _p + message)
+
+        res = run_patches(inputs[start:stop], adapter, zoom_t, cfg, device, group_progress, cancel)
+        if image is None:
+            image = np.empty((m,) + res.image.shape[1:], np.float32)
+        image[start:stop] = res.image
+        for name, values in res.patch_maps.items():
+            maps.setdefault(name, np.empty((m,) + values.shape[1:], np.float32))[start:stop] = values
+        events += [prefix + e for e in res.events]
+        # keep what the engine learnt (smaller batch, CPU fallback) for the next groups
+        if res.device != str(device) or res.batch_size != windows:
+            device = torch.device(res.device)
+            items = max(1, res.batch_size * g)
+        n_patches += res.n_patches
+        groups.append(g)
+        start = stop
+    assert image is not None or m == 0
+    if image is None:
+        image = np.empty((0,), np.float32)
+    return FramesOutput(image, maps, str(device), int(items), n_patches, events, groups)
+
+
+@dataclass
+class FramePlan:
+    """What a checkpointed method hands to the driver for one input.
+
+    Attributes:
+        inputs: ``(M, K, J, I)`` float32 engine input of the frames to run.
+        frames: ``(M,)`` input frame number of each row of ``inputs``.
+        predictor: the network wrapper (:class:`FramePredictor`).
+        zoom: ``(zk, zj, zi)`` engine zoom.
+        config: engine settings (``batch_size`` = network items per batch).
+        finish: ``FramesOutput -> (sr (N, K', J', I'), maps {name: (N, K', J', I')},
+            info)`` in the user's units, for all ``N`` input frames.
+        message: the last progress message (e.g. which expert and why).
+        events: notes from preparing the frames (before the engine's own).
+    """
+
+    inputs: np.ndarray
+    frames: np.ndarray
+    predictor: FramePredictor
+    zoom: tuple[int, int, int]
+    config: EngineConfig
+    finish: Callable[[FramesOutput], tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]]
+    message: str = ""
+    events: list[str] = field(default_factory=list)

@@ -1,0 +1,205 @@
+"""REMIx inference (Morell-Ortega et al., MIDL 2024; paper 002) and its
+"1 network" baseline.
+
+Any input spacing and orientation goes to the target grid: the input's own
+axes, the same physical extent, ``target_spacing`` mm voxels (default 1 mm
+isotropic).  The input is first resampled onto that grid with cubic splines;
+a residual 3D U-Net (:class:`~SuperResMoELib.nets.unet3d.ResidualUNet3D`)
+then adds its correction, patch by patch through the shared driver
+(:mod:`SuperResMoELib.methods.driver`).
+
+Expert choice (``remix``, :mod:`.experts`): the input's voxel volume picks one
+of the seven resolution experts; the user may force another.  ``remix1`` runs
+the single network trained on all resolutions.
+
+Intensities: each frame is divided by its robust maximum (the 99.5th
+percentile of its positive voxels after resampling;
+:mod:`SuperResMoELib.core.intensity`), as in training, and multiplied back, so
+the output keeps the input's units.  Patches whose normalised maximum is below
+:data:`NO_SIGNAL_FLOOR` (background) skip the network.  A frame with no
+negative voxel (a magnitude image) gets no negative output voxel either: the
+result is clamped at zero (``info["clamped_at_zero"]``, one flag per frame),
+since a correction must not turn background negative.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.progress import CancelToken, ProgressCallback
+from SuperResMoELib.core.volume import Grid, Volume
+from SuperResMoELib.methods.base import EnhanceOptions, output_grid
+from SuperResMoELib.methods.checkpointed import CheckpointedMethod
+from SuperResMoELib.methods.remix.checkpoint import (
+    CHECKPOINT_METHOD,
+    KINDS,
+    TASK,
+    build_remix_network,
+    intensity_percentile,
+    unet_config,
+)
+from SuperResMoELib.methods.remix.experts import choose_expert
+
+if TYPE_CHECKING:  # torch loads only when a method runs
+    import torch
+
+    from SuperResMoELib.checkpoints.store import Manifest
+    from SuperResMoELib.methods.driver import FramePlan, FramesOutput
+    from SuperResMoELib.nets.unet3d import UNet3DConfig
+
+#: Output spacing (mm) when the user gives neither a spacing nor a scale.
+DEFAULT_TARGET_SPACING: float = 1.0
+#: Default patch side (voxels on the target grid); rounded up to the U-Net's multiple.
+DEFAULT_PATCH: int = 64
+#: Patches whose largest normalised voxel is at most this have no signal: they
+#: skip the network and come back unchanged (the cubic resampling).
+NO_SIGNAL_FLOOR: float = 1e-3
+
+
+class _Predictor:
+    """Frame predictor: ``(M, 1, p, p, p)`` normalised patches -> ``(M, 1, p, p, p)``;
+    patches without signal (max at most ``floor``) are returned unchanged."""
+
+    def __init__(self, net: torch.nn.Module, floor: float = NO_SIGNAL_FLOOR) -> None:
+        self.net = net
+        self.floor = floor
+        self.skipped = 0
+
+    def to(self, device: torch.device) -> None:
+        self.net.to(device)
+
+    def __call__(self, items: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        x = items.to(torch.float32)
+        m = x.shape[0]
+        keep = x.reshape(m, -1).amax(dim=1) > self.floor
+        out = x.clone()
+        if bool(keep.any()):
+            idx = keep.nonzero(as_tuple=True)[0]
+            out[idx] = self.net(x[idx]).to(torch.float32)
+        self.skipped += int(m - int(keep.sum()))
+        return out
+
+
+class REMIxMethod(CheckpointedMethod):
+    """REMIx: seven resolution experts; the input's voxel volume picks one."""
+
+    name = "remix"
+    title = "REMIx"
+    description = ("Resolution enhancement through mixture of experts (Morell-Ortega et al. 2024): any input "
+                   "resolution to 1 mm isotropic; one of seven residual 3D U-Nets, picked by the voxel volume.")
+    tasks = (TASK,)
+    sample_kind = "t1"
+    checkpoint_method = CHECKPOINT_METHOD
+    family_title = "a REMIx"
+    kinds = KINDS
+    kind: ClassVar[str] = "experts"
+
+    def method_for_kind(self, kind: str) -> str:
+        return {"experts": "remix", "single": "remix1"}[kind]
+
+    def build_network(self, manifest: Manifest) -> torch.nn.Module:
+        return build_remix_network(manifest)
+
+    def output_grid(self, volume: Volume, options: EnhanceOptions | None = None) -> Grid:
+        """The target grid: ``options.extra["target_grid"]`` (a :class:`Grid`, e.g.
+        a reference scan's, as the paper's MNI space) when given; else the
+        input's axes and extent with ``target_spacing`` mm voxels (default
+        :data:`DEFAULT_TARGET_SPACING`), or ``scale`` when given."""
+        opts = options or EnhanceOptions()
+        given = opts.extra.get("target_grid") if opts.extra else None
+        if given is not None:
+            if not isinstance(given, Grid):
+                raise InputError(f"target_grid must be a Grid, got {type(given).__name__}")
+            return given
+        if opts.target_spacing is None and opts.scale is None:
+            opts = dataclasses.replace(opts, target_spacing=DEFAULT_TARGET_SPACING)
+        return output_grid(volume.grid, opts)
+
+    def _patch(self, opts: EnhanceOptions, cfg: UNet3DConfig) -> tuple[int, int, int]:
+        m = cfg.multiple
+        p = opts.patch_size if opts.patch_size is not None else DEFAULT_PATCH
+        sizes = (p,) * 3 if isinstance(p, int) else tuple(int(v) for v in p)
+        if len(sizes) != 3 or min(sizes) < m:
+            raise InputError(f"patch size must be one or three sizes of at least {m} voxels, got {p!r}")
+        return tuple(int(math.ceil(s / m) * m) for s in sizes)  # type: ignore[return-value]
+
+    def select(self, net: torch.nn.Module, spacing: np.ndarray, opts: EnhanceOptions) -> tuple[Any, dict]:
+        """The network to run and the facts of the choice."""
+        if self.kind == "single":
+            v = float(np.prod(spacing))
+            return net["net"], {"expert": None, "voxel_volume_mm3": v, "forced": False,
+                                "reason": f"single network for every resolution (input {v:.2f} mm^3)"}
+        e, why = choose_expert(spacing, opts.expert)
+        return net[f"expert{e}"], why
+
+    def check(self, volume: Volume, options: EnhanceOptions) -> str:
+        """Refuses a bad forced expert (or any expert for ``remix1``) before any work."""
+        if self.kind == "experts":
+            choose_expert(volume.grid.spacing, options.expert)
+        elif options.expert is not None:
+            raise InputError("remix1 is a single network without experts; do not give an expert "
+                             "(use --method remix to choose one)")
+        return TASK
+
+    def plan(self, volume: Volume, frames: np.ndarray, target: Grid, task: str, options: EnhanceOptions,
+             net: Any, manifest: Manifest, device: torch.device, progress: ProgressCallback,
+             cancel: CancelToken) -> FramePlan:
+        """Each frame resampled to the target grid and normalised; frames without
+        positive voxels keep their cubic resampling."""
+        from SuperResMoELib.core.geometry import resample_array
+        from SuperResMoELib.core.intensity import robust_max
+        from SuperResMoELib.engine.windows import EngineConfig
+        from SuperResMoELib.methods.driver import FramePlan, frame_prefix
+
+        cfg = unet_config(manifest)
+        q = intensity_percentile(manifest)
+        chosen, why = self.select(net, volume.grid.spacing, options)
+        config = EngineConfig(self._patch(options, cfg), options.overlap, options.batch_size,
+                              options.mixed_precision)
+        config.validate()
+        n_frames = len(frames)
+        resampled = np.empty((n_frames,) + target.shape, np.float32)
+        scales: list[float] = []
+        events: list[str] = []
+        for n, frame in enumerate(frames):
+            cancel.check()
+            prefix = frame_prefix(n, n + 1, n_frames)
+            progress("enhance", 0.0, prefix + "cubic resampling to the target grid")
+            resampled[n] = resample_array(frame, volume.grid, target, "cubic")
+            scales.append(robust_max(resampled[n], q))
+            if scales[-1] <= 0:
+                events.append(f"{prefix}no positive voxels: the cubic resampling is returned unchanged")
+        run_rows = np.array([n for n, s in enumerate(scales) if s > 0], dtype=np.int64)
+        inputs = np.stack([resampled[n] / scales[n] for n in run_rows]) if len(run_rows) else \
+            np.empty((0,) + target.shape, np.float32)
+        non_negative = [bool(np.min(f) >= 0) for f in frames]
+        predictor = _Predictor(chosen)
+
+        def finish(run: FramesOutput) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+            out = resampled
+            for row, n in enumerate(run_rows):
+                out[n] = run.image[row] * scales[n]
+                if non_negative[n]:  # magnitude images: no correction may push a voxel below zero
+                    np.maximum(out[n], 0.0, out=out[n])
+            info = {"patches_skipped": predictor.skipped, "intensity_scales": scales,
+                    "clamped_at_zero": non_negative, **why}
+            return out, {}, info
+
+        return FramePlan(inputs, run_rows, predictor, (1, 1, 1), config, finish, message=why["reason"],
+                         events=events)
+
+
+class REMIxSingleMethod(REMIxMethod):
+    """The "1 network" baseline of the REMIx paper: one U-Net for all resolutions."""
+
+    name = "remix1"
+    title = "REMIx 1-network"
+    description = "REMIx baseline: one residual 3D U-Net trained on all resolutions (no experts)."
+    kind = "single"
