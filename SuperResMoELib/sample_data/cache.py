@@ -21,24 +21,7 @@ import numpy as np
 
 from SuperResMoELib.io.atomic import atomic_path
 from SuperResMoELib.io.paths import user_cache_dir
-from SuperResMoELib.sample_data.fields import (
-    FIELD_CONTROL_SPACING_MM,
-    WARP_MAX_MM,
-    WARP_SMOOTHNESS_MM,
-    WARP_SQUARING_STEPS,
-)
-from SuperResMoELib.sample_data.mudi_maps import (
-    MUDI_GRADIENT_SIGMA,
-    MUDI_MARGIN_MM,
-    MUDI_MASK_THRESHOLD,
-    MUDI_PARAM_JITTER,
-    MUDI_SPACING_MM,
-    MUDI_TENSOR_SIGMA,
-)
-from SuperResMoELib.sample_data.mudi_physics import TISSUE_PARAMETERS
-from SuperResMoELib.sample_data.seeds import RANDOM_STREAMS
-from SuperResMoELib.sample_data.t1_variation import BIAS_SMOOTHNESS_MM, BIAS_STRENGTH, CONTRAST_JITTER, GAIN_JITTER
-from SuperResMoELib.sample_data.template import _nilearn_version
+from SuperResMoELib.sample_data import fields, mudi_maps, mudi_physics, seeds, t1_variation, template
 
 logger = logging.getLogger("superresmoe.sample_data")
 
@@ -54,22 +37,37 @@ def cache_dir() -> Path:
 
 
 def _generation_constants() -> dict:
-    """Everything that determines generated arrays (enters every cache key)."""
+    """Everything that determines generated arrays (enters every cache key).
+
+    The constants live in the modules that use them (warp fields, T1 bias and
+    contrast, MUDI maps, tissue parameters, random streams); the keys and
+    their order in each list are part of the cache key, so keep them.
+    """
     return {
         "version": SAMPLE_DATA_VERSION,
-        "nilearn": _nilearn_version(),
-        "field": [FIELD_CONTROL_SPACING_MM, WARP_SMOOTHNESS_MM, WARP_MAX_MM, WARP_SQUARING_STEPS],
-        "bias": [BIAS_SMOOTHNESS_MM, BIAS_STRENGTH, CONTRAST_JITTER, GAIN_JITTER],
-        "mudi": [
-            MUDI_SPACING_MM,
-            MUDI_MARGIN_MM,
-            MUDI_PARAM_JITTER,
-            MUDI_MASK_THRESHOLD,
-            MUDI_GRADIENT_SIGMA,
-            MUDI_TENSOR_SIGMA,
+        "nilearn": template._nilearn_version(),
+        "field": [
+            fields.FIELD_CONTROL_SPACING_MM,
+            fields.WARP_SMOOTHNESS_MM,
+            fields.WARP_MAX_MM,
+            fields.WARP_SQUARING_STEPS,
         ],
-        "tissues": TISSUE_PARAMETERS,
-        "streams": RANDOM_STREAMS,
+        "bias": [
+            t1_variation.BIAS_SMOOTHNESS_MM,
+            t1_variation.BIAS_STRENGTH,
+            t1_variation.CONTRAST_JITTER,
+            t1_variation.GAIN_JITTER,
+        ],
+        "mudi": [
+            mudi_maps.MUDI_SPACING_MM,
+            mudi_maps.MUDI_MARGIN_MM,
+            mudi_maps.MUDI_PARAM_JITTER,
+            mudi_maps.MUDI_MASK_THRESHOLD,
+            mudi_maps.MUDI_GRADIENT_SIGMA,
+            mudi_maps.MUDI_TENSOR_SIGMA,
+        ],
+        "tissues": mudi_physics.TISSUE_PARAMETERS,
+        "streams": seeds.RANDOM_STREAMS,
     }
 
 

@@ -1,4 +1,4 @@
-"""MUDI-like subjects: :class:`MudiSubject` (maps, protocol, noisy HR and LR data), :func:`mudi_subject`, :func:`mudi_downsample`."""
+"""MUDI-like subjects: :class:`MudiSubject` (maps, protocol, noisy HR and LR data) and its constructors."""
 
 from __future__ import annotations
 
