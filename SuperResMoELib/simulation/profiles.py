@@ -35,6 +35,7 @@ SAMPLING_INTERPOLATION: str = "linear"
 
 
 def _check_profile(profile: str) -> str:
+    """``profile`` if it is one of :data:`PROFILES`; ``InputError`` otherwise."""
     if profile not in PROFILES:
         raise InputError(f"unknown slice profile {profile!r}; choose one of {list(PROFILES)}")
     return profile
