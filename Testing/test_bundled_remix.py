@@ -12,7 +12,7 @@ import pytest
 
 from SuperResMoELib.checkpoints import store as ckpt_mod
 from SuperResMoELib import io, sample_data
-from SuperResMoELib.simulation.degrade import simulate_low_resolution
+from SuperResMoELib.simulation.lowres import simulate_low_resolution
 from SuperResMoELib.methods import EnhanceOptions, create_method
 from SuperResMoELib.evaluation.metrics import psnr
 from SuperResMoELib.evaluation.segmentation import brain_mask

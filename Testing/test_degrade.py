@@ -1,4 +1,4 @@
-"""Tests of SuperResMoELib.degrade: simulated low-resolution acquisitions."""
+"""Tests of SuperResMoELib.simulation: simulated low-resolution acquisitions."""
 
 from __future__ import annotations
 
@@ -7,19 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from SuperResMoELib.simulation.degrade import (
-    acquire_slices,
-    bias_field,
-    bias_field_map,
-    degrade_and_restore,
-    kspace_truncate,
-    profile_kernel,
-    random_clinical_grid,
-    rician_noise,
-    simulate_acquisition,
-    simulate_low_resolution,
-    slice_profile_blur,
-)
+from SuperResMoELib.simulation.acquisition import degrade_and_restore, simulate_acquisition
+from SuperResMoELib.simulation.clinical_grids import random_clinical_grid
+from SuperResMoELib.simulation.kspace import kspace_truncate
+from SuperResMoELib.simulation.lowres import simulate_low_resolution
+from SuperResMoELib.simulation.noise import bias_field, bias_field_map, rician_noise
+from SuperResMoELib.simulation.profiles import acquire_slices, profile_kernel, slice_profile_blur
 from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.geometry import scaled_grid
 from SuperResMoELib.core.volume import Grid, Volume

@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 
 from SuperResMoELib import sample_data as sd
+from SuperResMoELib.sample_data.fields import _warp_field
+from SuperResMoELib.sample_data.mudi_physics import _reference_wm_signal
+from SuperResMoELib.sample_data.template import _template_arrays
 from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.geometry import scaled_grid
 
@@ -146,7 +149,7 @@ def test_mudi_grid_and_maps(mudi):
     assert all(n % 2 == 0 for n in grid.shape)
     # the HR box contains the template brain mask's bounding box
     bounds = grid.bounds()
-    mask_pts = np.argwhere(sd._template_arrays()["mask"] > 0)[:, ::-1]  # (i, j, k)
+    mask_pts = np.argwhere(_template_arrays()["mask"] > 0)[:, ::-1]  # (i, j, k)
     ras = sd.mni_template().grid.index_to_ras(np.stack([mask_pts.min(0), mask_pts.max(0)]))
     assert np.all(bounds[:, 0] <= ras.min(0)) and np.all(bounds[:, 1] >= ras.max(0))
     assert set(mudi.maps) >= {"PD", "T1", "T2s", "ADC", "FA", "V1"}
@@ -214,7 +217,7 @@ def test_tissue_contrast_follows_the_equation(mudi):
     }
     order = sorted(pure, key=pure.get, reverse=True)
     assert order == ["csf", "gm", "wm"]
-    assert pure["wm"] == pytest.approx(sd._reference_wm_signal())
+    assert pure["wm"] == pytest.approx(_reference_wm_signal())
     # voxels dominated by one tissue, recognised by their maps
     t1, adc = mudi.maps["T1"], mudi.maps["ADC"]
     select = {
@@ -265,11 +268,11 @@ def test_different_subjects_and_seeds_differ(mudi, mudi1):
     assert not np.array_equal(mudi.maps["PD"], mudi1.maps["PD"])
     corr = np.corrcoef(mudi.maps["PD"].ravel(), mudi1.maps["PD"].ravel())[0, 1]
     assert 0.8 < corr < 1.0
-    shape = sd._template_arrays()["t1"].shape
-    u = sd._warp_field(0, 1, "t1_warp", shape)
-    np.testing.assert_array_equal(u, sd._warp_field(0, 1, "t1_warp", shape))
+    shape = _template_arrays()["t1"].shape
+    u = _warp_field(0, 1, "t1_warp", shape)
+    np.testing.assert_array_equal(u, _warp_field(0, 1, "t1_warp", shape))
     for other in [(1, 1, "t1_warp"), (0, 2, "t1_warp"), (0, 1, "mudi_warp")]:
-        assert not np.allclose(u, sd._warp_field(*other[:2], other[2], shape))
+        assert not np.allclose(u, _warp_field(*other[:2], other[2], shape))
     # displacements of a few mm, diffeomorphic (positive Jacobian)
     mag = np.sqrt((u**2).sum(axis=0))
     assert 1.0 < mag.max() < 2 * sd.WARP_MAX_MM
@@ -298,7 +301,7 @@ def test_hr_noise_does_not_depend_on_the_other_rows(mudi):
     assert resid.size > 1000
     assert np.std(resid) == pytest.approx(mudi.noise_sigma, rel=0.1)
     assert abs(np.mean(resid)) < 0.1 * mudi.noise_sigma
-    assert mudi.noise_sigma == pytest.approx(sd.MUDI_NOISE_FRACTION * sd._reference_wm_signal())
+    assert mudi.noise_sigma == pytest.approx(sd.MUDI_NOISE_FRACTION * _reference_wm_signal())
 
 
 @pytest.mark.parametrize("task, factors", [("aniso", (1, 1, 2)), ("iso", (2, 2, 2))])

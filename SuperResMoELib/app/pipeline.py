@@ -140,7 +140,7 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
     files: list[str] = []
     reference: Volume | None = None
     if job.simulate:
-        from SuperResMoELib.simulation.degrade import simulate_low_resolution
+        from SuperResMoELib.simulation.lowres import simulate_low_resolution
 
         # the factors the method will apply, read off the grid it would make from the HR
         factors = np.round(volume.grid.spacing / method.output_grid(volume, job.options).spacing, 6)

@@ -37,12 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from SuperResMoELib.simulation.degrade import (
-    BASE_DIRECTIONS,
-    random_clinical_grid,
-    rician_noise,
-    simulate_acquisition,
-)
+from SuperResMoELib.simulation.acquisition import simulate_acquisition
+from SuperResMoELib.simulation.clinical_grids import BASE_DIRECTIONS, random_clinical_grid
+from SuperResMoELib.simulation.noise import rician_noise
 from SuperResMoELib.core.geometry import resample
 from SuperResMoELib.core.intensity import robust_max
 from SuperResMoELib.core.volume import Grid, Volume
@@ -134,7 +131,7 @@ def draw_acquisition(grid: Grid, bin_mm3: int, cfg: DegradationConfig, rng: np.r
     """A clinical-looking LR grid covering ``grid`` for the expert ``bin_mm3``.
 
     Returns:
-        ``(lr_grid, info)`` as :func:`SuperResMoELib.degrade.random_clinical_grid`,
+        ``(lr_grid, info)`` as :func:`SuperResMoELib.simulation.clinical_grids.random_clinical_grid`,
         plus ``"bin"``, ``"noise_fraction"`` (what :func:`degrade` will add)
         and ``"native"`` (a :func:`native_slice_grid` acquisition).
     """
