@@ -4,7 +4,7 @@ A thin shell over :mod:`SuperResMoELib` (DESIGN section 8):
 
 * ``SuperResMoE`` - module metadata; registers the sample data.
 * ``SuperResMoEWidget`` - loads ``Resources/UI/SuperResMoE.ui``, binds it to the
-  typed parameter node (:class:`SuperResMoELib.parameters.PanelParameters`),
+  typed parameter node (:class:`SuperResMoELib.slicer.parameters.PanelParameters`),
   runs Enhance in the background (Enhance turns into Cancel) and shows results.
 * ``SuperResMoELogic`` - MRML <-> library: dependencies, a blocking
   ``process`` for scripts and tests, the comparison layout.
@@ -12,7 +12,7 @@ A thin shell over :mod:`SuperResMoELib` (DESIGN section 8):
 
 The work itself (temporary files, the background ``superresmoe`` process, its
 JSON progress, loading results as new nodes) is
-:class:`SuperResMoELib.slicer_logic.EnhanceRun`, tested outside Slicer.
+:class:`SuperResMoELib.slicer.logic.EnhanceRun`, tested outside Slicer.
 """
 
 from __future__ import annotations
@@ -416,7 +416,7 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------ process
     def process(self, inputVolume, method="cubic", referenceVolume=None, waitForCompletion=True, **options):
         """Enhance ``inputVolume`` with ``method`` (options as
-        :class:`SuperResMoELib.slicer_logic.EnhanceRequest` fields).  With
+        :class:`SuperResMoELib.slicer.logic.EnhanceRequest` fields).  With
         ``waitForCompletion`` it blocks and returns the outcome (new nodes,
         metrics, info); otherwise it returns the started run to poll."""
         from SuperResMoELib.slicer.logic import EnhanceRun, request_from_dict

@@ -1,4 +1,4 @@
-"""Tests of SuperResMoELib.metrics against values worked out by hand."""
+"""Tests of SuperResMoELib.evaluation.metrics against values worked out by hand."""
 
 from __future__ import annotations
 

@@ -54,21 +54,41 @@ def test_every_widget_the_code_uses_is_declared_and_in_the_ui() -> None:
         assert classes.get(name) == cls, f"{name}: .ui has {classes.get(name)}, the code expects {cls}"
 
 
+#: Run in a fresh interpreter: Qt must not share a process with the VTK/MRML
+#: libraries other tests load (that combination can crash inside QUiLoader).
+PANEL_PROBE = """
+import json, sys
+from PySide6 import QtWidgets
+from devtools.panel_preview import load_panel, render_panel
+app, panel = load_panel(sys.argv[1])
+found = {}
+for name in json.loads(sys.argv[2]):
+    w = panel.findChild(QtWidgets.QWidget, name)
+    found[name] = None if w is None else w.metaObject().className()
+print(json.dumps({"found": found, "png": str(render_panel(sys.argv[3]))}))
+"""
+
+
 def test_ui_loads_with_pyside6_and_holds_the_widgets(tmp_path) -> None:
     pytest.importorskip("PySide6", reason="PySide6 is part of the test extra")
-    from PySide6 import QtWidgets
+    import json
+    import os
+    import subprocess
+    import sys
 
-    from devtools.panel_preview import load_panel, render_panel
-
-    app, panel = load_panel(UI)
-    for name, cls in declared_widgets().items():
-        w = panel.findChild(QtWidgets.QWidget, name)
-        assert w is not None, name
-        assert w.metaObject().className() == cls, name  # stand-ins carry the Slicer class names
-    png = render_panel(tmp_path / "panel.png")
+    declared = declared_widgets()
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", PANEL_PROBE, str(UI), json.dumps(list(declared)),
+                           str(tmp_path / "panel.png")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, cls in declared.items():
+        assert result["found"][name] is not None, name
+        assert result["found"][name] == cls, name  # stand-ins carry the Slicer class names
     from PIL import Image
 
-    img = Image.open(png)
+    img = Image.open(result["png"])
     assert img.size[0] >= 400 and img.size[1] > 300
 
 

@@ -4,7 +4,7 @@
 Compares, on the same input, the same small 3D SR conv net and the same thread
 count:
 
-* ``engine``: :func:`SuperResMoELib.inference.run_patches` with Gaussian
+* ``engine``: :func:`SuperResMoELib.engine.sliding.run_patches` with Gaussian
   blending, for each patch size and overlap asked for (batched);
 * ``loop``: the reference-style plain tiling loop (pad the volume to a multiple
   of the patch size, one non-overlapping tile at a time, batch 1, write into a

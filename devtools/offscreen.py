@@ -3,7 +3,7 @@ through EGL, no display): used by the tests and to make the README's
 screenshots.  Needs the ``trame-slicer`` and ``slicer-layer-dm`` packages.
 
 :class:`OffscreenViews` creates one slice view per tag of
-:data:`~SuperResMoELib.views.VIEW_TAGS` in a ``trame_slicer.core.SlicerApp``
+:data:`~SuperResMoELib.slicer.views.VIEW_TAGS` in a ``trame_slicer.core.SlicerApp``
 scene, renders each to an RGB array, and composes them as the layout does
 (three views on top, two below) with a title bar per view.
 """

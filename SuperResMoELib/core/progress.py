@@ -4,7 +4,7 @@ A progress callback receives ``(stage, fraction, message)``: a short stage name
 (``"load"``, ``"enhance"``, ``"write"``, ...), the fraction done in ``[0, 1]``
 for that stage, and a human-readable message.  A :class:`CancelToken` is
 polled between units of work; :meth:`CancelToken.check` raises
-:class:`~SuperResMoELib.errors.CancelledError` once cancellation was asked for.
+:class:`~SuperResMoELib.core.errors.CancelledError` once cancellation was asked for.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Shapes (KJI order throughout):
 
 Input patch ``[s, s+p)`` along an axis maps to output ``[s*z, (s+p)*z)``, which
 is exactly the region those LR voxels cover on the grid made by
-:func:`SuperResMoELib.geometry.scaled_grid` (edges aligned), so the engine is
+:func:`SuperResMoELib.core.geometry.scaled_grid` (edges aligned), so the engine is
 geometry-neutral: the caller attaches the scaled grid to the result.
 
 A predictor may also return ``(output, aux)`` where ``aux`` maps names to

@@ -4,7 +4,7 @@ Every metric takes two arrays of the same shape (any numeric dtype: bool, int,
 uint, float16/32/64), computes in float64 and returns a Python ``float``.
 Inputs are never modified.  Problems with the input (different shapes, an empty
 array, NaN or Inf voxels, a constant image where a metric is undefined) raise
-:class:`~SuperResMoELib.errors.InputError`.
+:class:`~SuperResMoELib.core.errors.InputError`.
 
 Sums of squares are computed on arrays scaled by a power of two (an exact
 operation), so huge intensities (say ``1e30`` stored as float32) give the right
@@ -18,7 +18,7 @@ Conventions:
   voxels.
 * :func:`ssim3d` is scikit-image's SSIM on the whole 3D array with a Gaussian
   window of ``sigma = 2.5`` (:data:`SSIM_SIGMA`).
-* :func:`compare` and :func:`per_frame` take :class:`~SuperResMoELib.volume.Volume`
+* :func:`compare` and :func:`per_frame` take :class:`~SuperResMoELib.core.volume.Volume`
   objects and check first that both lie on the same grid.
 """
 

@@ -1,7 +1,7 @@
 """The interface every super-resolution method implements.
 
 ``Method.enhance(volume, options, device, progress, cancel) -> Result``: the
-input is a :class:`~SuperResMoELib.volume.Volume` (3D, or 4D with an
+input is a :class:`~SuperResMoELib.core.volume.Volume` (3D, or 4D with an
 acquisition table) in the user's intensity units; the result holds the SR
 volume in the same units on a finer grid that covers the same physical extent,
 plus method-specific maps (expert/routing map, gating weights) on the SR grid

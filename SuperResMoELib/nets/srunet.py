@@ -47,7 +47,7 @@ RESIDUALS: tuple[str, ...] = ("none", "linear")
 def residual_upsample(x: torch.Tensor, cfg: "SRUNetConfig") -> torch.Tensor | None:
     """The global residual added to the output: ``None`` or the trilinear
     upsampling of ``x`` by the task's zoom (``align_corners=False``: voxel
-    edges aligned, as :func:`SuperResMoELib.geometry.scaled_grid`)."""
+    edges aligned, as :func:`SuperResMoELib.core.geometry.scaled_grid`)."""
     if cfg.residual == "none":
         return None
     return F.interpolate(x, scale_factor=cfg.zoom, mode="trilinear", align_corners=False)

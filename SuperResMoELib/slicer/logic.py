@@ -4,7 +4,7 @@ new MRML nodes out.
 :class:`EnhanceRun` does one **Enhance**:
 
 1. writes the input (and the reference, if any) to a fresh temporary folder
-   (:func:`~SuperResMoELib.mrml.write_node`; the input node is not touched);
+   (:func:`~SuperResMoELib.slicer.mrml.write_node`; the input node is not touched);
 2. starts ``superresmoe enhance ... --progress json`` in a background process
    (:mod:`.jobs`) and turns its JSON lines into ``(stage, fraction, message)``;
 3. on success loads what the CLI wrote as **new** nodes - the SR volume, the

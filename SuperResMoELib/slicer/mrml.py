@@ -1,4 +1,4 @@
-"""MRML adapter: Slicer volume nodes <-> :class:`~SuperResMoELib.volume.Volume`,
+"""MRML adapter: Slicer volume nodes <-> :class:`~SuperResMoELib.core.volume.Volume`,
 files, colour tables and table nodes.
 
 Everything here works with the MRML classes of a running Slicer or of the
