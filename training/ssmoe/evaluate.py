@@ -21,9 +21,10 @@ import numpy as np
 
 from SuperResMoELib.io.atomic import write_text_atomic
 from SuperResMoELib.io.tables import markdown_table, write_csv
-from SuperResMoELib.evaluation.metrics import distribution_stats, mse_ssmoe, wilcoxon_paired
+from SuperResMoELib.evaluation.metrics import distribution_stats, mse_ssmoe
 from SuperResMoELib.methods import EnhanceOptions, create_method
 
+from ..statistics import wilcoxon_paired
 from .sources import open_source
 
 log = logging.getLogger("superresmoe.training")
