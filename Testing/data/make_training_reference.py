@@ -7,13 +7,15 @@ shapes, bytes; :func:`digest`), which keeps the file small (the SS-MoE gater
 alone is ~180 KB) while still pinning every bit.
 
 Made with the training code of commit 4820810 (before the config dataclasses
-and devices), by::
+and training devices; this script as of commit 7fa2468, which passed the
+config dicts below to the trainers directly), by::
 
     SUPERRESMOE_CACHE=$(mktemp -d) PYTHONPATH=. python Testing/data/make_training_reference.py
 
-The test re-runs the same phases with today's code and asserts bit-identical
-weights, so the file must only be regenerated when a change of the numbers is
-intended.
+The test re-runs the same phases with today's code (the dicts loaded through
+:func:`training.config.from_dict`, on the CPU, no AMP) and asserts
+bit-identical weights, so the file must only be regenerated when a change of
+the numbers is intended.
 """
 
 from __future__ import annotations
@@ -71,22 +73,26 @@ def reference(nets: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     return out
 
 
-def main(workdir: Path) -> dict[str, torch.Tensor]:
+def main(workdir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Train the tiny runs in ``workdir`` on the CPU (one thread); the weights of each network."""
+    from training.config import from_dict
+    from training.remix.config import REMIxConfig
     from training.remix.train import REMIxTrainer
+    from training.ssmoe.config import SSMoEConfig
     from training.ssmoe.train import SSMoETrainer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         nets: dict[str, dict[str, torch.Tensor]] = {}
-        ss = SSMoETrainer("aniso", SSMOE, workdir / "ssmoe")
+        ss = SSMoETrainer("aniso", from_dict(SSMoEConfig, SSMOE), workdir / "ssmoe", device="cpu", amp="none")
         base = ss.baseline()
         nets["ssmoe.srunet"] = weights(base)
         lab = ss.labels(base, 2, "quantile")
         moe, _ = ss.experts(ss.gater(base, 2, "quantile", lab["labels"]), 2, "quantile")
         nets["ssmoe.ssmoe"] = weights(moe)
         nets["ssmoe.hardmoe"] = weights(ss.hardmoe(2))
-        rx = REMIxTrainer(REMIX, workdir / "remix")
+        rx = REMIxTrainer(from_dict(REMIxConfig, REMIX), workdir / "remix", device="cpu", amp="none")
         rx.expert(2)
         rx.single()
         nets.update({f"remix.{name}": weights(net) for name, net in rx.nets.items()})
