@@ -141,8 +141,10 @@ class _Loader:
                 raise self.fail(f"missing key {_key(path, name)!r}")
         try:
             return cls(**kwargs)
-        except ConfigError as exc:  # a Node check: "<field> must be ..."
-            raise self.fail(_key(path, str(exc))) from None
+        except ConfigError as exc:  # a Node check: "<field> must be ...", or about the whole node
+            message = str(exc)
+            about_field = message.split(" ", 1)[0].rstrip(":") in fields
+            raise self.fail(_key(path, message) if about_field or not path else f"{path}: {message}") from None
         except (ValueError, TypeError) as exc:  # the dataclass's own __post_init__
             raise self.fail(f"{path or 'the config'}: {exc}") from None
 

@@ -37,7 +37,7 @@ class LossWeights(Node):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not any(getattr(self, f.name) > 0 for f in fields(self)):
-            raise ConfigError("loss needs at least one term with a positive weight")
+            raise ConfigError("at least one loss term needs a positive weight")
 
 
 @dataclass(frozen=True)
