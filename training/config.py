@@ -263,3 +263,21 @@ class PhaseSpec(Node):
     epochs: int = setting(dataclasses.MISSING, POSITIVE)
     steps_per_epoch: int = setting(dataclasses.MISSING, POSITIVE)
     lr: float = setting(dataclasses.MISSING, NON_NEGATIVE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(Node):
+    """The fields every method's training config has (keyword-only, so a
+    method's config adds its own fields in any order).
+
+    Attributes:
+        batch_size: training pairs per step.
+        seed: seed of the weights, the libraries, the split and the batches.
+        data_seed: seed of the sample-data generator.
+        description: free text, copied into the checkpoints' manifests.
+    """
+
+    batch_size: int = setting(dataclasses.MISSING, POSITIVE)
+    seed: int = setting(0, NON_NEGATIVE)
+    data_seed: int = setting(0, NON_NEGATIVE)
+    description: str = ""

@@ -17,7 +17,7 @@ from SuperResMoELib.core.errors import ConfigError
 from SuperResMoELib.nets.unet3d import UNet3DConfig
 
 from .. import config as _config
-from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, POSITIVE, Node, PhaseSpec, each, one_of, setting
+from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, POSITIVE, Node, PhaseSpec, RunConfig, each, one_of, setting
 from .degradation import DegradationConfig
 
 #: Where experts 2..7 start: expert 1's weights, or the previous expert's (a chain).
@@ -74,32 +74,25 @@ class RemixExperts(PhaseSpec):
 
 
 @dataclass(frozen=True)
-class REMIxConfig(Node):
-    """Everything a REMIx training run reads (see ``configs/remix_compact.json``).
+class REMIxConfig(RunConfig):
+    """Everything a REMIx training run reads (see ``configs/remix_compact.json``);
+    ``batch_size``, ``seed``, ``data_seed`` and ``description`` as :class:`~training.config.RunConfig`.
 
     Attributes:
         unet: the U-Net of every network.
-        batch_size: pairs per step.
         loss: the composite loss weights.
         library: the pair libraries.
         degradation: the drawn acquisitions.
         expert1, experts, single: the phases (expert 1; each of experts 2..7; the 1-network baseline).
-        seed: seed of the weights, the libraries, the splits and the batches.
-        data_seed: seed of the sample-data generator.
-        description: free text, copied into the checkpoints' manifests.
     """
 
     unet: UNet3DConfig = setting()
-    batch_size: int = setting(MISSING, POSITIVE)
     loss: LossWeights = setting()
     library: RemixLibrary = setting()
     expert1: PhaseSpec = setting()
     experts: RemixExperts = setting()
     single: PhaseSpec = setting()
     degradation: DegradationConfig = DegradationConfig()
-    seed: int = setting(0, NON_NEGATIVE)
-    data_seed: int = setting(0, NON_NEGATIVE)
-    description: str = ""
 
 
 def load_config(name_or_path: str | Path) -> REMIxConfig:

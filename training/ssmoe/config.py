@@ -16,7 +16,7 @@ from SuperResMoELib.core.errors import ConfigError
 from SuperResMoELib.nets.srunet import RESIDUALS, SRUNetConfig
 
 from .. import config as _config
-from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, POSITIVE, Node, PhaseSpec, each, one_of, setting
+from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, POSITIVE, Node, PhaseSpec, RunConfig, each, one_of, setting
 from .pseudo_labels import LABELERS
 
 #: How the experts' batch norms behave while they are fine-tuned.
@@ -51,27 +51,23 @@ class SSMoEExperts(PhaseSpec):
 
 
 @dataclass(frozen=True)
-class SSMoEConfig(Node):
-    """Everything an SS-MoE training run reads (see ``configs/ssmoe_compact.json``).
+class SSMoEConfig(RunConfig):
+    """Everything an SS-MoE training run reads (see ``configs/ssmoe_compact.json``);
+    ``batch_size``, ``seed``, ``data_seed`` and ``description`` as :class:`~training.config.RunConfig`.
 
     Attributes:
         width: SR U-Net base width.
         n_experts: K of the exported ``ssmoe_<task>`` checkpoint.
         labeler: pseudo labeler of the exported checkpoint (:data:`LABELERS`).
-        batch_size: patch pairs per step.
         intensity_factor: network units = user units x this.
         library: the patch library.
         baseline, gater, experts, hardmoe: the phases.
         residual: SR U-Net output mode (:data:`SuperResMoELib.nets.srunet.RESIDUALS`).
-        seed: seed of the weights, the library draws, the split and the batches.
-        data_seed: seed of the sample-data generator.
-        description: free text, copied into the checkpoints' manifests.
     """
 
     width: int = setting(MISSING, POSITIVE)
     n_experts: int = setting(MISSING, POSITIVE)
     labeler: str = setting(MISSING, one_of(tuple(LABELERS)))
-    batch_size: int = setting(MISSING, POSITIVE)
     intensity_factor: float = setting(MISSING, POSITIVE)
     library: SSMoELibrary = setting()
     baseline: PhaseSpec = setting()
@@ -79,9 +75,6 @@ class SSMoEConfig(Node):
     experts: SSMoEExperts = setting()
     hardmoe: PhaseSpec = setting()
     residual: str = setting("none", one_of(RESIDUALS))
-    seed: int = setting(0, NON_NEGATIVE)
-    data_seed: int = setting(0, NON_NEGATIVE)
-    description: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
