@@ -390,38 +390,3 @@ def test_distribution_stats_errors_and_single_value():
         metrics.distribution_stats([])
     with pytest.raises(InputError, match="NaN"):
         metrics.distribution_stats([1.0, float("nan")])
-
-
-def test_wilcoxon_known_p_value():
-    # all five differences a - b are negative with distinct magnitudes 1..5:
-    # W = 0 and the exact two-sided p = 2 / 2^5 = 0.0625
-    a = [1.0, 2.0, 3.0, 4.0, 5.0]
-    b = [2.0, 4.0, 6.0, 8.0, 10.0]
-    res = metrics.wilcoxon_paired(a, b)
-    assert res["statistic"] == 0.0
-    assert res["p_value"] == pytest.approx(0.0625)
-    assert res["n"] == 5.0
-    assert res["median_difference"] == -3.0
-    swapped = metrics.wilcoxon_paired(b, a)
-    assert swapped["p_value"] == pytest.approx(res["p_value"])
-    assert swapped["median_difference"] == 3.0
-
-
-def test_wilcoxon_matches_scipy():
-    rng = np.random.default_rng(3)
-    a = rng.normal(0, 1, 30)
-    b = a + rng.normal(0.3, 1, 30)
-    direct = stats.wilcoxon(a, b, alternative="two-sided")
-    res = metrics.wilcoxon_paired(a, b)
-    assert res["statistic"] == pytest.approx(direct.statistic)
-    assert res["p_value"] == pytest.approx(direct.pvalue)
-    assert metrics.wilcoxon_paired(b, a)["p_value"] == pytest.approx(direct.pvalue)
-
-
-def test_wilcoxon_degenerate_and_errors():
-    same = metrics.wilcoxon_paired([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
-    assert same["p_value"] == 1.0 and same["statistic"] == 0.0 and same["median_difference"] == 0.0
-    with pytest.raises(InputError, match="same length"):
-        metrics.wilcoxon_paired([1.0, 2.0], [1.0])
-    with pytest.raises(InputError, match="empty"):
-        metrics.wilcoxon_paired([], [])

@@ -13,6 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from SuperResMoELib.core.errors import ConfigError, ExitCode
+from training.config import from_dict, to_dict
+from training.remix.config import REMIxConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 DEGRADATION = {
     "bins": [1, 2, 3, 4, 5, 6, 7], "bin_halfwidth": 0.5, "min_voxel_volume": 0.8,
@@ -37,6 +41,11 @@ def tiny_with_experts(**changes) -> dict:
     cfg = json.loads(json.dumps(TINY))
     cfg["experts"].update(changes)
     return cfg
+
+
+def tiny_config(**changes) -> REMIxConfig:
+    """:func:`tiny_with_experts` loaded as the trainers take it."""
+    return from_dict(REMIxConfig, tiny_with_experts(**changes), "tiny")
 
 
 def run_training(root: Path, env: dict) -> subprocess.CompletedProcess:
@@ -73,6 +82,13 @@ def test_training_command_writes_logs_libraries_and_checkpoints(trained) -> None
     single = load_checkpoint(root / "run" / "checkpoints" / "remix_t1_single.safetensors")
     assert single.manifest.architecture["kind"] == "single"
     assert single.manifest.training_data["degradation"]["bins"] == DEGRADATION["bins"]
+    # the resolved config (defaults filled in) is in both manifests and loads back
+    resolved = tiny_config()
+    for manifest in (ck.manifest, single.manifest):
+        assert manifest.extra["training_config"] == to_dict(resolved)
+        assert from_dict(REMIxConfig, manifest.extra["training_config"]) == resolved
+    assert ck.manifest.extra["training_config"]["experts"]["init"] == "expert1"
+    assert ck.manifest.extra["training_config"]["degradation"]["orientations"] == DEGRADATION["orientations"]
     # each network's last validation scores go into its manifest, the same as the phase log
     last = (root / "run" / "expert4" / "log.csv").read_text().splitlines()
     row = dict(zip(last[0].split(","), last[-1].split(",")))
@@ -87,7 +103,7 @@ def test_bin_libraries_hold_their_voxel_volumes(trained, monkeypatch) -> None:
     from training.remix.data import bin_library
     from training.remix.train import library_config
 
-    cfg = library_config(TINY)
+    cfg = library_config(tiny_config())
     for b in (1, 4, 7):
         lib = bin_library(cfg, b)  # from the cache
         assert lib["lr"].shape == (3, 1, 16, 16, 16) and lib["lr"].dtype == np.float16
@@ -127,9 +143,9 @@ def test_experts_init_picks_the_parent(trained, monkeypatch, tmp_path, init, par
     def same(a, b) -> bool:
         return all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
 
-    REMIxTrainer(tiny_with_experts(), tmp_path / "run").expert(2)
+    REMIxTrainer(tiny_config(), tmp_path / "run").expert(2)
     # experts 1 and 2 resume from their finished phases
-    trainer = REMIxTrainer(tiny_with_experts(lr=0.0, init=init), tmp_path / "run")
+    trainer = REMIxTrainer(tiny_config(lr=0.0, init=init), tmp_path / "run")
     e3 = trainer.expert(3)
     assert sorted(trainer.nets) == sorted({"expert1", parent, "expert3"})
     assert same(e3, trainer.nets[parent])
@@ -138,12 +154,10 @@ def test_experts_init_picks_the_parent(trained, monkeypatch, tmp_path, init, par
 
 
 def test_experts_init_must_be_known(tmp_path) -> None:
-    """A bad ``experts.init`` stops the run before any library or phase work."""
-    from training.remix.train import REMIxTrainer
-
-    cfg = tiny_with_experts(init="single")
-    with pytest.raises(ValueError, match="experts.init must be 'expert1' or 'previous', not 'single'"):
-        REMIxTrainer(cfg, tmp_path / "run")
+    """A bad ``experts.init`` stops the run before any library or phase work:
+    the config does not load, so no trainer can be made from it."""
+    with pytest.raises(ConfigError, match="experts.init must be 'expert1' or 'previous', not 'single'"):
+        tiny_config(init="single")
     assert not (tmp_path / "run").exists()
 
 
@@ -152,9 +166,10 @@ def test_bad_config_is_one_line_error(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "training", "remix", "--config", str(tmp_path / "bad.json"),
                            "--workdir", str(tmp_path / "run"), "--progress", "none"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
+    assert proc.returncode == ExitCode.CONFIG
     assert proc.stderr.strip().splitlines() == [
-        "python -m training remix: error: experts.init must be 'expert1' or 'previous', not 'single'"]
+        f"python -m training remix: error: {tmp_path / 'bad.json'}: "
+        "experts.init must be 'expert1' or 'previous', not 'single'"]
     assert not (tmp_path / "run").exists()
 
 

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from training.config import from_dict, to_dict
+from training.ssmoe.config import SSMoEConfig
+
 TINY = {
     "width": 4, "n_experts": 2, "labeler": "quantile", "batch_size": 8, "seed": 0, "intensity_factor": 0.001,
     "library": {"subjects": [0], "volumes_per_subject": 6, "patches_per_volume": 8, "validation_fraction": 0.25},
@@ -17,6 +20,7 @@ TINY = {
     "experts": {"epochs": 1, "steps_per_epoch": 2, "lr": 0.0001},
     "hardmoe": {"epochs": 1, "steps_per_epoch": 2, "lr": 0.001},
 }
+TINY_CFG = from_dict(SSMoEConfig, TINY, "TINY")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,7 @@ def trained(tmp_path_factory):
     mp.setenv("SUPERRESMOE_CACHE", str(root / "cache"))
     from training.ssmoe.train import SSMoETrainer
 
-    trainer = SSMoETrainer("aniso", TINY, root / "run")
+    trainer = SSMoETrainer("aniso", TINY_CFG, root / "run")
     base = trainer.baseline()
     lab = trainer.labels(base, 2, "quantile")
     moe = trainer.gater(base, 2, "quantile", lab["labels"])
@@ -67,7 +71,7 @@ def test_frozen_encoder_unchanged_by_experts(trained) -> None:
 def test_rerun_reuses_finished_phases(trained) -> None:
     from training.ssmoe.train import SSMoETrainer
 
-    trainer = SSMoETrainer("aniso", TINY, trained["root"] / "run")
+    trainer = SSMoETrainer("aniso", TINY_CFG, trained["root"] / "run")
     again = trainer.baseline()
     for a, b in zip(trained["base"].state_dict().values(), again.state_dict().values()):
         torch.testing.assert_close(a, b)
@@ -77,8 +81,15 @@ def test_export_and_enhance_with_the_trained_checkpoint(trained, tmp_path: Path)
     from SuperResMoELib.checkpoints.store import load_checkpoint
     from training.ssmoe.train import export
 
-    path = export(trained["moe"], "ssmoe", "aniso", TINY, 2, tmp_path / "ssmoe_aniso", {"training_data": "tiny"})
+    path = export(trained["moe"], "ssmoe", "aniso", TINY_CFG, 2, tmp_path / "ssmoe_aniso", {"training_data": "tiny"})
     ck = load_checkpoint(path, method="ssmoe", task="aniso")
     assert ck.manifest.architecture["kind"] == "ssmoe" and ck.manifest.dtype == "float16"
     assert ck.manifest.intensity["factor"] == pytest.approx(0.001)
     assert json.loads(path.with_suffix(".json").read_text())["scale_factors"] == [1.0, 1.0, 2.0]
+    # the resolved config (defaults filled in) travels with the checkpoint and loads back
+    resolved = ck.manifest.extra["training_config"]
+    assert resolved == to_dict(TINY_CFG) and resolved["residual"] == "none"
+    assert resolved["experts"]["batchnorm"] == "frozen" and resolved["library"]["subjects"] == [0]
+    assert from_dict(SSMoEConfig, resolved) == TINY_CFG
+    on_disk = json.loads(path.with_suffix(".json").read_text())
+    assert on_disk["extra"]["training_config"]["width"] == TINY["width"]

@@ -1,28 +1,21 @@
-"""``python -m training``: headless training and evaluation.
+"""python -m training: headless training and evaluation.
 
-Commands:
-
-* ``sample-data``: build (and cache) the embedded sample subjects, report
-  the generation time of each.
-
-* ``ssmoe``: train SS-MoE for one task (baseline SR U-Net, pseudo labels,
-  gater, experts, and the Hard-MoE baseline), export the checkpoints.
-
-* ``remix``: train the seven REMIx resolution experts and the 1-network
-  baseline, export the checkpoints.
-
-* ``remix-figure``: a figure of drawn REMIx training degradations per bin.
-
-* ``evaluate ssmoe|remix``: the paper-protocol evaluation of a method's
-  checkpoints (Markdown, CSV and figures).
+Commands: sample-data, ssmoe, remix, remix-figure, evaluate (see below; each
+has its own --help).  Configs and data paths are checked before any work;
+errors are one line on stderr and the exit status tells what went wrong.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from typing import Sequence
+
+from SuperResMoELib.core.errors import ConfigError, ExitCode, InputError, SuperResMoEError
+
+from .precision import AMP_MODES
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
@@ -48,20 +41,23 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
 
     from SuperResMoELib.app.progress_report import make_reporter
 
-    from .ssmoe.train import SSMoETrainer, export, load_config
+    from .ssmoe.config import load_config
+    from .ssmoe.sources import open_source
+    from .ssmoe.train import SSMoETrainer, export
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     cfg = load_config(args.config)
     if args.width:
-        cfg["width"] = args.width
+        cfg = dataclasses.replace(cfg, width=args.width)
+    open_source(args.data, cfg.data_seed)  # a bad --data fails before any work
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     workdir = Path(args.workdir or f"runs/ssmoe_{args.task}_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
     reporter = make_reporter(args.progress)
     t0 = time.perf_counter()
-    trainer = SSMoETrainer(args.task, cfg, workdir, reporter, data=args.data)
+    trainer = SSMoETrainer(args.task, cfg, workdir, reporter, data=args.data, device=args.device, amp=args.amp)
     timings: dict[str, float] = {}
     data = {"data": trainer.source.description, "task": args.task,
-            "config": cfg.get("description", args.config)}
+            "config": cfg.description or args.config}
 
     def tick(name: str, since: float) -> float:
         now = time.perf_counter()
@@ -79,14 +75,14 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
             t = tick(f"gater_k{k}_{labeler}", t)
             moe, _ = trainer.experts(moe, k, labeler)
             t = tick(f"experts_k{k}_{labeler}", t)
-            name = f"ssmoe_{args.task}" if (k == cfg["n_experts"] and labeler == cfg["labeler"]) \
+            name = f"ssmoe_{args.task}" if (k == cfg.n_experts and labeler == cfg.labeler) \
                 else f"ssmoe_{args.task}_k{k}_{labeler}"
             export(moe, "ssmoe", args.task, cfg, k, export_dir / name,
                    {"training_data": data, "extra": {"labeler": labeler, "thresholds": lab["thresholds"].tolist()}})
     if not args.no_hardmoe:
-        hm = trainer.hardmoe(int(cfg["n_experts"]))
+        hm = trainer.hardmoe(cfg.n_experts)
         t = tick("hardmoe", t)
-        export(hm, "hardmoe", args.task, cfg, int(cfg["n_experts"]), export_dir / f"ssmoe_{args.task}_hardmoe",
+        export(hm, "hardmoe", args.task, cfg, cfg.n_experts, export_dir / f"ssmoe_{args.task}_hardmoe",
                {"training_data": data})
     reporter.close()
     print(f"SS-MoE {args.task}: done in {time.perf_counter() - t0:.0f} s; phases: {timings}; checkpoints in {export_dir}")
@@ -100,18 +96,20 @@ def cmd_remix(args: argparse.Namespace) -> int:
     from SuperResMoELib.methods.remix import EXPERTS
     from SuperResMoELib.app.progress_report import make_reporter
 
-    from .remix.train import REMIxTrainer, export, load_config
+    from .config import to_dict
+    from .remix.config import load_config
+    from .remix.train import REMIxTrainer, export
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     cfg = load_config(args.config)
     if args.width:
-        cfg["unet"]["width"] = args.width
+        cfg = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, width=args.width))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     workdir = Path(args.workdir or f"runs/remix_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
     reporter = make_reporter(args.progress)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    trainer = REMIxTrainer(cfg, workdir, reporter)
+    trainer = REMIxTrainer(cfg, workdir, reporter, device=args.device, amp=args.amp)
     timings["library"] = round(time.perf_counter() - t0, 1)
     for v in EXPERTS:
         t = time.perf_counter()
@@ -121,8 +119,8 @@ def cmd_remix(args: argparse.Namespace) -> int:
     if not args.no_single:
         trainer.single()
         timings["single"] = round(time.perf_counter() - t, 1)
-    data = {"data": f"embedded T1 sample subjects {cfg['library']['subjects']}",
-            "config": cfg.get("description", args.config), "degradation": cfg["degradation"]}
+    data = {"data": f"embedded T1 sample subjects {list(cfg.library.subjects)}",
+            "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation)}
     written = export(trainer, export_dir / "remix_t1", None if args.no_single else export_dir / "remix_t1_single",
                      data)
     reporter.close()
@@ -134,12 +132,10 @@ def cmd_remix(args: argparse.Namespace) -> int:
 def cmd_remix_figure(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .remix.degradation import DegradationConfig
+    from .remix.config import load_config
     from .remix.evaluate import degradation_figure
-    from .remix.train import load_config
 
-    cfg = load_config(args.config)
-    deg = DegradationConfig.from_dict(cfg["degradation"])
+    deg = load_config(args.config).degradation
     out = Path(args.out)
     degradation_figure(out, deg, deg.bins, args.per_bin)
     print(f"wrote {out}")
@@ -152,17 +148,16 @@ def cmd_evaluate_remix(args: argparse.Namespace) -> int:
 
     from SuperResMoELib.app.progress_report import make_reporter
 
-    from .remix.degradation import DegradationConfig
+    from .remix.config import load_config
     from .remix.evaluate import evaluate_cases, write_report
-    from .remix.train import load_config
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
-    ck = Path(args.checkpoints)
+    deg = load_config(args.config).degradation
+    ck = _checkpoint_folder(args.checkpoints)
     checkpoints = {kind: str(ck / f"{name}.safetensors") for kind, name in
                    (("single", "remix_t1_single"), ("experts", "remix_t1")) if (ck / f"{name}.json").exists()}
     if not checkpoints:
-        raise SystemExit(f"no remix_t1 / remix_t1_single checkpoint in {ck}")
-    deg = DegradationConfig.from_dict(load_config(args.config)["degradation"])
+        raise InputError(f"no remix_t1 / remix_t1_single checkpoint in {ck}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     bins = [b for b in deg.bins if not args.bins or b in args.bins]
     reporter = make_reporter(args.progress)
     t0 = time.perf_counter()
@@ -173,6 +168,20 @@ def cmd_evaluate_remix(args: argparse.Namespace) -> int:
              "seconds": round(time.perf_counter() - t0, 1)}
     print(write_report(Path(args.out), rows, extra))
     return 0
+
+
+def _checkpoint_folder(path: str):
+    """``path`` as a folder that exists.
+
+    Raises:
+        InputError: it does not.
+    """
+    from pathlib import Path
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InputError(f"checkpoint folder {folder} not found")
+    return folder
 
 
 def _n_weights(path) -> int:
@@ -193,18 +202,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .ssmoe.evaluate import per_volume_mse, write_report
 
+    from .ssmoe.sources import open_source
+
     if args.method == "remix":
         return cmd_evaluate_remix(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     if args.task is None:
-        raise SystemExit("evaluate ssmoe needs --task aniso|iso")
-    ck = Path(args.checkpoints)
+        raise ConfigError("evaluate ssmoe needs --task aniso|iso")
+    ck = _checkpoint_folder(args.checkpoints)
+    n_rows = len(open_source(args.data).table())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     out = Path(args.out)
     reporter = make_reporter(args.progress)
     task = args.task
-    from .ssmoe.sources import open_source
-
-    n_rows = len(open_source(args.data).table())
     rows = np.arange(0, n_rows, args.rows_step)
     main = {"cubic": ("cubic", None)}
     for label, name, file in (("SR U-Net", "srunet", f"ssmoe_{task}_srunet"),
@@ -235,63 +244,117 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("sample-data", help="build and cache the embedded sample subjects")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--t1-subjects", type=int, default=3)
-    p.add_argument("--mudi-subjects", type=int, default=5)
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), not {text}")
+    return value
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
+                   help="progress display: a bar, JSON lines, none, or auto (a bar on a terminal)")
+
+
+def _add_device(p: argparse.ArgumentParser, amp: bool) -> None:
+    p.add_argument("--device", default="auto",
+                   help="auto (the first CUDA GPU, else the CPU), cpu, cuda or cuda:N (default auto)")
+    if amp:
+        p.add_argument("--amp", choices=("auto", *AMP_MODES), default="auto",
+                       help="mixed precision: none, bf16 or fp16 (fp16 with a gradient scaler, CUDA only); "
+                            "default auto = bf16 on a CUDA GPU that supports it, else fp16, none on the CPU")
+
+
+def _add_run(p: argparse.ArgumentParser, default_workdir: str) -> None:
+    p.add_argument("--config", default="compact",
+                   help="compact (CPU), full (GPU) or a JSON file (default compact)")
+    p.add_argument("--workdir", help=f"run folder, resumable (default {default_workdir})")
+    p.add_argument("--export", help="checkpoint folder (default <workdir>/checkpoints)")
+    _add_device(p, amp=True)
+    _add_progress(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m training`` parser (every option has a help text)."""
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"exit status: {ExitCode.describe()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do (python -m training COMMAND --help for its options)")
+    p = sub.add_parser("sample-data", help="build and cache the embedded sample subjects",
+                       description="Build (and cache) the embedded sample subjects; report the time of each.")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample-data generator (default 0)")
+    p.add_argument("--t1-subjects", type=int, default=3, help="T1 subjects to build (default 3)")
+    p.add_argument("--mudi-subjects", type=int, default=5, help="MUDI-like subjects to build (default 5)")
     p.set_defaults(func=cmd_sample_data)
-    p = sub.add_parser("ssmoe", help="train SS-MoE (all phases) and its baselines for one task")
-    p.add_argument("--task", choices=("aniso", "iso"), required=True)
+    p = sub.add_parser("ssmoe", help="train SS-MoE (all phases) and its baselines for one task",
+                       description="Train SS-MoE for one task (baseline SR U-Net, pseudo labels, gater, experts) "
+                                   "and the Hard-MoE baseline; export the checkpoints. Resumable.")
+    p.add_argument("--task", choices=("aniso", "iso"), required=True, help="the SR task: aniso or iso")
     p.add_argument("--data", default="sample",
                    help="'sample' (embedded MUDI-like subjects) or 'mudi:<folder>' (real Super MUDI, see README)")
-    p.add_argument("--config", default="compact", help="compact (CPU), full (GPU) or a JSON file")
-    p.add_argument("--width", type=int, help="override the config's network width")
-    p.add_argument("--k", type=int, nargs="+", default=[4], help="numbers of experts (default 4)")
-    p.add_argument("--labeler", nargs="+", default=["mqs"], choices=("mqs", "quantile", "empirical", "kmeans"))
+    p.add_argument("--width", type=_positive_int, help="override the config's network width")
+    p.add_argument("--k", type=_positive_int, nargs="+", default=[4], help="numbers of experts (default 4)")
+    p.add_argument("--labeler", nargs="+", default=["mqs"], choices=("mqs", "quantile", "empirical", "kmeans"),
+                   help="pseudo labelers to train gaters and experts with (default mqs)")
     p.add_argument("--no-hardmoe", action="store_true", help="skip the Hard-MoE baseline")
-    p.add_argument("--workdir", help="run folder (resumable; default runs/ssmoe_<task>_<config>)")
-    p.add_argument("--export", help="checkpoint folder (default <workdir>/checkpoints)")
-    p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")
+    _add_run(p, "runs/ssmoe_<task>_<config>")
     p.set_defaults(func=cmd_ssmoe)
-    p = sub.add_parser("remix", help="train the seven REMIx experts and the 1-network baseline")
-    p.add_argument("--config", default="compact", help="compact (CPU), full (GPU) or a JSON file")
-    p.add_argument("--width", type=int, help="override the config's U-Net width")
+    p = sub.add_parser("remix", help="train the seven REMIx experts and the 1-network baseline",
+                       description="Train the seven REMIx resolution experts and the 1-network baseline; "
+                                   "export the checkpoints. Resumable.")
+    p.add_argument("--width", type=_positive_int, help="override the config's U-Net width")
     p.add_argument("--no-single", action="store_true", help="skip the 1-network baseline")
-    p.add_argument("--workdir", help="run folder (resumable; default runs/remix_<config>)")
-    p.add_argument("--export", help="checkpoint folder (default <workdir>/checkpoints)")
-    p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")
+    _add_run(p, "runs/remix_<config>")
     p.set_defaults(func=cmd_remix)
-    p = sub.add_parser("remix-figure", help="figure of drawn REMIx degradations per bin")
-    p.add_argument("--config", default="compact")
+    p = sub.add_parser("remix-figure", help="figure of drawn REMIx degradations per bin",
+                       description="A PNG of drawn REMIx training degradations, one row per bin.")
+    p.add_argument("--config", default="compact", help="config whose degradation is drawn (default compact)")
     p.add_argument("--out", required=True, help="PNG path")
-    p.add_argument("--per-bin", type=int, default=3)
+    p.add_argument("--per-bin", type=_positive_int, default=3, help="draws per bin (default 3)")
     p.set_defaults(func=cmd_remix_figure)
-    p = sub.add_parser("evaluate", help="paper-protocol evaluation of a method's checkpoints")
-    p.add_argument("method", choices=("ssmoe", "remix"))
+    p = sub.add_parser("evaluate", help="paper-protocol evaluation of a method's checkpoints",
+                       description="The paper-protocol evaluation of a method's exported checkpoints "
+                                   "(Markdown, CSV and figures).")
+    p.add_argument("method", choices=("ssmoe", "remix"), help="which method's checkpoints: ssmoe or remix")
     p.add_argument("--task", choices=("aniso", "iso"), help="SS-MoE task (required for ssmoe)")
     p.add_argument("--config", default="compact", help="REMIx: config whose degradation draws the cases")
-    p.add_argument("--cases", type=int, default=5, help="REMIx: cases per resolution bin (default 5)")
+    p.add_argument("--cases", type=_positive_int, default=5, help="REMIx: cases per resolution bin (default 5)")
     p.add_argument("--bins", type=int, nargs="+", help="REMIx: only these bins (default all)")
-    p.add_argument("--overlap", type=float, default=0.5, help="REMIx: patch overlap of the networks")
+    p.add_argument("--overlap", type=_fraction, default=0.5, help="REMIx: patch overlap of the networks")
     p.add_argument("--checkpoints", required=True, help="folder with the exported checkpoints")
     p.add_argument("--out", required=True, help="folder for Markdown, CSV and figures")
     p.add_argument("--data", default="sample", help="'sample' or 'mudi:<folder>' (held out: the last subject)")
-    p.add_argument("--rows-step", type=int, default=1, help="evaluate every N-th volume (default 1: all)")
-    p.add_argument("--ablation-rows-step", type=int, default=4, help="volume step of the ablation tables")
+    p.add_argument("--rows-step", type=_positive_int, default=1,
+                   help="evaluate every N-th volume (default 1: all)")
+    p.add_argument("--ablation-rows-step", type=_positive_int, default=4,
+                   help="volume step of the ablation tables (default 4)")
     p.add_argument("--tables", nargs="+", choices=("table1", "ablations"), default=["table1", "ablations"],
                    help="which tables to compute (default both; ablations need their checkpoints)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")
+    _add_device(p, amp=False)
+    _add_progress(p)
     p.set_defaults(func=cmd_evaluate)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a :class:`SuperResMoEError` is one line on stderr and
+    its :class:`ExitCode` (a bad config: 8, bad input data: 3, ...)."""
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:  # bad config, data or paths: one line, no traceback
+    except SuperResMoEError as err:
         print(f"python -m training {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return int(err.exit_code)
 
 
 if __name__ == "__main__":

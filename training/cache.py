@@ -15,8 +15,6 @@ import numpy as np
 
 from SuperResMoELib.io.atomic import atomic_path
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
 log = logging.getLogger("superresmoe.training")
 
 
@@ -50,15 +48,3 @@ def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]], what: 
     log.info("built %s in %.1f s (%s)", what, time.perf_counter() - t0, path)
     return arrays
 
-
-def load_config(method: str, name_or_path: str) -> dict:
-    """A training config: ``configs/<method>_<name>.json`` by name (``compact``,
-    ``full``) or any JSON file by path."""
-    import json
-
-    path = Path(name_or_path)
-    if not path.exists():
-        path = CONFIG_DIR / f"{method}_{name_or_path}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no {method} config {name_or_path!r} (looked for {path})")
-    return json.loads(path.read_text())

@@ -5,6 +5,11 @@ Batches are drawn from a generator seeded by ``(seed, epoch, step)``, so a run
 killed at any point and restarted continues with exactly the batches it would
 have seen; the torch RNG (dropout, augmentation) is saved with the state.
 A finished phase leaves ``done.json``; running it again only reloads weights.
+
+A phase trains on a device (``"cpu"``, ``"cuda:0"``, ...; batches are moved
+there as they are drawn) with a mixed-precision mode (:mod:`.precision`); its
+saved state holds CPU tensors and plain numbers only, so a phase started on
+one device resumes on another.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from SuperResMoELib.engine.devices import resolve_device
 from SuperResMoELib.io.atomic import write_text_atomic
 
+from .precision import Precision
 from .state import load_state, save_state
 
 log = logging.getLogger("superresmoe.training")
@@ -48,6 +55,17 @@ class PhaseConfig:
     save_every_steps: int = 25
 
 
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` (a tensor, or tuples/lists/dicts of them) with every tensor on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
 class Phase:
     """One training phase over ``modules`` with ``optimizer``.
 
@@ -60,19 +78,34 @@ class Phase:
         scheduler: optional learning-rate scheduler stepped once per step.
         set_train: puts the modules in training mode at each epoch start
             (default ``module.train()``; e.g. keep batch norms frozen).
+        device: where the modules (moved there now) and the batches live
+            (anything :func:`~SuperResMoELib.engine.devices.resolve_device` takes).
+        amp: mixed-precision mode (:data:`training.precision.AMP_MODES`, resolved).
     """
 
     def __init__(self, workdir: Path, cfg: PhaseConfig, modules: dict[str, torch.nn.Module],
                  optimizer: torch.optim.Optimizer, seed: int,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-                 set_train: Callable[[], None] | None = None) -> None:
+                 set_train: Callable[[], None] | None = None,
+                 device: torch.device | str = "cpu", amp: str = "none") -> None:
         self.folder = Path(workdir) / cfg.name
         self.cfg = cfg
-        self.modules = modules
+        self.device = resolve_device(device)
+        self.modules = {name: m.to(self.device) for name, m in modules.items()}
         self.optimizer = optimizer
         self.seed = seed
         self.scheduler = scheduler
         self.set_train = set_train or (lambda: [m.train() for m in modules.values()])
+        self.precision = Precision(amp, self.device)
+
+    def autocast(self):
+        """Context of a step's forward pass (:meth:`training.precision.Precision.autocast`)."""
+        return self.precision.autocast()
+
+    def optimise(self, loss: torch.Tensor) -> None:
+        """Zero the gradients, back-propagate ``loss`` and step the optimiser
+        (through the fp16 gradient scaler when there is one)."""
+        self.precision.step(loss, self.optimizer)
 
     @property
     def done(self) -> bool:
@@ -87,7 +120,8 @@ class Phase:
 
     def _save(self, epoch: int, step: int, history: list[dict[str, Any]], sums: dict[str, float]) -> None:
         info = {"epoch": epoch, "step": step, "history": history, "sums": sums,
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": self.precision.state_dict()}
         save_state(self.folder, self.modules, self.optimizer, info)
 
     def _write_log(self, history: list[dict[str, Any]]) -> None:
@@ -110,8 +144,9 @@ class Phase:
         """Train (or resume, or just reload a finished phase).
 
         Args:
-            batch_fn: draws one batch from the given generator.
-            step_fn: one optimisation step on a batch; returns scalar losses.
+            batch_fn: draws one batch (tensors on any device) from the given generator.
+            step_fn: one optimisation step on the batch (moved to :attr:`device`);
+                returns scalar losses.
             end_of_epoch: optional validation, ``epoch -> metrics``, logged.
             progress: ``(stage, fraction, message)`` callback.
 
@@ -126,6 +161,7 @@ class Phase:
             epoch, step, history, sums = info["epoch"], info["step"], info["history"], info["sums"]
             if self.scheduler is not None and info.get("scheduler"):
                 self.scheduler.load_state_dict(info["scheduler"])
+            self.precision.load_state_dict(info.get("scaler"))
             log.info("%s: resuming at epoch %d step %d", self.cfg.name, epoch + 1, step)
         total = self.cfg.epochs * self.cfg.steps_per_epoch
         t_epoch = time.perf_counter()
@@ -133,7 +169,7 @@ class Phase:
             self.set_train()
             while step < self.cfg.steps_per_epoch:
                 rng = np.random.default_rng([self.seed, epoch, step])
-                losses = step_fn(batch_fn(rng))
+                losses = step_fn(to_device(batch_fn(rng), self.device))
                 if self.scheduler is not None:
                     self.scheduler.step()
                 for k, v in losses.items():

@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 from skimage.metrics import structural_similarity
 
 from SuperResMoELib.core.errors import InputError
@@ -470,35 +469,4 @@ def distribution_stats(values: Sequence[float] | np.ndarray) -> dict[str, float]
         "median": float(median),
         "q3": float(q3),
         "max": float(np.max(v)),
-    }
-
-
-def wilcoxon_paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """Two-sided paired Wilcoxon signed-rank test of ``a`` against ``b``
-    (:func:`scipy.stats.wilcoxon`, default zero handling and method).
-
-    Args:
-        a, b: paired values, same length ``n >= 1`` (e.g. per-subject MSE of
-            two methods).
-
-    Returns:
-        ``statistic``, ``p_value``, ``n`` (number of pairs) and
-        ``median_difference`` (median of ``a - b``).  When every difference is
-        zero the test has nothing to rank: ``statistic = 0``, ``p_value = 1``.
-    """
-    x = _as_float64(a, "a").ravel()
-    y = _as_float64(b, "b").ravel()
-    if x.shape != y.shape:
-        raise InputError(f"paired samples need the same length, got {x.size} and {y.size}")
-    diff = x - y
-    if not np.any(diff != 0):
-        statistic, p_value = 0.0, 1.0
-    else:
-        res = stats.wilcoxon(x, y, alternative="two-sided")
-        statistic, p_value = float(res.statistic), float(res.pvalue)
-    return {
-        "statistic": statistic,
-        "p_value": p_value,
-        "n": float(x.size),
-        "median_difference": float(np.median(diff)),
     }

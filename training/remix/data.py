@@ -35,21 +35,24 @@ from ..cache import cached_arrays
 from .degradation import DegradationConfig, degrade, draw_acquisition
 
 LIBRARY_VERSION = "v1"
+#: Salt of the seed of a bin library's draws (crops, acquisitions, jitter).
+LIBRARY_SALT = 0x4E
 ORIENTATION_CODES: tuple[str, ...] = ("axial", "coronal", "sagittal", "oblique")
 
 
 @dataclass(frozen=True)
 class RemixLibraryConfig:
-    """Which pairs a bin's library holds (see the module docstring)."""
+    """Which pairs a bin's library holds (see the module docstring); built
+    from the training config by :func:`training.remix.train.library_config`."""
 
     subjects: tuple[int, ...]
     crops: int
     crop: int
     patch: int
     degradation: DegradationConfig
-    intensity_jitter: float = 0.1
-    seed: int = 0
-    data_seed: int = 0
+    intensity_jitter: float
+    seed: int
+    data_seed: int
 
     def __post_init__(self) -> None:
         if self.patch > self.crop:
@@ -87,7 +90,7 @@ def _crop_starts(mask: np.ndarray, size: int, n: int, rng: np.random.Generator) 
 
 def build_bin_library(cfg: RemixLibraryConfig, bin_mm3: int, progress=None) -> dict[str, np.ndarray]:
     """The pairs of one bin (deterministic from the config and the bin)."""
-    rng = np.random.default_rng([cfg.seed, 0x4E, int(bin_mm3)])
+    rng = np.random.default_rng([cfg.seed, LIBRARY_SALT, int(bin_mm3)])
     m = (cfg.crop - cfg.patch) // 2
     lrs, hrs, subj, vols, orient = [], [], [], [], []
     total = len(cfg.subjects) * cfg.crops

@@ -37,49 +37,53 @@ from typing import Any
 
 import numpy as np
 
+from SuperResMoELib.core.errors import ConfigError
 from SuperResMoELib.simulation.acquisition import simulate_acquisition
-from SuperResMoELib.simulation.clinical_grids import BASE_DIRECTIONS, random_clinical_grid
+from SuperResMoELib.simulation.clinical_grids import BASE_DIRECTIONS, RANDOM_ORIENTATIONS, random_clinical_grid
 from SuperResMoELib.simulation.noise import rician_noise
+from SuperResMoELib.simulation.profiles import PROFILES
 from SuperResMoELib.core.geometry import resample
 from SuperResMoELib.core.intensity import robust_max
 from SuperResMoELib.core.volume import Grid, Volume
 
+from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, ORDERED, POSITIVE, Node, each, from_dict, one_of, setting
+
 
 @dataclass(frozen=True)
-class DegradationConfig:
-    """The acquisition distribution (see the module docstring)."""
+class DegradationConfig(Node):
+    """The acquisition distribution (see the module docstring); the config's
+    ``degradation`` object (:func:`training.config.from_dict`)."""
 
-    bins: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
-    bin_halfwidth: float = 0.5
-    min_voxel_volume: float = 0.8
-    orientations: tuple[tuple[str, float], ...] = (("axial", 0.35), ("coronal", 0.2), ("sagittal", 0.2),
-                                                   ("oblique", 0.25))
-    max_tilt_deg: float = 20.0
-    in_plane_mm: tuple[float, float] = (0.8, 1.3)
-    gap_probability: float = 0.3
-    gap_fraction: tuple[float, float] = (0.1, 0.3)
-    profile: str = "gaussian"
-    noise_fraction: tuple[float, float] = (0.0, 0.02)
-    native_probability: float = 0.0
+    bins: tuple[int, ...] = setting((1, 2, 3, 4, 5, 6, 7), NOT_EMPTY, each(POSITIVE))
+    bin_halfwidth: float = setting(0.5, POSITIVE)
+    min_voxel_volume: float = setting(0.8, POSITIVE)
+    orientations: tuple[tuple[str, float], ...] = setting(
+        (("axial", 0.35), ("coronal", 0.2), ("sagittal", 0.2), ("oblique", 0.25)), NOT_EMPTY, each(NON_NEGATIVE))
+    max_tilt_deg: float = setting(20.0, NON_NEGATIVE)
+    in_plane_mm: tuple[float, float] = setting((0.8, 1.3), each(POSITIVE), ORDERED)
+    gap_probability: float = setting(0.3, FRACTION)
+    gap_fraction: tuple[float, float] = setting((0.1, 0.3), each(FRACTION), ORDERED)
+    profile: str = setting("gaussian", one_of(PROFILES))
+    noise_fraction: tuple[float, float] = setting((0.0, 0.02), each(NON_NEGATIVE), ORDERED)
+    native_probability: float = setting(0.0, FRACTION)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [n for n, _ in self.orientations if n not in RANDOM_ORIENTATIONS]
+        if unknown:
+            raise ConfigError(f"orientations: unknown orientation(s) {unknown}; choose from "
+                              f"{', '.join(RANDOM_ORIENTATIONS)}")
+        if sum(w for _, w in self.orientations) <= 0:
+            raise ConfigError(f"orientations: the probabilities must not all be 0, got {dict(self.orientations)}")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DegradationConfig":
-        """From the config's ``degradation`` object (missing keys keep their defaults)."""
-        kw: dict[str, Any] = {}
-        for key, value in d.items():
-            if key == "orientations":
-                kw[key] = tuple((str(k), float(v)) for k, v in value.items())
-            elif key in ("bins",):
-                kw[key] = tuple(int(v) for v in value)
-            elif key in ("in_plane_mm", "gap_fraction", "noise_fraction"):
-                kw[key] = (float(value[0]), float(value[1]))
-            else:
-                kw[key] = value
-        cfg = cls(**kw)
-        weights = np.array([w for _, w in cfg.orientations])
-        if np.any(weights < 0) or weights.sum() <= 0:
-            raise ValueError(f"orientation probabilities must be >= 0 and not all 0, got {dict(cfg.orientations)}")
-        return cfg
+    def from_dict(cls, d: dict[str, Any], source: str = "degradation") -> "DegradationConfig":
+        """From the config's ``degradation`` object (missing keys keep their defaults).
+
+        Raises:
+            ConfigError: an unknown key or a refused value.
+        """
+        return from_dict(cls, d, source)
 
     def voxel_volume_range(self, bin_mm3: int) -> tuple[float, float]:
         """``[low, high)`` of the voxel volumes drawn for ``bin_mm3``."""

@@ -36,6 +36,7 @@ from SuperResMoELib.evaluation.segmentation import brain_mask, dice, segment_tis
 from SuperResMoELib.io.tables import markdown_table, write_csv
 from SuperResMoELib.core.volume import Volume
 
+from ..figures import pyplot, save_figure
 from .data import sub_volume
 from .degradation import DegradationConfig, degrade, describe, draw_acquisition
 
@@ -142,10 +143,7 @@ def summary(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
 
 def psnr_figure(rows: list[dict[str, Any]], path: Path) -> None:
     """PSNR against the voxel-volume bin, one line per model (mean ± s.d. over cases)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     bins = sorted({r["bin"] for r in rows})
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
@@ -157,10 +155,7 @@ def psnr_figure(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("REMIx on held-out sample subjects")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(out: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> str:
@@ -189,10 +184,7 @@ def degradation_figure(path: Path, degradation: DegradationConfig, bins: Sequenc
     """A grid of LR samples (rows: bins; columns: draws), the axial slice
     through the middle of the brain after acquisition and cubic interpolation
     back to the 1 mm grid, titled with the drawn acquisition."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     hr = brain_box(sample_data.t1_subject(subject))
     k = hr.array.shape[0] // 2
@@ -212,7 +204,4 @@ def degradation_figure(path: Path, degradation: DegradationConfig, bins: Sequenc
             a.set_xticks([])
             a.set_yticks([])
     fig.suptitle("REMIx training degradations (axial slice, back on the 1 mm grid)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -17,7 +17,12 @@ Each phase minimises the configured composite loss (MAE + (1 - SSIM) +
 gradient MAE + (1 - correlation), :class:`SuperResMoELib.losses.CompositeLoss`)
 with Adam and logs, per epoch, the mean of each term and the validation loss
 and PSNR of its bins.  Checkpoints: ``<export>/remix_t1`` (the seven experts
-in one file) and ``<export>/remix_t1_single``.
+in one file) and ``<export>/remix_t1_single``, each manifest with the resolved
+config (``extra.training_config``).
+
+The trainer takes a :class:`~training.remix.config.REMIxConfig` and trains on a
+device (``device``, ``amp``: :mod:`training.precision`); the libraries stay in
+host memory and batches move to the device as they are drawn.
 """
 
 from __future__ import annotations
@@ -30,14 +35,17 @@ import numpy as np
 import torch
 
 from SuperResMoELib.checkpoints.store import save_checkpoint
-from training.remix.losses import CompositeLoss
+from SuperResMoELib.engine.devices import resolve_device
 from SuperResMoELib.methods.remix import EXPERTS, remix_manifest
-from SuperResMoELib.nets.unet3d import ResidualUNet3D, UNet3DConfig
+from SuperResMoELib.nets.unet3d import ResidualUNet3D
 
-from ..cache import load_config as _load_config
+from ..config import PhaseSpec, to_dict
 from ..loop import Phase, PhaseConfig
+from ..precision import resolve_amp
+from ..split import REMIX_SPLIT_SALT, split_indices
+from .config import REMIxConfig
 from .data import RemixLibraryConfig, bin_library
-from .degradation import DegradationConfig
+from .losses import CompositeLoss
 
 log = logging.getLogger("superresmoe.training")
 
@@ -45,16 +53,11 @@ log = logging.getLogger("superresmoe.training")
 VAL_PAIRS_PER_BIN = 64
 
 
-def load_config(name_or_path: str) -> dict[str, Any]:
-    """A remix config by name (``compact``, ``full``) or JSON path."""
-    return _load_config("remix", name_or_path)
-
-
-def library_config(cfg: dict[str, Any]) -> RemixLibraryConfig:
-    lib = cfg["library"]
-    return RemixLibraryConfig(tuple(int(s) for s in lib["subjects"]), int(lib["crops_per_subject_and_bin"]),
-                              int(lib["crop"]), int(lib["patch"]), DegradationConfig.from_dict(cfg["degradation"]),
-                              float(lib.get("intensity_jitter", 0.0)), int(cfg["seed"]), int(cfg.get("data_seed", 0)))
+def library_config(cfg: REMIxConfig) -> RemixLibraryConfig:
+    """The pair libraries' config of a training config."""
+    lib = cfg.library
+    return RemixLibraryConfig(lib.subjects, lib.crops_per_subject_and_bin, lib.crop, lib.patch, cfg.degradation,
+                              lib.intensity_jitter, cfg.seed, cfg.data_seed)
 
 
 def psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -64,31 +67,39 @@ def psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 class REMIxTrainer:
-    """Runs the phases; see the module docstring."""
+    """Runs the phases; see the module docstring.
 
-    def __init__(self, config: dict[str, Any], workdir: Path, progress=None) -> None:
+    Args:
+        config: the checked config.
+        workdir: the run folder (resumable).
+        progress: ``(stage, fraction, message)`` callback.
+        device: training device (``"auto"``, ``"cpu"``, ``"cuda[:i]"``, a :class:`torch.device`).
+        amp: mixed precision (``"auto"`` or :data:`training.precision.AMP_MODES`).
+    """
+
+    def __init__(self, config: REMIxConfig, workdir: Path, progress=None,
+                 device: torch.device | str = "cpu", amp: str | None = "none") -> None:
         self.cfg = config
         self.workdir = Path(workdir)
         self.progress = progress
-        self.seed = int(config["seed"])
-        self.batch = int(config["batch_size"])
-        self.unet_cfg = UNet3DConfig(**config["unet"])
-        self.experts_init = str(config["experts"].get("init", "expert1"))
-        if self.experts_init not in ("expert1", "previous"):
-            raise ValueError(f"experts.init must be 'expert1' or 'previous', not {self.experts_init!r}")
-        self.loss = CompositeLoss(config["loss"])
+        self.device = resolve_device(device)
+        self.amp = resolve_amp(amp, self.device)
+        self.seed = config.seed
+        self.batch = config.batch_size
+        self.unet_cfg = config.unet
+        self.experts_init = config.experts.init
+        self.loss = CompositeLoss(to_dict(config.loss))
         torch.manual_seed(self.seed)
         libcfg = library_config(config)
-        frac = float(config["library"]["validation_fraction"])
+        frac = config.library.validation_fraction
         self.train: dict[int, dict[str, np.ndarray]] = {}
         self.val: dict[int, dict[str, np.ndarray]] = {}
         for b in libcfg.degradation.bins:
             lib = bin_library(libcfg, b, progress)
-            perm = np.random.default_rng([self.seed, 0x56, b]).permutation(len(lib["lr"]))
-            n_val = max(1, int(round(frac * len(perm))))
-            self.val[b] = {k: v[np.sort(perm[:n_val])] for k, v in lib.items()}
-            self.train[b] = {k: v[np.sort(perm[n_val:])] for k, v in lib.items()}
-            log.info("bin %d mm^3: %d training and %d validation pairs", b, len(perm) - n_val, n_val)
+            train, val = split_indices(len(lib["lr"]), frac, self.seed, REMIX_SPLIT_SALT, b)
+            self.val[b] = {k: v[val] for k, v in lib.items()}
+            self.train[b] = {k: v[train] for k, v in lib.items()}
+            log.info("bin %d mm^3: %d training and %d validation pairs", b, len(train), len(val))
         self.nets: dict[str, ResidualUNet3D] = {}
         #: Last-epoch validation scores of each trained phase (``val_loss``, ``val_psnr``, ``val_psnr_input``).
         self.validation: dict[str, dict[str, float]] = {}
@@ -106,13 +117,13 @@ class REMIxTrainer:
 
         return draw
 
-    def _step(self, net: ResidualUNet3D, opt: torch.optim.Optimizer) -> Callable:
+    def _step(self, net: ResidualUNet3D, phase: Phase) -> Callable:
         def step(batch) -> dict[str, float]:
             lr, hr = batch
-            loss, parts = self.loss(net(lr), hr)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with phase.autocast():
+                pred = net(lr)
+            loss, parts = self.loss(pred.float(), hr)
+            phase.optimise(loss)
             return {"loss": float(loss.detach()), **parts}
 
         return step
@@ -124,8 +135,8 @@ class REMIxTrainer:
         net.eval()
         losses, psnrs, psnr_in = [], [], []
         for b in bins:
-            lr = torch.from_numpy(self.val[b]["lr"][:VAL_PAIRS_PER_BIN].astype(np.float32))
-            hr = torch.from_numpy(self.val[b]["hr"][:VAL_PAIRS_PER_BIN].astype(np.float32))
+            lr = torch.from_numpy(self.val[b]["lr"][:VAL_PAIRS_PER_BIN].astype(np.float32)).to(self.device)
+            hr = torch.from_numpy(self.val[b]["hr"][:VAL_PAIRS_PER_BIN].astype(np.float32)).to(self.device)
             for s in range(0, len(lr), self.batch):
                 pred = net(lr[s:s + self.batch])
                 losses.append(float(self.loss(pred, hr[s:s + self.batch])[0]))
@@ -135,14 +146,15 @@ class REMIxTrainer:
         return {"val_loss": float(np.mean(losses)), "val_psnr": float(np.mean(psnrs)),
                 "val_psnr_input": float(np.mean(psnr_in))}
 
-    def _train(self, name: str, spec: dict[str, Any], bins: list[int], init: ResidualUNet3D | None) -> ResidualUNet3D:
+    def _train(self, name: str, spec: PhaseSpec, bins: list[int], init: ResidualUNet3D | None) -> ResidualUNet3D:
         net = ResidualUNet3D(self.unet_cfg)
         if init is not None:
             net.load_state_dict(init.state_dict())
-        opt = torch.optim.Adam(net.parameters(), lr=float(spec["lr"]))
-        phase = Phase(self.workdir, PhaseConfig(name, int(spec["epochs"]), int(spec["steps_per_epoch"])),
-                      {"net": net}, opt, self.seed)
-        history = phase.run(self._draw(bins), self._step(net, opt), lambda epoch: self.validate(net, bins),
+        net.to(self.device)
+        opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
+        phase = Phase(self.workdir, PhaseConfig(name, spec.epochs, spec.steps_per_epoch), {"net": net}, opt,
+                      self.seed, device=self.device, amp=self.amp)
+        history = phase.run(self._draw(bins), self._step(net, phase), lambda epoch: self.validate(net, bins),
                             self.progress)
         if history:
             self.validation[name] = {k: round(float(v), 4) for k, v in history[-1].items() if k.startswith("val_")}
@@ -155,35 +167,37 @@ class REMIxTrainer:
         (``experts.init`` = ``"expert1"``) or from expert ``v - 1``
         (``"previous"``: a chain 1 -> 2 -> ... -> 7 that begins at expert 1)."""
         if v == EXPERTS[0]:
-            return self._train("expert1", self.cfg["expert1"], [v], None)
+            return self._train("expert1", self.cfg.expert1, [v], None)
         u = EXPERTS[0] if self.experts_init == "expert1" else v - 1
         base = self.nets.get(f"expert{u}") or self.expert(u)
-        return self._train(f"expert{v}", self.cfg["experts"], [v], base)
+        return self._train(f"expert{v}", self.cfg.experts, [v], base)
 
     def single(self) -> ResidualUNet3D:
         """The 1-network baseline (see the module docstring)."""
         base = self.nets.get("expert1") or self.expert(EXPERTS[0])
-        return self._train("single", self.cfg["single"], list(self.train), base)
+        return self._train("single", self.cfg.single, list(self.train), base)
 
 
 def export(trainer: REMIxTrainer, path_experts: Path | None, path_single: Path | None,
            training_data: dict[str, Any]) -> list[Path]:
-    """Write the experts (all seven) and/or the single network (fp16); the
-    manifests' ``metrics.validation`` hold each network's last-epoch
-    validation loss and PSNR (normalised units) and the input's PSNR."""
+    """Write the experts (all seven) and/or the single network (fp16, from the
+    CPU); the manifests' ``metrics.validation`` hold each network's last-epoch
+    validation loss and PSNR (normalised units) and the input's PSNR, their
+    ``extra.training_config`` the resolved config."""
     written = []
+    resolved = to_dict(trainer.cfg)
     if path_experts is not None:
         tensors = {f"expert{v}.{k}": t.detach().cpu().contiguous()
                    for v in EXPERTS for k, t in trainer.nets[f"expert{v}"].state_dict().items()}
         val = {f"expert{v}": trainer.validation[f"expert{v}"] for v in EXPERTS if f"expert{v}" in trainer.validation}
-        manifest = remix_manifest("experts", trainer.unet_cfg, training_data=training_data,
+        manifest = remix_manifest("experts", trainer.unet_cfg, training_data=training_data, training_config=resolved,
                                   metrics={"validation": val} if val else {},
                                   description="REMIx: seven resolution experts (voxel volume 1..7 mm^3)")
         written.append(save_checkpoint(path_experts, tensors, manifest, half=True))
     if path_single is not None:
         tensors = {f"net.{k}": t.detach().cpu().contiguous() for k, t in trainer.nets["single"].state_dict().items()}
         val = trainer.validation.get("single")
-        manifest = remix_manifest("single", trainer.unet_cfg, training_data=training_data,
+        manifest = remix_manifest("single", trainer.unet_cfg, training_data=training_data, training_config=resolved,
                                   metrics={"validation": val} if val else {},
                                   description="REMIx 1-network baseline: one U-Net for every resolution")
         written.append(save_checkpoint(path_single, tensors, manifest, half=True))

@@ -33,6 +33,8 @@ from .sources import open_source
 log = logging.getLogger("superresmoe.training")
 
 LIBRARY_VERSION = "v1"
+#: Salt of the seed of a library's draws (rows, patch positions).
+LIBRARY_SALT = 0x55
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def extract_pairs(lr: np.ndarray, hr: np.ndarray, positions: np.ndarray, task: s
 
 
 def _build(cfg: LibraryConfig, progress=None) -> PatchLibrary:
-    rng = np.random.default_rng([cfg.seed, 0x55])
+    rng = np.random.default_rng([cfg.seed, LIBRARY_SALT])
     lrs, hrs, params, subj, rows = [], [], [], [], []
     total = len(cfg.subjects) * cfg.volumes_per_subject
     done = 0

@@ -21,9 +21,11 @@ import numpy as np
 
 from SuperResMoELib.io.atomic import write_text_atomic
 from SuperResMoELib.io.tables import markdown_table, write_csv
-from SuperResMoELib.evaluation.metrics import distribution_stats, mse_ssmoe, wilcoxon_paired
+from SuperResMoELib.evaluation.metrics import distribution_stats, mse_ssmoe
 from SuperResMoELib.methods import EnhanceOptions, create_method
 
+from ..figures import pyplot, save_figure
+from ..statistics import wilcoxon_paired
 from .sources import open_source
 
 log = logging.getLogger("superresmoe.training")
@@ -104,10 +106,7 @@ def wilcoxon_rows(scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 
 def histogram_figure(scores: dict[str, np.ndarray], path: Path, title: str, bins: int = 30) -> None:
     """Per-volume MSE distributions on a log scale (the paper's Fig. 1 style)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     positive = np.concatenate([s[s > 0] for s in scores.values()])
     edges = np.logspace(np.log10(positive.min()), np.log10(positive.max()), bins + 1)
@@ -119,10 +118,7 @@ def histogram_figure(scores: dict[str, np.ndarray], path: Path, title: str, bins
     ax.set_ylabel("volumes")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(out: Path, name: str, title: str, scores: dict[str, np.ndarray], rows: np.ndarray,

@@ -10,7 +10,12 @@ Work directory layout (every step resumable, every product atomic)::
     <workdir>/hardmoe_k<K>/               Hard-MoE baseline, end to end
 
 K and labeler ablations share the baseline.  Checkpoints are exported as
-``<export>/ssmoe_<task>[...].safetensors`` + ``.json``.
+``<export>/ssmoe_<task>[...].safetensors`` + ``.json``, each manifest with the
+resolved config (``extra.training_config``).
+
+The trainer takes an :class:`~training.ssmoe.config.SSMoEConfig` and trains on
+a device (``device``, ``amp``: :mod:`training.precision`); the patch library
+stays in host memory and batches move to the device as they are drawn.
 """
 
 from __future__ import annotations
@@ -25,12 +30,16 @@ import numpy as np
 import torch
 
 from SuperResMoELib.checkpoints.store import save_checkpoint
+from SuperResMoELib.engine.devices import resolve_device
 from SuperResMoELib.nets.moe import SSMoE, HardMoE
 from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig, add_residual
 
 from ..cache import save_npz
-from ..cache import load_config as _load_config
+from ..config import PhaseSpec, to_dict
 from ..loop import Phase, PhaseConfig
+from ..precision import resolve_amp
+from ..split import SSMOE_SPLIT_SALT, split_indices
+from .config import SSMoEConfig
 from .data import LibraryConfig, PatchLibrary, patch_library
 from .sources import open_source
 
@@ -38,11 +47,6 @@ log = logging.getLogger("superresmoe.training")
 
 #: Patches per forward pass when scoring or encoding the whole library.
 EVAL_BATCH = 256
-
-
-def load_config(name_or_path: str) -> dict[str, Any]:
-    """A ssmoe config by name (``compact``, ``full``) or JSON path."""
-    return _load_config("ssmoe", name_or_path)
 
 
 @dataclass
@@ -54,9 +58,9 @@ class Split:
 
 
 def split_library(lib: PatchLibrary, fraction: float, seed: int) -> Split:
-    perm = np.random.default_rng([seed, 0x5A]).permutation(len(lib))
-    n_val = max(1, int(round(fraction * len(lib))))
-    return Split(lib.subset(np.sort(perm[n_val:])), lib.subset(np.sort(perm[:n_val])))
+    """``lib`` split by :func:`training.split.split_indices` (salt :data:`SSMOE_SPLIT_SALT`)."""
+    train, val = split_indices(len(lib), fraction, seed, SSMOE_SPLIT_SALT)
+    return Split(lib.subset(train), lib.subset(val))
 
 
 def _batches(lib: PatchLibrary, batch: int, index: np.ndarray | None = None) -> Callable[[np.random.Generator], Any]:
@@ -70,73 +74,94 @@ def _batches(lib: PatchLibrary, batch: int, index: np.ndarray | None = None) -> 
 
 
 @torch.no_grad()
-def _map_batches(lib: PatchLibrary, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> np.ndarray:
+def _map_batches(lib: PatchLibrary, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 device: torch.device | str = "cpu") -> np.ndarray:
+    """``fn(lr, params)`` over the library in chunks of :data:`EVAL_BATCH` on
+    ``device``, float32 results concatenated on the host."""
     out = []
     for s in range(0, len(lib), EVAL_BATCH):
-        out.append(fn(torch.from_numpy(lib.lr[s:s + EVAL_BATCH]), torch.from_numpy(lib.params[s:s + EVAL_BATCH])).cpu().numpy())
+        lr = torch.from_numpy(lib.lr[s:s + EVAL_BATCH]).to(device)
+        params = torch.from_numpy(lib.params[s:s + EVAL_BATCH]).to(device)
+        out.append(fn(lr, params).float().cpu().numpy())
     return np.concatenate(out)
 
 
-def patch_mse(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], lib: PatchLibrary) -> np.ndarray:
+def patch_mse(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], lib: PatchLibrary,
+              device: torch.device | str = "cpu") -> np.ndarray:
     """``(N,)`` MSE of each patch (mean over its HR voxels, network units)."""
-    pred = _map_batches(lib, model)
+    pred = _map_batches(lib, model, device)
     return ((pred - lib.hr) ** 2).reshape(len(lib), -1).mean(axis=1)
 
 
-def _mse_step(model: torch.nn.Module, opt: torch.optim.Optimizer, forward: Callable) -> Callable:
+def _mse_step(phase: Phase, forward: Callable) -> Callable:
     def step(batch) -> dict[str, float]:
         lr, hr, params = batch
-        loss = torch.mean((forward(lr, params) - hr) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with phase.autocast():
+            pred = forward(lr, params)
+        loss = torch.mean((pred.float() - hr) ** 2)
+        phase.optimise(loss)
         return {"loss": float(loss.detach())}
 
     return step
 
 
-def _val(fn: Callable, lib: PatchLibrary) -> Callable[[int], dict[str, float]]:
-    return lambda epoch: {"val_mse": float(patch_mse(fn, lib).mean())}
+def _val(fn: Callable, lib: PatchLibrary, device: torch.device) -> Callable[[int], dict[str, float]]:
+    return lambda epoch: {"val_mse": float(patch_mse(fn, lib, device).mean())}
 
 
 class SSMoETrainer:
-    """Runs the phases for one task; see the module docstring."""
+    """Runs the phases for one task; see the module docstring.
 
-    def __init__(self, task: str, config: dict[str, Any], workdir: Path, progress=None,
-                 data: str = "sample") -> None:
+    Args:
+        task: ``"aniso"`` or ``"iso"``.
+        config: the checked config.
+        workdir: the run folder (resumable).
+        progress: ``(stage, fraction, message)`` callback.
+        data: ``"sample"`` or ``"mudi:<folder>"`` (:mod:`.sources`).
+        device: training device (``"auto"``, ``"cpu"``, ``"cuda[:i]"``, a :class:`torch.device`).
+        amp: mixed precision (``"auto"`` or :data:`training.precision.AMP_MODES`).
+    """
+
+    def __init__(self, task: str, config: SSMoEConfig, workdir: Path, progress=None,
+                 data: str = "sample", device: torch.device | str = "cpu", amp: str | None = "none") -> None:
         self.task = task
         self.cfg = config
         self.workdir = Path(workdir)
         self.progress = progress
-        self.net_cfg = SRUNetConfig(task, int(config["width"]), residual=str(config.get("residual", "none")))
-        self.seed = int(config["seed"])
-        self.batch = int(config["batch_size"])
+        self.device = resolve_device(device)
+        self.amp = resolve_amp(amp, self.device)
+        self.net_cfg = SRUNetConfig(task, config.width, residual=config.residual)
+        self.seed = config.seed
+        self.batch = config.batch_size
         torch.manual_seed(self.seed)
-        libcfg = config["library"]
-        self.source = open_source(data, int(config.get("data_seed", 0)))
+        libcfg = config.library
+        self.source = open_source(data, config.data_seed)
         # the config's subjects for the sample data; every subject but the held-out one for a folder
-        subjects = tuple(libcfg["subjects"]) if data == "sample" else tuple(range(self.source.held_out))
-        volumes = min(int(libcfg["volumes_per_subject"]), len(self.source.table()))
-        lib = patch_library(LibraryConfig(task, subjects, volumes, int(libcfg["patches_per_volume"]),
-                                          intensity_factor=float(config["intensity_factor"]), seed=self.seed,
-                                          data_seed=int(config.get("data_seed", 0)), source=data), progress)
-        self.data = split_library(lib, float(libcfg["validation_fraction"]), self.seed)
+        subjects = libcfg.subjects if data == "sample" else tuple(range(self.source.held_out))
+        volumes = min(libcfg.volumes_per_subject, len(self.source.table()))
+        lib = patch_library(LibraryConfig(task, subjects, volumes, libcfg.patches_per_volume,
+                                          intensity_factor=config.intensity_factor, seed=self.seed,
+                                          data_seed=config.data_seed, source=data), progress)
+        self.data = split_library(lib, libcfg.validation_fraction, self.seed)
         log.info("%s library: %d training and %d validation pairs", task, len(self.data.train), len(self.data.val))
 
-    def _phase(self, name: str, spec: dict[str, Any], modules: dict[str, torch.nn.Module],
-               params, set_train=None) -> tuple[Phase, torch.optim.Optimizer]:
-        opt = torch.optim.Adam(params, lr=float(spec["lr"]))
-        cfg = PhaseConfig(name, int(spec["epochs"]), int(spec["steps_per_epoch"]))
-        return Phase(self.workdir, cfg, modules, opt, self.seed, set_train=set_train), opt
+    def _phase(self, name: str, spec: PhaseSpec, modules: dict[str, torch.nn.Module],
+               params, set_train=None) -> Phase:
+        for m in modules.values():  # before the optimiser holds their parameters
+            m.to(self.device)
+        opt = torch.optim.Adam(params, lr=spec.lr)
+        cfg = PhaseConfig(name, spec.epochs, spec.steps_per_epoch)
+        return Phase(self.workdir, cfg, modules, opt, self.seed, set_train=set_train, device=self.device,
+                     amp=self.amp)
 
     # ----------------------------------------------------------- phase 1
     def baseline(self) -> SRUNet:
         """Phase 1: the SR U-Net trained with MSE on all pairs."""
-        net = SRUNet(self.net_cfg)
-        phase, opt = self._phase("baseline", self.cfg["baseline"], {"net": net}, net.parameters())
+        net = SRUNet(self.net_cfg).to(self.device)
+        phase = self._phase("baseline", self.cfg.baseline, {"net": net}, net.parameters())
         fwd = lambda x, a: net(x)  # noqa: E731
-        phase.run(_batches(self.data.train, self.batch), _mse_step(net, opt, fwd), _val(fwd, self.data.val),
-                  self.progress)
+        phase.run(_batches(self.data.train, self.batch), _mse_step(phase, fwd),
+                  _val(fwd, self.data.val, self.device), self.progress)
         return net.eval()
 
     # ------------------------------------------------------ labels (1->2)
@@ -149,7 +174,8 @@ class SSMoETrainer:
             with np.load(path) as z:
                 return {n: z[n] for n in z.files}
         t0 = time.perf_counter()
-        scores = patch_mse(lambda x, a: baseline(x), self.data.train)
+        baseline.to(self.device)
+        scores = patch_mse(lambda x, a: baseline(x), self.data.train, self.device)
         labels, thresholds = pseudo_labels(scores, k, labeler)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_npz(path, scores=scores, labels=labels, thresholds=thresholds)
@@ -164,13 +190,14 @@ class SSMoETrainer:
         moe = SSMoE.from_baseline(baseline, k)
         table = self.source.table().values  # z-score statistics over the protocol, as the reference
         moe.gater.set_param_stats(torch.from_numpy(table.mean(0)), torch.from_numpy(table.std(0)))
-        moe.eval()
-        feats = _map_batches(self.data.train, lambda x, a: moe.encoder(x).bottleneck.mean(dim=(2, 3, 4)))
+        moe.to(self.device).eval()
+        feats = _map_batches(self.data.train, lambda x, a: moe.encoder(x).bottleneck.mean(dim=(2, 3, 4)),
+                             self.device)
         feats_t = torch.from_numpy(feats)[:, :, None, None, None]
         params_t = torch.from_numpy(self.data.train.params)
         labels_t = torch.from_numpy(labels.astype(np.int64))
         gater = moe.gater
-        phase, opt = self._phase(f"k{k}_{labeler}/gater", self.cfg["gater"], {"gater": gater}, gater.parameters())
+        phase = self._phase(f"k{k}_{labeler}/gater", self.cfg.gater, {"gater": gater}, gater.parameters())
 
         def draw(rng: np.random.Generator):
             take = torch.from_numpy(rng.integers(0, len(labels), size=self.batch))
@@ -178,11 +205,10 @@ class SSMoETrainer:
 
         def step(batch) -> dict[str, float]:
             f, a, y = batch
-            logits = gater(f, a)
+            with phase.autocast():
+                logits = gater(f, a).float()
             loss = torch.nn.functional.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            phase.optimise(loss)
             return {"ce": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
 
         phase.run(draw, step, None, self.progress)
@@ -192,12 +218,14 @@ class SSMoETrainer:
     def experts(self, moe: SSMoE, k: int, labeler: str) -> tuple[SSMoE, np.ndarray]:
         """Phase 3: route the training pairs with the gater, then fine-tune expert
         ``c`` (initialised from the baseline decoder) on its subset, encoder frozen."""
+        moe.to(self.device)
         route_path = self.workdir / f"k{k}_{labeler}" / "routing.npz"
         if route_path.exists():
             with np.load(route_path) as z:
                 routes = z["routes"]
         else:
-            routes = _map_batches(self.data.train, lambda x, a: moe.route(x, a)[1].argmax(dim=1)).astype(np.int64)
+            routes = _map_batches(self.data.train, lambda x, a: moe.route(x, a)[1].argmax(dim=1),
+                                  self.device).astype(np.int64)
             save_npz(route_path, routes=routes)
         log.info("routing of the training pairs: %s", np.bincount(routes, minlength=k).tolist())
         for c in range(k):
@@ -206,7 +234,7 @@ class SSMoETrainer:
             if len(index) == 0:
                 log.warning("expert %d received no training pairs: it keeps the baseline decoder", c)
                 continue
-            frozen_bn = self.cfg["experts"].get("batchnorm", "frozen") == "frozen"
+            frozen_bn = self.cfg.experts.batchnorm == "frozen"
 
             def set_train(expert=expert) -> None:
                 expert.train()
@@ -215,8 +243,8 @@ class SSMoETrainer:
                         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                             m.eval()
 
-            phase, opt = self._phase(f"k{k}_{labeler}/expert{c}", self.cfg["experts"], {"expert": expert},
-                                     expert.parameters(), set_train)
+            phase = self._phase(f"k{k}_{labeler}/expert{c}", self.cfg.experts, {"expert": expert},
+                                expert.parameters(), set_train)
 
             def fwd(x, a, expert=expert):
                 with torch.no_grad():
@@ -224,26 +252,29 @@ class SSMoETrainer:
                 return add_residual(expert(feats), x, moe.cfg)
 
             moe.train()
-            phase.run(_batches(self.data.train, self.batch, index), _mse_step(expert, opt, fwd), None, self.progress)
+            phase.run(_batches(self.data.train, self.batch, index), _mse_step(phase, fwd), None, self.progress)
             moe.eval()
         return moe.eval(), routes
 
     # ------------------------------------------------------------ hard moe
     def hardmoe(self, k: int) -> HardMoE:
         """The Hard-MoE baseline, trained end to end with MSE."""
-        net = HardMoE(self.net_cfg, k)
-        phase, opt = self._phase(f"hardmoe_k{k}", self.cfg["hardmoe"], {"net": net}, net.parameters())
+        net = HardMoE(self.net_cfg, k).to(self.device)
+        phase = self._phase(f"hardmoe_k{k}", self.cfg.hardmoe, {"net": net}, net.parameters())
         fwd = lambda x, a: net(x)[0]  # noqa: E731
-        phase.run(_batches(self.data.train, self.batch), _mse_step(net, opt, fwd), _val(fwd, self.data.val),
-                  self.progress)
+        phase.run(_batches(self.data.train, self.batch), _mse_step(phase, fwd),
+                  _val(fwd, self.data.val, self.device), self.progress)
         return net.eval()
 
 
-def export(model: torch.nn.Module, kind: str, task: str, cfg: dict[str, Any], n_experts: int, path: Path,
+def export(model: torch.nn.Module, kind: str, task: str, cfg: SSMoEConfig, n_experts: int, path: Path,
            extra: dict[str, Any]) -> Path:
-    """Write ``model`` as a checkpoint (fp16 weights) with an SS-MoE manifest."""
+    """Write ``model`` as a checkpoint (fp16 weights, from the CPU) with an
+    SS-MoE manifest; ``extra`` are further manifest fields, the resolved config
+    goes into ``extra.training_config``."""
     from SuperResMoELib.methods.ssmoe import ssmoe_manifest
 
-    manifest = ssmoe_manifest(kind, model.cfg, n_experts, float(cfg["intensity_factor"]), **extra)
+    manifest = ssmoe_manifest(kind, model.cfg, n_experts, cfg.intensity_factor, training_config=to_dict(cfg),
+                              **extra)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return save_checkpoint(path, tensors, manifest, half=True)

@@ -1,0 +1,104 @@
+"""The REMIx training config (``configs/remix_*.json``) as a frozen dataclass
+tree; :mod:`training.config` loads and checks it.
+
+Defaults for keys a JSON may omit: ``experts.init = "expert1"`` (the shipped
+configs chain the experts: ``"previous"``), ``library.intensity_jitter = 0.1``
+(as the shipped configs), loss weights 0 (an omitted term is not computed),
+the :class:`~training.remix.degradation.DegradationConfig` defaults (note
+``native_probability = 0``; the shipped configs use 0.35), ``data_seed = 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+
+from SuperResMoELib.core.errors import ConfigError
+from SuperResMoELib.nets.unet3d import UNet3DConfig
+
+from .. import config as _config
+from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, POSITIVE, Node, PhaseSpec, RunConfig, each, one_of, setting
+from .degradation import DegradationConfig
+
+#: Where experts 2..7 start: expert 1's weights, or the previous expert's (a chain).
+EXPERT_INITS: tuple[str, ...] = ("expert1", "previous")
+
+
+@dataclass(frozen=True)
+class LossWeights(Node):
+    """Weights of the composite loss terms (:data:`training.remix.losses.TERMS`);
+    a term of weight 0 is not computed, at least one must be positive."""
+
+    mae: float = setting(0.0, NON_NEGATIVE)
+    ssim: float = setting(0.0, NON_NEGATIVE)
+    gradient: float = setting(0.0, NON_NEGATIVE)
+    correlation: float = setting(0.0, NON_NEGATIVE)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not any(getattr(self, f.name) > 0 for f in fields(self)):
+            raise ConfigError("at least one loss term needs a positive weight")
+
+
+@dataclass(frozen=True)
+class RemixLibrary(Node):
+    """The per-bin pair libraries (:class:`training.remix.data.RemixLibraryConfig`).
+
+    Attributes:
+        subjects: training T1 sample subjects.
+        crops_per_subject_and_bin: cubes cut per subject and bin.
+        crop: side of a cube (voxels), degraded as a whole.
+        patch: side of the central pair patch (voxels), at most ``crop``.
+        validation_fraction: fraction of each bin's pairs held out.
+        intensity_jitter: intensities scaled by a random factor in ``1 ± this``.
+    """
+
+    subjects: tuple[int, ...] = setting(MISSING, NOT_EMPTY, each(NON_NEGATIVE))
+    crops_per_subject_and_bin: int = setting(MISSING, POSITIVE)
+    crop: int = setting(MISSING, POSITIVE)
+    patch: int = setting(MISSING, POSITIVE)
+    validation_fraction: float = setting(MISSING, FRACTION)
+    intensity_jitter: float = setting(0.1, FRACTION)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.patch > self.crop:
+            raise ConfigError(f"patch ({self.patch}) must not exceed crop ({self.crop})")
+
+
+@dataclass(frozen=True)
+class RemixExperts(PhaseSpec):
+    """Experts 2..7: a phase plus where they start (:data:`EXPERT_INITS`)."""
+
+    init: str = setting("expert1", one_of(EXPERT_INITS))
+
+
+@dataclass(frozen=True)
+class REMIxConfig(RunConfig):
+    """Everything a REMIx training run reads (see ``configs/remix_compact.json``);
+    ``batch_size``, ``seed``, ``data_seed`` and ``description`` as :class:`~training.config.RunConfig`.
+
+    Attributes:
+        unet: the U-Net of every network.
+        loss: the composite loss weights.
+        library: the pair libraries.
+        degradation: the drawn acquisitions.
+        expert1, experts, single: the phases (expert 1; each of experts 2..7; the 1-network baseline).
+    """
+
+    unet: UNet3DConfig = setting()
+    loss: LossWeights = setting()
+    library: RemixLibrary = setting()
+    expert1: PhaseSpec = setting()
+    experts: RemixExperts = setting()
+    single: PhaseSpec = setting()
+    degradation: DegradationConfig = DegradationConfig()
+
+
+def load_config(name_or_path: str | Path) -> REMIxConfig:
+    """A REMIx config by name (``compact``, ``full``) or JSON path, checked.
+
+    Raises:
+        ConfigError: see :func:`training.config.from_dict`.
+    """
+    return _config.load(REMIxConfig, "remix", name_or_path)

@@ -1,0 +1,93 @@
+"""The SS-MoE training config (``configs/ssmoe_*.json``) as a frozen dataclass
+tree; :mod:`training.config` loads and checks it.
+
+Defaults are the ones the trainer always used for keys a JSON may omit:
+``residual = "none"`` (the reference; the compact config uses ``"linear"``),
+``experts.batchnorm = "frozen"`` (the full config trains them: ``"train"``),
+``data_seed = 0``, ``library.min_foreground = 0.5``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass
+from pathlib import Path
+
+from SuperResMoELib.core.errors import ConfigError
+from SuperResMoELib.nets.srunet import RESIDUALS, SRUNetConfig
+
+from .. import config as _config
+from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, POSITIVE, Node, PhaseSpec, RunConfig, each, one_of, setting
+from .pseudo_labels import LABELERS
+
+#: How the experts' batch norms behave while they are fine-tuned.
+BATCHNORM_MODES: tuple[str, ...] = ("frozen", "train")
+
+
+@dataclass(frozen=True)
+class SSMoELibrary(Node):
+    """The training patch library (:class:`training.ssmoe.data.LibraryConfig`).
+
+    Attributes:
+        subjects: sample subjects drawn from (a ``mudi:`` folder uses all but the held-out one).
+        volumes_per_subject: acquisition rows per subject (capped at the table's length).
+        patches_per_volume: patch positions per (subject, row).
+        validation_fraction: fraction of the pairs held out for validation.
+        min_foreground: minimum fraction of non-zero voxels of an HR patch.
+    """
+
+    subjects: tuple[int, ...] = setting(MISSING, NOT_EMPTY, each(NON_NEGATIVE))
+    volumes_per_subject: int = setting(MISSING, POSITIVE)
+    patches_per_volume: int = setting(MISSING, POSITIVE)
+    validation_fraction: float = setting(MISSING, FRACTION)
+    min_foreground: float = setting(0.5, FRACTION)
+
+
+@dataclass(frozen=True)
+class SSMoEExperts(PhaseSpec):
+    """Phase 3 (the experts): a phase plus the batch-norm mode
+    (:data:`BATCHNORM_MODES`; ``"frozen"`` starts exactly from the baseline)."""
+
+    batchnorm: str = setting("frozen", one_of(BATCHNORM_MODES))
+
+
+@dataclass(frozen=True)
+class SSMoEConfig(RunConfig):
+    """Everything an SS-MoE training run reads (see ``configs/ssmoe_compact.json``);
+    ``batch_size``, ``seed``, ``data_seed`` and ``description`` as :class:`~training.config.RunConfig`.
+
+    Attributes:
+        width: SR U-Net base width.
+        n_experts: K of the exported ``ssmoe_<task>`` checkpoint.
+        labeler: pseudo labeler of the exported checkpoint (:data:`LABELERS`).
+        intensity_factor: network units = user units x this.
+        library: the patch library.
+        baseline, gater, experts, hardmoe: the phases.
+        residual: SR U-Net output mode (:data:`SuperResMoELib.nets.srunet.RESIDUALS`).
+    """
+
+    width: int = setting(MISSING, POSITIVE)
+    n_experts: int = setting(MISSING, POSITIVE)
+    labeler: str = setting(MISSING, one_of(tuple(LABELERS)))
+    intensity_factor: float = setting(MISSING, POSITIVE)
+    library: SSMoELibrary = setting()
+    baseline: PhaseSpec = setting()
+    gater: PhaseSpec = setting()
+    experts: SSMoEExperts = setting()
+    hardmoe: PhaseSpec = setting()
+    residual: str = setting("none", one_of(RESIDUALS))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:  # the network's own limits (e.g. width >= 2), before any work
+            SRUNetConfig("iso", self.width, residual=self.residual)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+def load_config(name_or_path: str | Path) -> SSMoEConfig:
+    """An SS-MoE config by name (``compact``, ``full``) or JSON path, checked.
+
+    Raises:
+        ConfigError: see :func:`training.config.from_dict`.
+    """
+    return _config.load(SSMoEConfig, "ssmoe", name_or_path)
