@@ -436,6 +436,8 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
         lines = [f"<b>{info.get('method', '')}</b> on {info.get('device', '?')} in {outcome.seconds:.1f} s"]
         if info.get("reason"):
             lines.append(str(info["reason"]))
+        for w in info.get("warnings", []):
+            lines.append(f"<b style='color:#c0392b'>Warning: {w}</b>")
         if info.get("acquisition", {}).get("note"):
             lines.append(str(info["acquisition"]["note"]))
         for e in info.get("events", []):

@@ -43,6 +43,7 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
 
     from .ssmoe.config import load_config
     from .ssmoe.sources import open_source
+    from .domain import ssmoe_domain
     from .ssmoe.train import SSMoETrainer, export
 
     cfg = load_config(args.config)
@@ -58,6 +59,7 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
     timings: dict[str, float] = {}
     data = {"data": trainer.source.description, "task": args.task,
             "config": cfg.description or args.config}
+    domain = ssmoe_domain(trainer.source, args.task, trainer.subjects)
 
     def tick(name: str, since: float) -> float:
         now = time.perf_counter()
@@ -67,7 +69,8 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     base = trainer.baseline()
     t = tick("baseline", t)
-    export(base, "srunet", args.task, cfg, 1, export_dir / f"ssmoe_{args.task}_srunet", {"training_data": data})
+    export(base, "srunet", args.task, cfg, 1, export_dir / f"ssmoe_{args.task}_srunet",
+           {"training_data": data, "domain": domain})
     for k in args.k:
         for labeler in args.labeler:
             lab = trainer.labels(base, k, labeler)
@@ -78,12 +81,13 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
             name = f"ssmoe_{args.task}" if (k == cfg.n_experts and labeler == cfg.labeler) \
                 else f"ssmoe_{args.task}_k{k}_{labeler}"
             export(moe, "ssmoe", args.task, cfg, k, export_dir / name,
-                   {"training_data": data, "extra": {"labeler": labeler, "thresholds": lab["thresholds"].tolist()}})
+                   {"training_data": data, "domain": domain,
+                    "extra": {"labeler": labeler, "thresholds": lab["thresholds"].tolist()}})
     if not args.no_hardmoe:
         hm = trainer.hardmoe(cfg.n_experts)
         t = tick("hardmoe", t)
         export(hm, "hardmoe", args.task, cfg, cfg.n_experts, export_dir / f"ssmoe_{args.task}_hardmoe",
-               {"training_data": data})
+               {"training_data": data, "domain": domain})
     reporter.close()
     print(f"SS-MoE {args.task}: done in {time.perf_counter() - t0:.0f} s; phases: {timings}; checkpoints in {export_dir}")
     return 0
@@ -283,6 +287,39 @@ def _add_run(p: argparse.ArgumentParser, default_workdir: str) -> None:
     _add_progress(p)
 
 
+def cmd_domain(args: argparse.Namespace) -> int:
+    """Stamp the training domain into every SS-MoE / REMIx manifest of a folder."""
+    import dataclasses
+    from pathlib import Path
+
+    from SuperResMoELib.checkpoints.store import MANIFEST_SUFFIX, read_manifest
+    from SuperResMoELib.io.atomic import write_text_atomic
+
+    from .domain import remix_domain, ssmoe_domain
+    from .remix.config import load_config as remix_config
+    from .ssmoe.config import load_config as ssmoe_config
+    from .ssmoe.sources import open_source
+
+    folder = Path(args.checkpoints)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such checkpoint folder")
+    domains: dict[tuple[str, str], dict] = {}
+    for path in sorted(folder.glob("*" + MANIFEST_SUFFIX)):
+        manifest = read_manifest(path)
+        key = (manifest.method, manifest.task)
+        if key not in domains:
+            if manifest.method == "ssmoe":
+                cfg = ssmoe_config(args.config)
+                domains[key] = ssmoe_domain(open_source("sample", cfg.data_seed), manifest.task, cfg.library.subjects)
+            elif manifest.method == "remix":
+                domains[key] = remix_domain(remix_config(args.config).degradation)
+            else:
+                continue
+        write_text_atomic(path, dataclasses.replace(manifest, domain=domains[key]).to_json())
+        print(f"{path.name}: domain {domains[key]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m training`` parser (every option has a help text)."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
@@ -322,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG path")
     p.add_argument("--per-bin", type=_positive_int, default=3, help="draws per bin (default 3)")
     p.set_defaults(func=cmd_remix_figure)
+    p = sub.add_parser("domain", help="write the training domain into exported manifests",
+                       description="Write the training inputs' domain (spacing, intensity range) into the manifests "
+                                   "of SS-MoE and REMIx checkpoints exported before domains existed, from the "
+                                   "sample data and config they were trained with.")
+    p.add_argument("--checkpoints", required=True, help="folder with the exported checkpoints")
+    p.add_argument("--config", default="compact", help="config the checkpoints were trained with (default compact)")
+    p.set_defaults(func=cmd_domain)
     p = sub.add_parser("evaluate", help="paper-protocol evaluation of a method's checkpoints",
                        description="The paper-protocol evaluation of a method's exported checkpoints "
                                    "(Markdown, CSV and figures).")

@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,10 +28,13 @@ from SuperResMoELib import __version__
 from SuperResMoELib.core.errors import CancelledError, ExitCode, InputError, SuperResMoEError
 from SuperResMoELib.core.options import add_enhance_arguments, values_from_namespace
 from SuperResMoELib.core.progress import CancelToken
-from SuperResMoELib.io.tables import flatten, write_csv
+from SuperResMoELib.io.tables import append_csv, flatten, write_csv
 
 
 log = logging.getLogger("superresmoe")
+
+#: The metrics table of an output folder (one row per enhanced input, appended).
+METRICS_TABLE = "metrics.csv"
 
 
 # ------------------------------------------------------------------ parsing
@@ -111,13 +115,17 @@ def cmd_enhance(args: argparse.Namespace, progress, cancel: CancelToken) -> tupl
                          f"all {len(failures)} inputs failed; first: {Path(failures[0][0]).name}: {failures[0][1]}")
     for path, msg in failures:
         log.error("%s: %s", Path(path).name, msg)
-    rows = [{"input": Path(s["input"]).name, "output": s["output"], **flatten(s["metrics"]),
-             "seconds": round(s["seconds"], 3)} for s in summaries]
-    if any(s["metrics"] for s in summaries):
+    finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rows = [{"time": finished, "method": s["method"], "input": str(s["input"]), "output": s["output"],
+             **flatten(s["metrics"]), "seconds": round(s["seconds"], 3)} for s in summaries]
+    tables = []
+    if any(s["metrics"] for s in summaries):  # one row per run and input, appended: earlier runs are kept
         folder = args.output.parent if io.is_volume_file(args.output) else args.output
-        write_csv(rows, folder / "metrics.csv")
+        n = append_csv(rows, folder / METRICS_TABLE)
+        tables.append({"path": str(folder / METRICS_TABLE), "rows": n, "added": len(rows)})
     code = ExitCode.PARTIAL if failures else ExitCode.OK
-    return code, {"outputs": summaries, "failures": [{"input": p, "error": m} for p, m in failures]}
+    return code, {"outputs": summaries, "failures": [{"input": p, "error": m} for p, m in failures],
+                  "tables": tables}
 
 
 def _print_table(rows: list[dict[str, Any]], keys: Sequence[str], stream=None) -> None:
@@ -305,14 +313,20 @@ def _report(command: str, result: Any) -> None:
     if command == "enhance":
         for s in result["outputs"]:
             print(f"{s['input']} -> {s['output']}  ({s['seconds']:.1f} s)")
+            if s.get("simulation"):
+                print(f"    {s['simulation']['note']}")
             if s["info"].get("reason"):
                 print(f"    {s['info']['reason']}")
+            for w in s["info"].get("warnings", []):
+                print(f"    warning: {w}")
             for f in s["files"]:
                 if f != s["output"]:
                     print(f"    {f}")
             if s["metrics"]:
                 m = flatten(s["metrics"])
                 print("    " + "  ".join(f"{k}={v:.5g}" for k, v in m.items() if isinstance(v, float)))
+        for t in result.get("tables", []):
+            print(f"metrics table: {t['path']} ({t['added']} row(s) added, {t['rows']} in all)")
     elif command == "evaluate":
         keys = [k for k in ("prediction", "psnr", "ssim", "mse", "mse_ssmoe", "rmse", "correlation",
                             "mse_ssmoe_per_frame_mean", "mean_psnr") if any(k in r for r in result["rows"])]

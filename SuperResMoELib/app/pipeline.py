@@ -26,9 +26,9 @@ from SuperResMoELib import io
 from SuperResMoELib.io.atomic import write_text_atomic
 from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.options import DEFAULTS, OPTIONS
-from SuperResMoELib.methods import EnhanceOptions, Result, create_method
+from SuperResMoELib.methods import EnhanceOptions, Method, Result, create_method
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
-from SuperResMoELib.core.volume import Grid, Volume
+from SuperResMoELib.core.volume import Grid, Volume, format_ijk
 
 log = logging.getLogger("superresmoe")
 
@@ -124,6 +124,41 @@ def compare_to_reference(reference: Volume, sr: Volume) -> dict[str, Any]:
             **{f"mean_{k}": float(np.mean(per_frame(reference, sr, k))) for k in ("mse", "psnr")}}
 
 
+def simulation_factors(method: Method, hr: Volume, options: EnhanceOptions
+                       ) -> tuple[np.ndarray, EnhanceOptions, dict[str, Any]]:
+    """How ``--simulate`` degrades ``hr`` for ``method``: ``(factors (s_i, s_j, s_k),
+    options to enhance the LR with, a description)``.
+
+    The factors are the ones the method will apply, read off the grid it
+    would make from the HR.  When that grid is the HR's own (a method that
+    resamples to a target spacing, given an HR at that spacing), nothing
+    would be degraded: the method's characteristic degradation
+    (``Method.simulate_factors``, REMIx: a 1x1x5 mm thick-slice scan) is
+    simulated instead and the LR enhanced back onto the HR's spacing.
+
+    Raises:
+        InputError: nothing would be degraded and the method has no
+            characteristic degradation (the message asks for ``--scale``).
+    """
+    factors = np.round(hr.grid.spacing / method.output_grid(hr, options).spacing, 6)
+    source = "the method's scale factors"
+    if np.allclose(factors, 1.0):
+        if method.simulate_factors is None:
+            raise InputError(
+                f"--simulate: {method.name} would enhance onto the input's own grid "
+                f"({format_ijk(hr.grid.spacing)} mm), so nothing would be degraded; give --scale "
+                "(e.g. --scale 1,1,2) or --spacing"
+            )
+        factors = np.asarray(method.simulate_factors, dtype=np.float64)
+        options = dataclasses.replace(options, scale=None, target_spacing=tuple(float(v) for v in hr.grid.spacing))
+        source = f"{method.title}'s characteristic degradation"
+    lr_spacing = format_ijk(hr.grid.spacing * factors)
+    note = (f"simulating a {lr_spacing} mm (i, j, k) acquisition from the HR input "
+            f"(factors {format_ijk(factors)}, {source})")
+    return factors, options, {"factors": factors.tolist(), "lr_spacing_ijk": (hr.grid.spacing * factors).tolist(),
+                              "source": source, "note": note}
+
+
 def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
             cancel: CancelToken | None = None) -> dict[str, Any]:
     """Run one job and return a JSON-serialisable summary
@@ -139,11 +174,13 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
     volume = io.read_volume(job.input, table=job.table)
     files: list[str] = []
     reference: Volume | None = None
+    simulation: dict[str, Any] = {}
     if job.simulate:
         from SuperResMoELib.simulation.lowres import simulate_low_resolution
 
-        # the factors the method will apply, read off the grid it would make from the HR
-        factors = np.round(volume.grid.spacing / method.output_grid(volume, job.options).spacing, 6)
+        factors, options, simulation = simulation_factors(method, volume, job.options)
+        job = dataclasses.replace(job, options=options)
+        progress("load", 0.5, simulation["note"])
         volume, reference = simulate_low_resolution(volume, factors, method=job.simulate_method)
         volume = volume.with_array(volume.array, name=f"{io.volume_stem(job.input)}_lr")
         lr_path = side_path(job.output, "lr")
@@ -181,7 +218,7 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
         progress("evaluate", 1.0, "done")
     progress("write", 1.0, "done")
     return {"input": str(job.input), "output": str(job.output), "method": job.method, "files": files,
-            "metrics": metrics, "info": result.info, "seconds": time.perf_counter() - t0}
+            "metrics": metrics, "info": result.info, "simulation": simulation, "seconds": time.perf_counter() - t0}
 
 
 def output_path_for(input_path: Path, output: Path, method: str, many: bool) -> Path:

@@ -22,6 +22,19 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
+def append_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> int:
+    """Append ``rows`` to the CSV at ``path`` (created when missing); columns
+    are the union of the old and new keys.  The file is rewritten atomically,
+    so a crash leaves either the old or the new table.  Returns the row count."""
+    path = Path(path)
+    old: list[dict[str, Any]] = []
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as fh:
+            old = list(csv.DictReader(fh))
+    write_csv([*old, *rows], path)
+    return len(old) + len(rows)
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], fmt: str = "{:.4g}") -> str:
     """A Markdown table of ``keys`` columns; floats formatted with ``fmt``."""
     head = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"

@@ -166,6 +166,9 @@ class Method(abc.ABC):
     default_scale: ClassVar[tuple[float, float, float]] = DEFAULT_SCALE
     #: Sample data the demo runs the method on: ``"t1"``, ``"mudi"`` or ``"any"``.
     sample_kind: ClassVar[str] = "t1"
+    #: Factors ``(s_i, s_j, s_k)`` of the degradation ``--simulate`` applies when
+    #: the method's output grid is the input's own (``None``: ask for ``--scale``).
+    simulate_factors: ClassVar[tuple[float, float, float] | None] = None
 
     def output_grid(self, volume: Volume, options: EnhanceOptions | None = None) -> Grid:
         """The grid :meth:`enhance` will produce for ``volume`` (known before running,

@@ -184,13 +184,17 @@ def export(trainer: REMIxTrainer, path_experts: Path | None, path_single: Path |
     CPU); the manifests' ``metrics.validation`` hold each network's last-epoch
     validation loss and PSNR (normalised units) and the input's PSNR, their
     ``extra.training_config`` the resolved config."""
+    from ..domain import remix_domain
+
     written = []
     resolved = to_dict(trainer.cfg)
+    domain = remix_domain(trainer.cfg.degradation)
     if path_experts is not None:
         tensors = {f"expert{v}.{k}": t.detach().cpu().contiguous()
                    for v in EXPERTS for k, t in trainer.nets[f"expert{v}"].state_dict().items()}
         val = {f"expert{v}": trainer.validation[f"expert{v}"] for v in EXPERTS if f"expert{v}" in trainer.validation}
         manifest = remix_manifest("experts", trainer.unet_cfg, training_data=training_data, training_config=resolved,
+                                  domain=domain,
                                   metrics={"validation": val} if val else {},
                                   description="REMIx: seven resolution experts (voxel volume 1..7 mm^3)")
         written.append(save_checkpoint(path_experts, tensors, manifest, half=True))
@@ -198,6 +202,7 @@ def export(trainer: REMIxTrainer, path_experts: Path | None, path_single: Path |
         tensors = {f"net.{k}": t.detach().cpu().contiguous() for k, t in trainer.nets["single"].state_dict().items()}
         val = trainer.validation.get("single")
         manifest = remix_manifest("single", trainer.unet_cfg, training_data=training_data, training_config=resolved,
+                                  domain=domain,
                                   metrics={"validation": val} if val else {},
                                   description="REMIx 1-network baseline: one U-Net for every resolution")
         written.append(save_checkpoint(path_single, tensors, manifest, half=True))

@@ -138,6 +138,8 @@ class SSMoETrainer:
         self.source = open_source(data, config.data_seed)
         # the config's subjects for the sample data; every subject but the held-out one for a folder
         subjects = libcfg.subjects if data == "sample" else tuple(range(self.source.held_out))
+        #: The subjects the patch library is drawn from.
+        self.subjects: tuple[int, ...] = tuple(subjects)
         volumes = min(libcfg.volumes_per_subject, len(self.source.table()))
         lib = patch_library(LibraryConfig(task, subjects, volumes, libcfg.patches_per_volume,
                                           intensity_factor=config.intensity_factor, seed=self.seed,

@@ -100,6 +100,8 @@ class REMIxMethod(CheckpointedMethod):
     family_title = "a REMIx"
     kinds = KINDS
     kind: ClassVar[str] = "experts"
+    #: ``--simulate`` on a 1 mm scan: a 1x1x5 mm thick-slice acquisition (the clinical case REMIx is for).
+    simulate_factors = (1.0, 1.0, 5.0)
 
     def method_for_kind(self, kind: str) -> str:
         return {"experts": "remix", "single": "remix1"}[kind]
