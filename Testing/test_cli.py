@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from SuperResMoELib import io
 from SuperResMoELib.core.volume import Volume
@@ -19,6 +20,8 @@ from SuperResMoELib.core.volume import Volume
 from conftest import make_matrix
 
 CLI = [sys.executable, "-m", "SuperResMoELib"]
+#: The CLI subprocesses inherit this environment, so they see the same CUDA devices.
+CUDA = torch.cuda.is_available()
 
 
 def run(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
@@ -137,7 +140,12 @@ def test_info_json() -> None:
         ("5d", [], 3, "5D images are not supported"),
         ("nan", [], 3, "NaN or Inf"),
         ("huge", [], 3, "do not fit in float32"),
-        ("ok", ["--device", "cuda:0"], 6, "CUDA is not available"),
+        pytest.param("ok", ["--device", "cuda:0"], 6, "CUDA is not available",
+                     marks=pytest.mark.skipif(CUDA, reason="cuda:0 exists here; needs a torch without CUDA"),
+                     id="cuda0-without-cuda"),
+        # no machine has 100 GPUs: a DeviceError on every machine, with the message for its case
+        pytest.param("ok", ["--device", "cuda:99"], 6, "does not exist" if CUDA else "CUDA is not available",
+                     id="cuda99-missing-device"),
         ("ok", ["--scale", "0"], 3, "positive"),
         ("ok", ["--overlap", "1.5"], 3, "overlap must be in [0, 1)"),
         ("ok", ["--scale", "2", "--spacing", "1"], 3, "either --scale or --spacing"),

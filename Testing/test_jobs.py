@@ -4,6 +4,7 @@ whole process tree (real subprocesses)."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -73,14 +74,19 @@ def test_cancel_ends_the_whole_process_tree(tmp_path) -> None:
         print('{{"stage": "enhance", "fraction": 0.1, "message": "working"}}', flush=True)
         time.sleep(600)
     """)).start()
+    seen = []  # wait for the progress line: the pid file is complete by then
     deadline = time.monotonic() + 30
-    while not pidfile.exists() and time.monotonic() < deadline:
+    while not seen and proc.running and time.monotonic() < deadline:
+        seen += proc.poll()
         time.sleep(0.05)
     grandchild = int(pidfile.read_text())
-    t0 = time.monotonic()
     proc.cancel(grace=2.0)
-    assert proc.wait(timeout=30) != 0 and proc.cancelled
-    assert time.monotonic() - t0 < 10
+    # cancel() itself ended the child, by the SIGTERM (not the SIGKILL after the grace
+    # period, nor its own exit 600 s later)
+    assert not proc.running and proc.returncode == -signal.SIGTERM
+    assert proc.wait(timeout=30, on_event=seen.append) != 0 and proc.cancelled
+    # it stopped early: the one progress event it printed, no final "done"
+    assert [e.message for e in seen] == ["working"] and proc.final is None and proc.result is None
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):  # the grandchild is gone too
         for _ in range(50):

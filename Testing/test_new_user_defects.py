@@ -127,3 +127,18 @@ def test_metrics_table_is_appended_and_listed(tmp_path: Path) -> None:
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert len(rows) == 2 and all(r["method"] == "cubic" and r["input"].endswith("a.nii.gz") for r in rows)
     assert all(r["time"] and float(r["psnr"]) > 20 for r in rows)
+
+
+def test_quick_demo_blocks_cover_the_same_physical_region() -> None:
+    from SuperResMoELib.app.demo import central_blocks
+    from SuperResMoELib.core.geometry import scaled_grid
+
+    hr = smooth((40, 50, 60), (1.0, 1.0, 1.0), 10.0)
+    lr = Volume.on_grid(np.zeros((10, 50, 60), np.float32), scaled_grid(hr.grid, (1.0, 1.0, 0.25)))
+    lr_b, hr_b = central_blocks(lr, hr, (20, 30, 4))
+    assert lr_b.grid.size_ijk == (20, 30, 4) and hr_b.grid.size_ijk == (20, 30, 16)
+    np.testing.assert_allclose(lr_b.grid.bounds(), hr_b.grid.bounds(), atol=1e-9)  # edges aligned
+    # the HR block is the HR's own voxels at the same RAS positions
+    ras = hr_b.grid.index_to_ras(np.array([0.0, 0.0, 0.0]))
+    ijk = np.round(hr.grid.ras_to_index(ras)).astype(int)
+    assert hr_b.array[0, 0, 0] == hr.array[ijk[2], ijk[1], ijk[0]]

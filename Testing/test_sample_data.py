@@ -8,7 +8,6 @@ once per module and shared.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 
 import numpy as np
@@ -34,28 +33,60 @@ def cache(tmp_path_factory):
         yield path
 
 
-def _timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _observed(fn, *args, **kwargs):
+    """``(result, messages)``: ``fn``'s result and what it logged to ``superresmoe.sample_data``
+    (a module-scoped fixture cannot use ``caplog``)."""
+    log = logging.getLogger("superresmoe.sample_data")
+    handler, level = _Records(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        out = fn(*args, **kwargs)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    return out, handler.messages
+
+
+def _cache_files(cache, pattern: str) -> dict[str, tuple[int, int, int]]:
+    """``{name: (inode, mtime_ns, size)}`` of the cache files matching ``pattern``
+    (an atomic rewrite gives a new inode, any rewrite a new mtime)."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size) for p in cache.rglob(pattern)}
+
+
+def _first_and_second(cache, fn, index: int, pattern: str) -> dict:
+    """Two calls of ``fn(index)`` with what each logged, and the cache files after each."""
+    sd.mni_template()  # the nilearn load is logged by neither call
+    first, log_first = _observed(fn, index)
+    files_first = _cache_files(cache, pattern)
+    second, log_second = _observed(fn, index)
+    return {"first": first, "second": second, "log_first": log_first, "log_second": log_second,
+            "files_first": files_first, "files_second": _cache_files(cache, pattern)}
+
+
+def _generated(messages: list[str]) -> list[str]:
+    return [m for m in messages if m.startswith("generated ")]
 
 
 @pytest.fixture(scope="module")
 def t1_calls(cache):
-    """T1 subject 1: first call (generates) and second call (cache), timed."""
-    sd.mni_template()  # the nilearn load is not part of either timing
-    first, t_first = _timed(sd.t1_subject, 1)
-    second, t_second = _timed(sd.t1_subject, 1)
-    return {"first": first, "second": second, "t_first": t_first, "t_second": t_second}
+    """T1 subject 1: first call (generates) and second call (cache)."""
+    return _first_and_second(cache, sd.t1_subject, 1, "t1_subject1_seed0_*.npz")
 
 
 @pytest.fixture(scope="module")
 def mudi_calls(cache):
-    """MUDI subject 0: first call (generates) and second call (cache), timed."""
-    sd.mni_template()
-    first, t_first = _timed(sd.mudi_subject, 0)
-    second, t_second = _timed(sd.mudi_subject, 0)
-    return {"first": first, "second": second, "t_first": t_first, "t_second": t_second}
+    """MUDI subject 0: first call (generates) and second call (cache)."""
+    return _first_and_second(cache, sd.mudi_subject, 0, "mudi_subject0_seed0_*.npz")
 
 
 @pytest.fixture(scope="module")
@@ -243,10 +274,17 @@ def test_signal_rows_are_computed_independently(mudi):
         mudi.signal([1344])
 
 
-def test_mudi_cache_hit_is_fast_and_identical(mudi_calls):
+def test_mudi_cache_hit_reads_the_cache_and_is_identical(mudi_calls):
     first, second = mudi_calls["first"], mudi_calls["second"]
     assert first.meta["cache"] == "miss" and second.meta["cache"] == "hit"
-    assert mudi_calls["t_second"] * 5 < mudi_calls["t_first"]
+    # generated once, by the first call; the second reads the file the first wrote
+    assert len(_generated(mudi_calls["log_first"])) == 1
+    assert "generated MUDI subject 0" in _generated(mudi_calls["log_first"])[0]
+    assert _generated(mudi_calls["log_second"]) == []
+    files = mudi_calls["files_first"]
+    assert len(files) == 1 and mudi_calls["files_second"] == files  # not rewritten
+    assert first.meta["cache_file"] == second.meta["cache_file"]
+    assert first.meta["cache_file"].endswith("/" + next(iter(files)))
     for name in first.maps:
         np.testing.assert_array_equal(first.maps[name], second.maps[name])
     assert first.grid.same_as(second.grid)
@@ -334,10 +372,15 @@ def test_t1_subject_is_a_warped_template(t1_calls):
     np.testing.assert_array_equal(sd.t1_subject(0).array, tpl.array)
 
 
-def test_t1_cache_hit_is_fast_and_identical(t1_calls):
+def test_t1_cache_hit_reads_the_cache_and_is_identical(t1_calls):
     assert t1_calls["first"].meta["sample_data"]["cache"] == "miss"
     assert t1_calls["second"].meta["sample_data"]["cache"] == "hit"
-    assert t1_calls["t_second"] * 5 < t1_calls["t_first"]
+    # generated once, by the first call; the second reads the file the first wrote
+    assert len(_generated(t1_calls["log_first"])) == 1
+    assert "generated T1 subject 1" in _generated(t1_calls["log_first"])[0]
+    assert _generated(t1_calls["log_second"]) == []
+    files = t1_calls["files_first"]
+    assert len(files) == 1 and t1_calls["files_second"] == files  # not rewritten
     assert t1_calls["first"].array.tobytes() == t1_calls["second"].array.tobytes()
 
 

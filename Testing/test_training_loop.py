@@ -11,7 +11,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from training.state import load_state, save_state
@@ -107,5 +106,13 @@ def test_state_round_trip_without_pickle(tmp_path: Path) -> None:
     raw = bytearray((tmp_path / "state.safetensors").read_bytes())
     raw[-1] ^= 0xFF
     (tmp_path / "state.safetensors").write_bytes(bytes(raw))
-    assert load_state(tmp_path, {"m": m2}, opt2) is None
-    assert not np.isnan(0.0) and os.path.exists(tmp_path / "state.json")
+    torch.manual_seed(2)  # a fresh module whose weights differ from the saved ones
+    m3 = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.BatchNorm3d(2))
+    opt3 = torch.optim.Adam(m3.parameters(), lr=1e-3)
+    fresh = {k: v.clone() for k, v in m3.state_dict().items()}
+    assert not torch.equal(fresh["0.weight"], m.state_dict()["0.weight"])
+    assert load_state(tmp_path, {"m": m3}, opt3) is None
+    for k, v in m3.state_dict().items():  # nothing of the corrupt state was loaded
+        torch.testing.assert_close(v, fresh[k], rtol=0, atol=0)
+    assert opt3.state_dict()["state"] == {}
+    assert os.path.exists(tmp_path / "state.json")

@@ -85,11 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_common(p)
 
-    p = sub.add_parser("demo", help="make a sample LR/HR pair, enhance it with each method, print metrics")
+    p = sub.add_parser("demo", help="make sample LR/HR pairs, enhance them with each method, print metrics",
+                       description="Build the sample LR/HR pairs offline and enhance them with every method that "
+                                   "can run (about 2 minutes on 2 CPU cores; --full: about 15).")
     p.add_argument("--out", type=Path, default=Path("superresmoe-demo"), help="output folder")
     p.add_argument("--methods", nargs="+", help="methods to run (default: all that can run)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="sample data seed (default 0)")
+    p.add_argument("--full", action="store_true",
+                   help="the whole T1 volume and 64 qMRI frames instead of a central T1 block and 4 frames")
     _add_common(p)
     return parser
 
@@ -232,57 +236,12 @@ def cmd_info(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[i
     return ExitCode.OK, None
 
 
-#: Demo cases: sample kind -> (LR file, HR file, table file or None, frames written).
-DEMO_CASES: dict[str, tuple[str, str, str | None]] = {
-    "t1": ("t1_lr.nii.gz", "t1_hr.nii.gz", None),
-    "mudi": ("mudi_lr_aniso.nii.gz", "mudi_hr.nii.gz", "parameters_new.txt"),
-}
-#: MUDI-like volumes (acquisition rows) the demo enhances.
-DEMO_MUDI_ROWS = 16
-
-
 def cmd_demo(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
-    import numpy as np
+    from SuperResMoELib.app.demo import run_demo
+    from SuperResMoELib.methods import get_method_class, method_names
 
-    from SuperResMoELib import io
-    from SuperResMoELib.methods import EnhanceOptions, get_method_class, method_names
-    from SuperResMoELib.app.pipeline import EnhanceJob, run_job
-    from SuperResMoELib.sample_data import write_sample_data
-
-    out: Path = args.out
     names = args.methods or [n for n in method_names() if _can_run(get_method_class(n))]
-    rows: list[dict[str, Any]] = []
-    written: list[str] = []
-    cases: dict[str, Any] = {}
-    for kind, (lr_name, hr_name, table_name) in DEMO_CASES.items():
-        case_methods = [n for n in names if get_method_class(n).sample_kind in (kind, "any")]
-        if kind != "t1" and not any(get_method_class(n).sample_kind == kind for n in case_methods):
-            continue  # no method made for this data (the T1 case always runs)
-        progress("sample", 0.0, f"building the sample {kind} pair")
-        data = write_sample_data(out / "data", kind=kind, seed=args.seed, mudi_rows=DEMO_MUDI_ROWS,
-                                 progress=progress)
-        written += [str(f) for f in data["files"]]
-        lr_path, hr_path = out / "data" / lr_name, out / "data" / hr_name
-        table = out / "data" / table_name if table_name else None
-        lr, hr = io.read_volume(lr_path), io.read_volume(hr_path)
-        scale = tuple(float(v) for v in np.round(lr.spacing / hr.spacing, 6))
-        cases[kind] = {"lr_spacing": lr.spacing.round(4).tolist(), "hr_spacing": hr.spacing.round(4).tolist(),
-                       "scale": scale, "frames": lr.n_frames}
-        for name in case_methods:
-            cancel.check()
-            job = EnhanceJob(input=lr_path, output=out / f"{kind}_sr_{name}.nii.gz", method=name,
-                             options=EnhanceOptions(scale=scale), device=args.device, reference=hr_path,
-                             table=table)
-            s = run_job(job, progress, cancel)
-            written += s["files"]
-            m = flatten(s["metrics"])
-            rows.append({"data": kind, "method": name,
-                         "PSNR_dB": m.get("psnr", m.get("mean_psnr")), "SSIM": m.get("ssim", float("nan")),
-                         "MSE_ssmoe": m.get("mse_ssmoe", m.get("mse_ssmoe_per_frame_mean")),
-                         "seconds": round(s["seconds"], 2)})
-    write_csv(rows, out / "demo_metrics.csv")
-    written.append(str(out / "demo_metrics.csv"))
-    return ExitCode.OK, {"files": written, "metrics": rows, "cases": cases}
+    return ExitCode.OK, run_demo(args.out, names, args.device, args.seed, args.full, progress, cancel)
 
 
 def _can_run(cls) -> bool:
@@ -337,8 +296,8 @@ def _report(command: str, result: Any) -> None:
             print(f"  {f}")
     elif command == "demo":
         for kind, c in result["cases"].items():
-            print(f"sample {kind}: LR spacing {c['lr_spacing']} mm -> HR spacing {c['hr_spacing']} mm "
-                  f"(scale {c['scale']}, {c['frames']} volume(s))")
+            print(f"sample {kind}: LR {c['lr']} -> HR {c['hr']} ({c['frames']} volume(s)"
+                  + ("" if c["full"] else "; quick demo, --full for the whole data") + ")")
         print("files written:")
         for f in result["files"]:
             print(f"  {f}")

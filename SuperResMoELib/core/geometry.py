@@ -13,19 +13,20 @@ from scipy import ndimage
 
 from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.volume import Grid, Volume
+from SuperResMoELib.core.types import Factors
 
 #: Interpolation names accepted by :func:`resample` -> spline order.
 INTERPOLATION_ORDERS: dict[str, int] = {"nearest": 0, "linear": 1, "cubic": 3}
 
 
-def _as_factors(factors: float | Sequence[float]) -> np.ndarray:
+def _as_factors(factors: Factors) -> np.ndarray:
     f = np.broadcast_to(np.asarray(factors, dtype=np.float64), (3,)).copy()
     if not np.all(np.isfinite(f)) or np.any(f <= 0):
         raise InputError(f"scale factors must be positive numbers, got {list(np.atleast_1d(factors))}")
     return f
 
 
-def scaled_grid(grid: Grid, factors: float | Sequence[float]) -> Grid:
+def scaled_grid(grid: Grid, factors: Factors) -> Grid:
     """The grid of a volume super-resolved by ``factors`` along ``(i, j, k)``.
 
     The physical extent is kept: along an axis with ``n`` voxels and factor
@@ -125,7 +126,7 @@ def resample(
     return volume.with_array(out, target.ijk_to_ras)
 
 
-def upsample(volume: Volume, factors: float | Sequence[float], interpolation: str = "cubic") -> Volume:
+def upsample(volume: Volume, factors: Factors, interpolation: str = "cubic") -> Volume:
     """Interpolate ``volume`` onto :func:`scaled_grid` ``(volume.grid, factors)``."""
     return resample(volume, scaled_grid(volume.grid, factors), interpolation)
 
@@ -136,3 +137,15 @@ def isotropic_grid(grid: Grid, spacing: float = 1.0) -> Grid:
     if spacing <= 0:
         raise InputError(f"target spacing must be positive, got {spacing}")
     return scaled_grid(grid, grid.spacing / float(spacing))
+
+
+def sub_volume(volume: Volume, start_kji: Sequence[int], stop_kji: Sequence[int]) -> Volume:
+    """The block ``[start, stop)`` (array indices, KJI) of a 3D or 4D ``volume``
+    (every frame); its grid is the sub-grid of the input: same spacing and
+    direction, the origin moved to the block's first voxel."""
+    k, j, i = (int(v) for v in start_kji)
+    k1, j1, i1 = (int(v) for v in stop_kji)
+    arr = np.asarray(volume.array)[..., k:k1, j:j1, i:i1]
+    m = volume.ijk_to_ras.copy()
+    m[:3, 3] = volume.ijk_to_ras[:3, :3] @ np.array([i, j, k], dtype=np.float64) + volume.ijk_to_ras[:3, 3]
+    return volume.with_array(np.ascontiguousarray(arr), m)

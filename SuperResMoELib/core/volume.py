@@ -77,7 +77,8 @@ class Grid:
     # ------------------------------------------------------------------ derived
     @property
     def size_ijk(self) -> tuple[int, int, int]:
-        """Number of voxels along ``(i, j, k)``."""
+        """Number of voxels along ``(i, j, k)``: the order every message and report uses
+        (the same as :attr:`spacing`; :attr:`shape` is the array's KJI order)."""
         return (self.shape[2], self.shape[1], self.shape[0])
 
     @property
@@ -128,13 +129,6 @@ class Grid:
         """``(3, 2)`` axis-aligned RAS bounding box ``[[r0, r1], [a0, a1], [s0, s1]]``."""
         c = self.corners()
         return np.stack([c.min(axis=0), c.max(axis=0)], axis=1)
-
-    @property
-    def size_ijk(self) -> tuple[int, int, int]:
-        """Voxels along ``(i, j, k)``: the order every message and report uses
-        (the same as :attr:`spacing`; :attr:`shape` is the array's KJI order)."""
-        k, j, i = self.shape
-        return (i, j, k)
 
     def describe(self) -> str:
         """``"size 197x233x189, spacing 1x1x1 mm (i, j, k), origin [r, a, s] (RAS)"`` for messages:

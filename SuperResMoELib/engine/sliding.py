@@ -50,6 +50,11 @@ from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progr
 
 log = logging.getLogger("superresmoe.inference")
 
+#: Stitching memory per output value, in float32 values: the weighted sum
+#: itself plus the weight sum (one value per voxel, shared by the channels)
+#: and the importance map, rounded up (``1.5`` x the output's bytes).
+STITCH_MEMORY_FACTOR: float = 1.5
+
 Predictor = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
 
@@ -227,7 +232,7 @@ def run_patches(
                     )
                 if stitcher is None:
                     out_shape = (int(out.shape[1]),) + tuple(n * z for n, z in zip(shape, zoom_t))
-                    nbytes = 4 * math.prod(out_shape) * 1.5
+                    nbytes = 4 * math.prod(out_shape) * STITCH_MEMORY_FACTOR
                     sdev = dev if dev.type != "cpu" and nbytes <= config.device_stitch_max_bytes else torch.device("cpu")
                     stitcher = _Stitcher(out_shape, sdev, weights)
                 stitcher.add(out, chunk, zoom_t, aux)

@@ -24,7 +24,7 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Final, Sequence
 
 import numpy as np
 from skimage.metrics import structural_similarity
@@ -43,7 +43,7 @@ DEFAULT_FRAME_METRIC: str = "mse_ssmoe"
 #: Data type of error maps (float64 is used only where float32 would overflow).
 ERROR_MAP_DTYPE = np.float32
 #: numpy quantile method of :func:`distribution_stats` (numpy's default).
-QUANTILE_METHOD: str = "linear"
+QUANTILE_METHOD: Final = "linear"
 #: Quartile levels reported by :func:`distribution_stats`.
 QUARTILES: tuple[float, float, float] = (0.25, 0.5, 0.75)
 #: dtype kinds accepted as numeric input (bool, signed int, unsigned int, float).

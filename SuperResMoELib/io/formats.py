@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -108,7 +108,7 @@ def read_volume(path: str | os.PathLike, table: str | os.PathLike | None = None)
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
-    img = nib.load(str(path))
+    img: Any = nib.load(str(path))  # a NIfTI image (nibabel's stubs type it as the base class)
     data = np.asanyarray(img.dataobj)
     if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector image: (i, j, k, 1, c)
         data = data[:, :, :, 0, :]

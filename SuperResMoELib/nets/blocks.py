@@ -99,7 +99,8 @@ def keras_style_parameter_count(module: nn.Module) -> int:
     moving mean and variance (not ``num_batches_tracked``)."""
     n = sum(p.numel() for p in module.parameters())
     for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None \
+                and m.running_var is not None:
             n += m.running_mean.numel() + m.running_var.numel()
     return n
 

@@ -50,6 +50,8 @@ class Gater(nn.Module):
         super().__init__()
         self.n_params = n_params
         self.mlp = mlp([feat_channels + n_params, *hidden], n_experts)
+        self.param_mean: torch.Tensor
+        self.param_std: torch.Tensor
         self.register_buffer("param_mean", torch.zeros(n_params))
         self.register_buffer("param_std", torch.ones(n_params))
 
@@ -151,7 +153,7 @@ class HardMoE(nn.Module):
         glorot_init(self)
         if cfg.residual != "none":
             for head in self.heads:
-                zero_output(head)
+                zero_output(head)  # type: ignore[arg-type]  # ModuleList items are UpPath
 
     def forward(self, x: torch.Tensor, expert: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, weights)``: the gater's softmax mixture of the heads, or with

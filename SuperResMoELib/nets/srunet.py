@@ -115,7 +115,8 @@ def zero_output(up: "UpPath") -> None:
     """Zero the output convolution: a residual network then starts as the plain
     interpolation and learns a correction."""
     nn.init.zeros_(up.out.weight)
-    nn.init.zeros_(up.out.bias)
+    if up.out.bias is not None:
+        nn.init.zeros_(up.out.bias)
 
 
 class Features(NamedTuple):

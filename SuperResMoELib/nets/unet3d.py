@@ -103,7 +103,8 @@ class ResidualUNet3D(nn.Module):
             c = w
         self.out = nn.Conv3d(c, cfg.channels, 1)
         nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        if self.out.bias is not None:
+            nn.init.zeros_(self.out.bias)
 
     def check_shape(self, shape: torch.Size | tuple[int, ...]) -> None:
         """Raise ``ValueError`` unless ``shape`` is ``(B, C, K, J, I)`` with

@@ -122,7 +122,7 @@ def _save_cached(path: Path | None, key: str, arrays: dict[str, np.ndarray]) -> 
         return
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, cache_key=np.array(key), **arrays)
+            np.savez(fh, cache_key=np.array(key), **arrays)  # type: ignore[arg-type]  # numpy stubs: **arrays
     except OSError as exc:
         logger.warning("could not write sample data cache %s (%s)", path, exc)
 

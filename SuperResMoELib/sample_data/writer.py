@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.progress import no_progress
 from SuperResMoELib.core.volume import Volume
 from SuperResMoELib.sample_data.mudi import MUDI_HELD_OUT, mudi_downsample, mudi_subject
 from SuperResMoELib.sample_data.seeds import _check_index
@@ -56,7 +57,7 @@ def write_sample_data(
         mudi_rows = _check_index(mudi_rows, "mudi_rows")
         if mudi_rows < 1:
             raise InputError("mudi_rows must be at least 1 (or None for all rows)")
-    report = progress or (lambda stage, fraction, message="": None)
+    report: Callable[[str, float, str], None] = progress or no_progress
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -82,7 +83,7 @@ def write_sample_data(
         subjects["mudi"] = s
         report("sample_data", base, f"MUDI subject {s}")
         mudi = mudi_subject(s, seed)
-        rows = slice(None) if mudi_rows is None else np.arange(min(mudi_rows, len(mudi.table)))
+        rows: slice | list[int] = slice(None) if mudi_rows is None else list(range(min(mudi_rows, len(mudi.table))))
         hr = mudi.hr(rows)
         report("sample_data", base + 0.5 * (1.0 - base), "writing MUDI volumes")
         write(hr, "mudi_hr.nii.gz")

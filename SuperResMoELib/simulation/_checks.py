@@ -14,6 +14,7 @@ import numpy as np
 
 from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.volume import Volume
+from SuperResMoELib.core.types import Factors
 
 
 def _check_volume(volume: Volume) -> None:
@@ -55,7 +56,7 @@ def _check_rng(rng: np.random.Generator) -> np.random.Generator:
     return rng
 
 
-def _factors3(factors: float | Sequence[float], what: str = "factors") -> np.ndarray:
+def _factors3(factors: Factors, what: str = "factors") -> np.ndarray:
     f = np.asarray(factors, dtype=np.float64).ravel()
     if f.size == 1:
         f = np.repeat(f, 3)

@@ -11,9 +11,10 @@ from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.volume import Volume
 from SuperResMoELib.simulation._checks import _array_axis, _check_volume, _factors3, _float32
 from SuperResMoELib.simulation.tolerances import RELATIVE_TOLERANCE
+from SuperResMoELib.core.types import Factors
 
 
-def kspace_truncate(volume: Volume, factors: float | Sequence[float]) -> Volume:
+def kspace_truncate(volume: Volume, factors: Factors) -> Volume:
     """Low-pass a volume by truncating its k-space (Fourier domain).
 
     Along every IJK axis with factor ``s > 1`` the discrete Fourier transform

@@ -14,6 +14,7 @@ from SuperResMoELib.simulation.block_mean import block_mean, crop_to_blocks
 from SuperResMoELib.simulation.kspace import kspace_truncate
 from SuperResMoELib.simulation.noise import rician_noise
 from SuperResMoELib.simulation.profiles import SAMPLING_INTERPOLATION, _blur_array
+from SuperResMoELib.core.types import Factors
 
 #: Methods accepted by :func:`simulate_low_resolution`.
 LR_METHODS: tuple[str, ...] = ("boxcar", "gaussian", "kspace")
@@ -22,7 +23,7 @@ LR_METHODS: tuple[str, ...] = ("boxcar", "gaussian", "kspace")
 INTEGER_FACTOR_TOLERANCE: float = 1e-9
 
 
-def _integer_factors(factors: float | Sequence[float]) -> np.ndarray:
+def _integer_factors(factors: Factors) -> np.ndarray:
     f = _factors3(factors, "downsampling factors")
     r = np.round(f)
     if np.any(np.abs(f - r) > INTEGER_FACTOR_TOLERANCE) or np.any(r < 1):
@@ -34,7 +35,7 @@ def _integer_factors(factors: float | Sequence[float]) -> np.ndarray:
 
 def simulate_low_resolution(
     volume: Volume,
-    factors: float | Sequence[float],
+    factors: Factors,
     method: str = "boxcar",
     noise_sigma: float = 0.0,
     rng: np.random.Generator | None = None,
@@ -80,11 +81,12 @@ def simulate_low_resolution(
             f"volume size (i, j, k) = {tuple(int(x) for x in size)} is smaller than the "
             f"downsampling factors {tuple(int(x) for x in f)}"
         )
-    arr = crop_to_blocks(_float32(volume), f)
+    blocks = tuple(int(x) for x in f)
+    arr = crop_to_blocks(_float32(volume), blocks)
     hr = volume.with_array(np.ascontiguousarray(arr))
     lr_grid = scaled_grid(hr.grid, 1.0 / f)
     if method == "boxcar":
-        out = block_mean(arr, f)
+        out = block_mean(arr, blocks)
     elif method == "gaussian":
         blurred = arr
         for a in range(3):

@@ -97,5 +97,5 @@ class PanelParameters:
         return EnhanceRequest(**{spec.name: panel_to_value(spec, v[name]) for name, spec in _SPECS.items()})
 
 
-def _type(f: dataclasses.Field) -> type:
+def _type(f: dataclasses.Field) -> Any:
     return {"str": str, "float": float, "int": int, "bool": bool}.get(f.type, f.type)  # type: ignore[arg-type]

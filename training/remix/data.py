@@ -29,6 +29,7 @@ from SuperResMoELib import sample_data
 from SuperResMoELib.core.intensity import robust_max
 from SuperResMoELib.io.paths import user_cache_dir
 from SuperResMoELib.evaluation.segmentation import brain_mask
+from SuperResMoELib.core.geometry import sub_volume
 from SuperResMoELib.core.volume import Volume
 
 from ..cache import cached_arrays
@@ -61,17 +62,6 @@ class RemixLibraryConfig:
     def key(self, bin_mm3: int) -> str:
         text = json.dumps({**asdict(self), "bin": int(bin_mm3), "version": LIBRARY_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def sub_volume(volume: Volume, start_kji: Sequence[int], stop_kji: Sequence[int]) -> Volume:
-    """The block ``[start, stop)`` (array indices, KJI) of ``volume``; its grid
-    is the sub-grid of the input (same spacing and direction, shifted origin)."""
-    k, j, i = (int(v) for v in start_kji)
-    k1, j1, i1 = (int(v) for v in stop_kji)
-    arr = np.asarray(volume.array)[k:k1, j:j1, i:i1]
-    m = volume.ijk_to_ras.copy()
-    m[:3, 3] = volume.ijk_to_ras[:3, :3] @ np.array([i, j, k], dtype=np.float64) + volume.ijk_to_ras[:3, 3]
-    return Volume(np.ascontiguousarray(arr), m, name=volume.name)
 
 
 def crop(volume: Volume, start_kji: Sequence[int], size: int) -> Volume:

@@ -132,7 +132,7 @@ class REMIxMethod(CheckpointedMethod):
             raise InputError(f"patch size must be one or three sizes of at least {m} voxels, got {p!r}")
         return tuple(int(math.ceil(s / m) * m) for s in sizes)  # type: ignore[return-value]
 
-    def select(self, net: torch.nn.Module, spacing: np.ndarray, opts: EnhanceOptions) -> tuple[Any, dict]:
+    def select(self, net: torch.nn.ModuleDict, spacing: np.ndarray, opts: EnhanceOptions) -> tuple[Any, dict]:
         """The network to run and the facts of the choice."""
         if self.kind == "single":
             v = float(np.prod(spacing))

@@ -245,6 +245,7 @@ class SSMoEMethod(CheckpointedMethod):
             return (np.repeat(row[None], n, axis=0).astype(np.float32),
                     {"source": "options", "values": row.tolist(),
                      "note": "acquisition parameters given with the options, used for every frame"})
+        assert gater is not None  # an ssmoe network with parameters has a gater
         mean = gater.param_mean.detach().cpu().numpy().astype(np.float64)
         return (np.repeat(mean[None], n, axis=0).astype(np.float32),
                 {"source": "default", "values": mean.round(6).tolist(),
