@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from SuperResMoELib.core.errors import CancelledError, InputError
+from SuperResMoELib.core.errors import CancelledError, InputError, ResourceError
 from SuperResMoELib.engine.sliding import EngineConfig, blend_weights, run_patches, window_starts
 from SuperResMoELib.core.progress import CancelToken
 
@@ -171,7 +171,7 @@ def test_cpu_out_of_memory_at_batch_one_is_a_clear_error() -> None:
     def predictor(t):
         raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate; out of memory")
 
-    with pytest.raises(InputError, match="smaller patch size"):
+    with pytest.raises(ResourceError, match="smaller patch size"):
         run_patches(smooth_input(), predictor, (1, 1, 1), EngineConfig(8, 0.5, 2))
 
 
@@ -210,11 +210,11 @@ def test_per_patch_aux_becomes_a_map() -> None:
 
 def test_bad_arguments() -> None:
     x = smooth_input()
-    with pytest.raises(InputError, match="integer zoom"):
+    with pytest.raises(ValueError, match="integer zoom"):
         run_patches(x, nearest_up((1, 1, 1)), (1, 1, 1.5), EngineConfig(8))
     with pytest.raises(InputError, match="overlap"):
         run_patches(x, nearest_up((1, 1, 1)), (1, 1, 1), EngineConfig(8, overlap=1.0))
-    with pytest.raises(InputError, match="predictor returned"):
+    with pytest.raises(ValueError, match="predictor returned"):
         run_patches(x, lambda t: t, (1, 1, 2), EngineConfig(8))
 
 

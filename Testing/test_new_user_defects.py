@@ -142,3 +142,18 @@ def test_quick_demo_blocks_cover_the_same_physical_region() -> None:
     ras = hr_b.grid.index_to_ras(np.array([0.0, 0.0, 0.0]))
     ijk = np.round(hr.grid.ras_to_index(ras)).astype(int)
     assert hr_b.array[0, 0, 0] == hr.array[ijk[2], ijk[1], ijk[0]]
+
+
+def test_a_missing_optional_package_is_one_line_naming_it_and_the_extra() -> None:
+    """Without torch, ``superresmoe info`` says so in one line (exit 9), not with a traceback."""
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['matplotlib'] = None\n"
+            "from SuperResMoELib.app.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "info"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 9, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "'torch' is not installed" in lines[0] and "Traceback" not in r.stderr
+    from SuperResMoELib.core.errors import MissingPackageError, missing_package_error
+
+    err = missing_package_error(ModuleNotFoundError("no", name="matplotlib.pyplot"))
+    assert isinstance(err, MissingPackageError) and "superresmoe[training]" in str(err)
+    assert missing_package_error(ModuleNotFoundError("no", name="not_a_known_package")) is None

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from SuperResMoELib import __version__
-from SuperResMoELib.core.errors import CancelledError, ExitCode, InputError, SuperResMoEError
+from SuperResMoELib.core.errors import (
+    CancelledError,
+    ExitCode,
+    InputError,
+    SuperResMoEError,
+    missing_package_error,
+)
 from SuperResMoELib.core.options import add_enhance_arguments, values_from_namespace
 from SuperResMoELib.core.progress import CancelToken
 from SuperResMoELib.io.tables import append_csv, flatten, write_csv
@@ -306,6 +312,16 @@ def _report(command: str, result: Any) -> None:
             _print_table(result["metrics"], list(result["metrics"][0]))
 
 
+def _internal_error(exc: BaseException, reporter: Any, debug: bool) -> int:
+    """Report a program error as one line (the traceback with ``--debug``)."""
+    if debug:
+        traceback.print_exc()
+    msg = f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+    reporter.emit({"stage": "error", "fraction": 1.0, "message": msg, "exit_code": ExitCode.INTERNAL})
+    print(f"superresmoe: {msg}", file=sys.stderr)
+    return int(ExitCode.INTERNAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``superresmoe`` console script; returns the exit code."""
     parser = build_parser()
@@ -329,23 +345,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "result": result})
         else:
             _report(args.command, result)
-        return code
-    except (SuperResMoEError, KeyboardInterrupt) as exc:
+        return int(code)
+    except (SuperResMoEError, KeyboardInterrupt, ImportError) as exc:
         reporter.close()
-        err = CancelledError("cancelled by the user") if isinstance(exc, KeyboardInterrupt) else exc
+        if isinstance(exc, ImportError) and missing_package_error(exc) is None:
+            return _internal_error(exc, reporter, args.debug)
+        err = (CancelledError("cancelled by the user") if isinstance(exc, KeyboardInterrupt)
+               else missing_package_error(exc) if isinstance(exc, ImportError) else exc)
+        assert err is not None
         if args.debug:
             traceback.print_exc()
         reporter.emit({"stage": "error", "fraction": 1.0, "message": str(err), "exit_code": err.exit_code})
         print(f"superresmoe: error: {err}", file=sys.stderr)
-        return err.exit_code
+        return int(err.exit_code)
     except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback on request
         reporter.close()
-        if args.debug:
-            traceback.print_exc()
-        msg = f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
-        reporter.emit({"stage": "error", "fraction": 1.0, "message": msg, "exit_code": ExitCode.INTERNAL})
-        print(f"superresmoe: {msg}", file=sys.stderr)
-        return ExitCode.INTERNAL
+        return _internal_error(exc, reporter, args.debug)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

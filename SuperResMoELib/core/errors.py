@@ -118,3 +118,24 @@ def require_package(module: str, extra: str | None = None, purpose: str = "", pa
     """
     if importlib.util.find_spec(module) is None:
         raise MissingPackageError(package or module, extra, purpose)
+
+
+#: Import name -> (pip name, ``superresmoe`` extra that installs it) of packages
+#: only some commands need; a missing one becomes a :class:`MissingPackageError`.
+OPTIONAL_PACKAGES: dict[str, tuple[str, str | None]] = {
+    "torch": ("torch", None),  # the build must fit the machine: see the README (GPU users)
+    "matplotlib": ("matplotlib", "training"),
+    "sklearn": ("scikit-learn", "training"),
+    "PySide6": ("PySide6-Essentials", "test"),
+    "slicer": ("slicer-core", "test"),
+}
+
+
+def missing_package_error(exc: ImportError) -> MissingPackageError | None:
+    """The one-line error for an ``ImportError`` of a package in
+    :data:`OPTIONAL_PACKAGES` (``None`` for any other import failure)."""
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    if name not in OPTIONAL_PACKAGES:
+        return None
+    package, extra = OPTIONAL_PACKAGES[name]
+    return MissingPackageError(package, extra)

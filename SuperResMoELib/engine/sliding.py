@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from SuperResMoELib.engine.devices import is_out_of_memory
-from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.errors import ResourceError
 from SuperResMoELib.engine.windows import EngineConfig, window_starts
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 
@@ -192,10 +192,10 @@ def run_patches(
     config.validate()
     zoom_t = tuple(int(z) for z in zoom)
     if len(zoom_t) != 3 or min(zoom_t) < 1 or any(abs(z - float(zz)) > 0 for z, zz in zip(zoom_t, zoom)):
-        raise InputError(f"the patch engine needs integer zoom factors >= 1, got {tuple(zoom)}")
+        raise ValueError(f"the patch engine needs integer zoom factors >= 1, got {tuple(zoom)}")
     x = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
     if x.ndim != 4:
-        raise InputError(f"engine input must be (C, K, J, I), got shape {tuple(x.shape)}")
+        raise ValueError(f"engine input must be (C, K, J, I), got shape {tuple(x.shape)}")
     x = x.detach().to("cpu", torch.float32)
     true_shape = tuple(x.shape[1:])
     patch = config.patch()
@@ -226,7 +226,7 @@ def run_patches(
                     res = predictor(patches.to(dev, non_blocking=True))
                 out, aux = res if isinstance(res, tuple) else (res, {})
                 if tuple(out.shape[-3:]) != out_patch or out.shape[0] != len(chunk):
-                    raise InputError(
+                    raise ValueError(  # a program error: the predictor does not fit the engine
                         f"predictor returned {tuple(out.shape)} for input {tuple(patches.shape)}; "
                         f"expected (B, C_out) + {out_patch}"
                     )
@@ -252,7 +252,7 @@ def run_patches(
                     if stitcher is not None:
                         stitcher.to(dev)
                 else:
-                    raise InputError(
+                    raise ResourceError(
                         "out of memory on the CPU with batch size 1; use a smaller patch size"
                     ) from None
                 log.warning(events[-1])
