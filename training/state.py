@@ -12,14 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    import numpy as np
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from SuperResMoELib.io.atomic import write_bytes_atomic, write_text_atomic
+from SuperResMoELib.io.jsonutil import dumps
 
 STATE_WEIGHTS = "state.safetensors"
 STATE_JSON = "state.json"
@@ -55,7 +58,7 @@ def save_state(
     modules: dict[str, torch.nn.Module],
     optimizer: torch.optim.Optimizer | None,
     info: dict[str, Any],
-    rng: np.random.Generator | None = None,
+    rng: "np.random.Generator | None" = None,
 ) -> None:
     """Write the training state of ``modules`` (+ ``optimizer``) and ``info`` (JSON-able)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,24 +79,14 @@ def save_state(
         "numpy_rng": rng.bit_generator.state if rng is not None else None,
         "sha256": hashlib.sha256(blob).hexdigest(),
     }
-    write_text_atomic(folder / STATE_JSON, json.dumps(meta, default=_jsonable))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    write_text_atomic(folder / STATE_JSON, dumps(meta))
 
 
 def load_state(
     folder: Path,
     modules: dict[str, torch.nn.Module],
     optimizer: torch.optim.Optimizer | None = None,
-    rng: np.random.Generator | None = None,
+    rng: "np.random.Generator | None" = None,
 ) -> dict[str, Any] | None:
     """Restore a state written by :func:`save_state`; ``None`` when there is none
     (or it is inconsistent, e.g. a kill between the two writes of a first save)."""

@@ -13,7 +13,6 @@ Output naming for an SR file ``<out>/<stem>.<ext>``:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 
 from SuperResMoELib import io
 from SuperResMoELib.io.atomic import write_text_atomic
+from SuperResMoELib.io.jsonutil import dumps
 from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.options import DEFAULTS, OPTIONS
 from SuperResMoELib.methods import EnhanceOptions, Method, Result, create_method
@@ -213,7 +213,7 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
             files.append(str(path))
         metrics = compare_to_reference(reference, result.volume)
         mpath = side_path(job.output, "metrics", ".json")
-        write_text_atomic(mpath, json.dumps({"method": job.method, "input": str(job.input), **metrics}, indent=2))
+        write_text_atomic(mpath, dumps({"method": job.method, "input": str(job.input), **metrics}, indent=2))
         files.append(str(mpath))
         progress("evaluate", 1.0, "done")
     progress("write", 1.0, "done")

@@ -4,9 +4,10 @@ nothing."""
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any, TextIO
+
+from SuperResMoELib.io.jsonutil import dumps
 
 
 class JsonLinesProgress:
@@ -19,7 +20,7 @@ class JsonLinesProgress:
         self.emit({"stage": stage, "fraction": round(float(fraction), 4), "message": message})
 
     def emit(self, obj: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(obj, default=str) + "\n")
+        self.stream.write(dumps(obj, lenient=True) + "\n")
         self.stream.flush()
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from SuperResMoELib.core.intensity import robust_max
 from SuperResMoELib.core.volume import Volume, format_ijk
 
 if TYPE_CHECKING:
-    from SuperResMoELib.checkpoints.store import Manifest
+    from SuperResMoELib.checkpoints.manifest import Manifest
 
 log = logging.getLogger("superresmoe")
 

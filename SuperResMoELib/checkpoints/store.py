@@ -22,26 +22,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import struct
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load as _load_safetensors_bytes
 from safetensors.torch import save_file as _save_file
 
 from SuperResMoELib.io.atomic import atomic_path, write_text_atomic
+from SuperResMoELib.checkpoints.manifest import (  # re-exported: the store's API names them
+    FORMAT_VERSION as FORMAT_VERSION,
+)
+from SuperResMoELib.checkpoints.manifest import STORAGE_DTYPE_NAMES, Manifest, _now_iso
 from SuperResMoELib.core.errors import CheckpointError, DeviceError
 from SuperResMoELib.io.paths import ENV_CACHE as ENV_CACHE  # re-exported
 from SuperResMoELib.io.paths import user_cache_dir
 
-#: Newest manifest format this version reads and the one it writes.
-FORMAT_VERSION: int = 1
 #: Suffix of the weights file.
 WEIGHTS_SUFFIX: str = ".safetensors"
 #: Suffix of the manifest file.
@@ -62,12 +60,9 @@ SAFETENSORS_MAX_HEADER: int = 100_000_000
 HASH_CHUNK_BYTES: int = 1 << 20
 #: Environment variable: extra checkpoint folders, ``os.pathsep`` separated.
 ENV_CHECKPOINTS: str = "SUPERRESMOE_CHECKPOINTS"
-#: Storage dtypes a manifest may record.
+#: Storage dtypes a manifest may record (:data:`STORAGE_DTYPE_NAMES`) as torch dtypes.
 STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
-#: Manifest fields without a default.
-REQUIRED_FIELDS: tuple[str, ...] = ("method", "task", "architecture", "scale_factors", "intensity")
-#: Number of scale factors, ``(s_i, s_j, s_k)``.
-N_SCALE_FACTORS: int = 3
+assert tuple(STORAGE_DTYPES) == STORAGE_DTYPE_NAMES
 #: Folder of the bundled checkpoints inside this package.
 BUNDLED_FOLDER: str = "bundled"
 #: How to turn a pickle checkpoint into a safe one (quoted in error messages).
@@ -75,163 +70,6 @@ CONVERT_HINT: str = (
     "convert it to safetensors with SuperResMoELib.checkpoints.save_checkpoint, after loading it "
     "with torch.load(..., weights_only=True) in a trusted environment"
 )
-
-
-def _library_version() -> str:
-    from SuperResMoELib import __version__  # late import: the package imports its modules first
-
-    return __version__
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _json_default(obj: Any) -> Any:
-    """JSON encoding for numpy scalars/arrays and paths in manifests."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-# ------------------------------------------------------------------ manifest
-@dataclass
-class Manifest:
-    """What a checkpoint is for and how it was made.
-
-    Attributes:
-        method: method name in the registry, e.g. ``"ssmoe"``.
-        task: what the weights were trained for, e.g. ``"t1_x2"``.
-        architecture: keyword arguments that rebuild the network.
-        scale_factors: super-resolution factors ``(s_i, s_j, s_k)``.
-        intensity: normalisation the method applies to its input and undoes on
-            output, e.g. ``{"kind": "scale", "factor": 0.001}``.
-        training_data: description of the training data.
-        metrics: held-out metrics, e.g. ``{"mse_ssmoe": 1.2e-4}``.
-        sha256: hex digest of the weights file (written by :func:`save_checkpoint`).
-        version: SuperResMoELib version that wrote the checkpoint.
-        format_version: manifest format (:data:`FORMAT_VERSION`).
-        created: ISO 8601 time of writing.
-        dtype: storage dtype of floating tensors, ``"float32"`` or ``"float16"``.
-        description: free text for users.
-        domain: the training inputs' domain (spacing, intensity range,
-            dimensionality; :mod:`SuperResMoELib.checkpoints.domain`): inputs far
-            outside it get a warning.
-        extra: anything else (unknown fields of newer manifests land here).
-    """
-
-    method: str
-    task: str
-    architecture: dict
-    scale_factors: list[float]
-    intensity: dict
-    training_data: dict | str = ""
-    metrics: dict = field(default_factory=dict)
-    sha256: str = ""
-    version: str = field(default_factory=_library_version)
-    format_version: int = FORMAT_VERSION
-    created: str = ""
-    dtype: str = "float32"
-    description: str = ""
-    domain: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in ("method", "task"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise CheckpointError(f"manifest field '{name}' must be a non-empty string, got {value!r}")
-        for name in ("architecture", "intensity", "metrics", "extra"):
-            if not isinstance(getattr(self, name), dict):
-                raise CheckpointError(
-                    f"manifest field '{name}' must be an object (dict), got {type(getattr(self, name)).__name__}"
-                )
-        if not isinstance(self.training_data, (dict, str)):
-            raise CheckpointError("manifest field 'training_data' must be a string or an object")
-        self.scale_factors = _check_scale_factors(self.scale_factors)
-        for name in ("sha256", "version", "created", "description"):
-            if not isinstance(getattr(self, name), str):
-                raise CheckpointError(f"manifest field '{name}' must be a string")
-        if self.dtype not in STORAGE_DTYPES:
-            raise CheckpointError(
-                f"manifest field 'dtype' must be one of {', '.join(STORAGE_DTYPES)}, got {self.dtype!r}"
-            )
-        fv = self.format_version
-        if isinstance(fv, bool) or not isinstance(fv, int) or fv < 1:
-            raise CheckpointError(f"manifest field 'format_version' must be a positive integer, got {fv!r}")
-        if fv > FORMAT_VERSION:
-            raise CheckpointError(
-                f"manifest format {fv} is newer than this SuperResMoE supports ({FORMAT_VERSION}); "
-                "update the extension"
-            )
-
-    def to_json(self) -> str:
-        """The manifest as indented JSON text (numpy values become plain numbers)."""
-        return json.dumps(dataclasses.asdict(self), indent=2, default=_json_default) + "\n"
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Manifest":
-        """Build and validate a manifest from parsed JSON.
-
-        Unknown keys are kept in ``extra``.
-
-        Raises:
-            CheckpointError: not an object, a required field missing, a field of
-                the wrong type, or a format newer than :data:`FORMAT_VERSION`.
-        """
-        if not isinstance(d, dict):
-            raise CheckpointError(f"a manifest must be a JSON object, got {type(d).__name__}")
-        fv = d.get("format_version", FORMAT_VERSION)
-        if isinstance(fv, int) and not isinstance(fv, bool) and fv > FORMAT_VERSION:
-            raise CheckpointError(
-                f"manifest format {fv} is newer than this SuperResMoE supports ({FORMAT_VERSION}); "
-                "update the extension"
-            )
-        missing = [name for name in REQUIRED_FIELDS if name not in d]
-        if missing:
-            raise CheckpointError(f"manifest lacks required field(s): {', '.join(missing)}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in known}
-        unknown = {k: v for k, v in d.items() if k not in known}
-        if unknown:
-            extra = kwargs.get("extra", {})
-            if not isinstance(extra, dict):
-                raise CheckpointError("manifest field 'extra' must be an object (dict)")
-            kwargs["extra"] = {**unknown, **extra}
-        return cls(**kwargs)
-
-
-def build_manifest(method: str, task: str, architecture: dict[str, Any], scale_factors: list[float],
-                   intensity: dict[str, Any], **fields: Any) -> Manifest:
-    """A :class:`Manifest`; each of ``fields`` that names a manifest attribute
-    (``training_data``, ``metrics``, ``description``, ...) sets it, the others
-    go into ``extra`` (together with a given ``extra``)."""
-    known = {f.name for f in dataclasses.fields(Manifest)}
-    kwargs = {k: v for k, v in fields.items() if k in known}
-    unknown = {k: v for k, v in fields.items() if k not in known}
-    if unknown:
-        kwargs["extra"] = {**unknown, **kwargs.get("extra", {})}
-    return Manifest(method=method, task=task, architecture=architecture, scale_factors=scale_factors,
-                    intensity=intensity, **kwargs)
-
-
-def _check_scale_factors(values: Any) -> list[float]:
-    try:
-        factors = [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise CheckpointError(f"manifest field 'scale_factors' must be a list of numbers, got {values!r}") from None
-    if any(isinstance(v, (bool, str)) for v in values):
-        raise CheckpointError(f"manifest field 'scale_factors' must be a list of numbers, got {values!r}")
-    if len(factors) != N_SCALE_FACTORS or not all(math.isfinite(f) and f > 0 for f in factors):
-        raise CheckpointError(
-            f"manifest field 'scale_factors' must be {N_SCALE_FACTORS} positive numbers "
-            f"(s_i, s_j, s_k), got {values!r}"
-        )
-    return factors
 
 
 @dataclass

@@ -32,7 +32,7 @@ from SuperResMoELib.methods.base import EnhanceOptions, Method, Result, grid_inf
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
 
-    from SuperResMoELib.checkpoints.store import Manifest
+    from SuperResMoELib.checkpoints.manifest import Manifest
     from SuperResMoELib.methods.driver import FramePlan
 
 

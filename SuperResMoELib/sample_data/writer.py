@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 
 from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.progress import no_progress

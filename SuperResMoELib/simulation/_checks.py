@@ -8,7 +8,6 @@ float32 and map IJK axes to array axes of KJI / NKJI arrays.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 

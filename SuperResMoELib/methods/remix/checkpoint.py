@@ -16,7 +16,7 @@ from SuperResMoELib.methods.remix.experts import EXPERTS
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
 
-    from SuperResMoELib.checkpoints.store import Manifest
+    from SuperResMoELib.checkpoints.manifest import Manifest
     from SuperResMoELib.nets.unet3d import UNet3DConfig
 
 #: Manifest method and task of REMIx checkpoints.
@@ -34,7 +34,7 @@ def remix_manifest(kind: str, cfg: UNet3DConfig, **extra: Any) -> Manifest:
     ``extra`` goes into the manifest's fields (``training_data``, ``metrics``,
     ``description``...) or, for unknown names, its ``extra``.
     """
-    from SuperResMoELib.checkpoints.store import build_manifest
+    from SuperResMoELib.checkpoints.manifest import build_manifest
 
     if kind not in KINDS:
         raise CheckpointError(f"unknown REMIx network kind {kind!r}; choose one of {', '.join(KINDS)}")

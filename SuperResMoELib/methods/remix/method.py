@@ -48,7 +48,7 @@ from SuperResMoELib.methods.remix.experts import choose_expert
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
 
-    from SuperResMoELib.checkpoints.store import Manifest
+    from SuperResMoELib.checkpoints.manifest import Manifest
     from SuperResMoELib.methods.driver import FramePlan, FramesOutput
     from SuperResMoELib.nets.unet3d import UNet3DConfig
 

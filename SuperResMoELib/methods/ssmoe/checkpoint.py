@@ -20,7 +20,7 @@ from SuperResMoELib.methods.checkpointed import architecture_config, network_kin
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
 
-    from SuperResMoELib.checkpoints.store import Manifest
+    from SuperResMoELib.checkpoints.manifest import Manifest
     from SuperResMoELib.nets.srunet import SRUNetConfig
 
 #: Method name every SS-MoE family checkpoint is stored under.
@@ -51,7 +51,7 @@ def ssmoe_manifest(kind: str, cfg: SRUNetConfig, n_experts: int, intensity_facto
         CheckpointError: unknown kind, ``n_experts < 1`` or a factor that is
             not a positive finite number.
     """
-    from SuperResMoELib.checkpoints.store import build_manifest
+    from SuperResMoELib.checkpoints.manifest import build_manifest
 
     if kind not in KINDS:
         raise CheckpointError(f"unknown SS-MoE network kind {kind!r}; choose one of {', '.join(KINDS)}")

@@ -50,7 +50,7 @@ from SuperResMoELib.methods.ssmoe.checkpoint import (
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
 
-    from SuperResMoELib.checkpoints.store import Manifest
+    from SuperResMoELib.checkpoints.manifest import Manifest
     from SuperResMoELib.methods.driver import FramePlan, FramesOutput
 
 #: Scale factors ``(s_i, s_j, s_k)`` of each task (from :data:`~SuperResMoELib.core.tasks.SR_TASKS`).
