@@ -430,20 +430,10 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
         return run.run(wait=True)
 
     def resultsHtml(self, outcome):
-        rows = "".join(f"<tr><td>{k}</td><td>{v:.5g}</td></tr>" for k, v in sorted(outcome.metrics.items())
-                       if isinstance(v, (int, float)))
-        info = outcome.info
-        lines = [f"<b>{info.get('method', '')}</b> on {info.get('device', '?')} in {outcome.seconds:.1f} s"]
-        if info.get("reason"):
-            lines.append(str(info["reason"]))
-        for w in info.get("warnings", []):
-            lines.append(f"<b style='color:#c0392b'>Warning: {w}</b>")
-        if info.get("acquisition", {}).get("note"):
-            lines.append(str(info["acquisition"]["note"]))
-        for e in info.get("events", []):
-            lines.append(f"<i>{e}</i>")
-        table = f"<table>{rows}</table>" if rows else "<i>No reference: no metrics.</i>"
-        return "<br>".join(lines) + "<br>" + table
+        """The results box: what ran where, the method's reason, warnings, events, metrics."""
+        from SuperResMoELib.slicer.logic import results_html
+
+        return results_html(outcome)
 
     def showComparison(self, outcome, inputVolume, referenceVolume=None):
         """Switch to the LR | SR | HR layout and fill it."""

@@ -157,3 +157,16 @@ def test_a_missing_optional_package_is_one_line_naming_it_and_the_extra() -> Non
     err = missing_package_error(ModuleNotFoundError("no", name="matplotlib.pyplot"))
     assert isinstance(err, MissingPackageError) and "superresmoe[training]" in str(err)
     assert missing_package_error(ModuleNotFoundError("no", name="not_a_known_package")) is None
+
+
+def test_the_panel_results_box_shows_the_warnings() -> None:
+    pytest.importorskip("slicer")
+    from SuperResMoELib.slicer.logic import EnhanceOutcome, results_html
+
+    outcome = EnhanceOutcome(metrics={"psnr": 31.2}, seconds=2.0,
+                             info={"method": "ssmoe", "device": "cpu", "warnings": ["input voxels <far> outside"],
+                                   "events": ["out of memory"]})
+    html = results_html(outcome)
+    assert "Warning: input voxels &lt;far&gt; outside" in html and "color:#c0392b" in html
+    assert "31.2" in html and "<i>out of memory</i>" in html
+    assert "No reference" in results_html(EnhanceOutcome(info={"method": "cubic"}))

@@ -253,6 +253,27 @@ class EnhanceRun:
             self.folder = None
 
 
+def results_html(outcome: EnhanceOutcome) -> str:
+    """The panel's results box for a finished run: method, device and time, the
+    method's reason (e.g. which expert and why), out-of-domain warnings (in
+    red), the acquisition note, engine events, and the metrics table."""
+    from html import escape
+
+    rows = "".join(f"<tr><td>{escape(k)}</td><td>{v:.5g}</td></tr>" for k, v in sorted(outcome.metrics.items())
+                   if isinstance(v, (int, float)) and not isinstance(v, bool))
+    info = outcome.info
+    lines = [f"<b>{escape(str(info.get('method', '')))}</b> on {escape(str(info.get('device', '?')))} "
+             f"in {outcome.seconds:.1f} s"]
+    if info.get("reason"):
+        lines.append(escape(str(info["reason"])))
+    lines += [f"<b style='color:#c0392b'>Warning: {escape(str(w))}</b>" for w in info.get("warnings", [])]
+    if info.get("acquisition", {}).get("note"):
+        lines.append(escape(str(info["acquisition"]["note"])))
+    lines += [f"<i>{escape(str(e))}</i>" for e in info.get("events", [])]
+    table = f"<table>{rows}</table>" if rows else "<i>No reference: no metrics.</i>"
+    return "<br>".join(lines) + "<br>" + table
+
+
 def request_from_dict(values: dict[str, Any]) -> EnhanceRequest:
     """An :class:`EnhanceRequest` from a dict with its field names (unknown keys refused)."""
     names = {f.name for f in dataclasses.fields(EnhanceRequest)}
