@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="make sample LR/HR pairs, enhance them with each method, print metrics",
                        description="Build the sample LR/HR pairs offline and enhance them with every method that "
-                                   "can run (about 2 minutes on 2 CPU cores; --full: about 15).")
+                                   "can run (under a minute on 2 CPU cores; --full: about 8 minutes).")
     p.add_argument("--out", type=Path, default=Path("superresmoe-demo"), help="output folder")
     p.add_argument("--methods", nargs="+", help="methods to run (default: all that can run)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")

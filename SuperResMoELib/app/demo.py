@@ -1,10 +1,10 @@
 """``superresmoe demo``: build the sample LR/HR pairs offline, enhance them with
 every method that can run, and report the metrics against the HR reference.
 
-By default the demo is quick (about 2 minutes on 2 CPU cores): the T1 pair is
+By default the demo is quick (under a minute on 2 CPU cores): the T1 pair is
 cut to a central block of :data:`T1_BLOCK_LR` LR voxels (and the HR block it
 covers) and the MUDI-like qMRI pair keeps :data:`MUDI_ROWS` frames; ``--full``
-runs the whole T1 volume and :data:`MUDI_ROWS_FULL` frames (about 15 minutes
+runs the whole T1 volume and :data:`MUDI_ROWS_FULL` frames (about 8 minutes
 on 2 CPU cores).  A line is logged when each method starts and ends (with its
 seconds), whether or not the output is a terminal.
 """
