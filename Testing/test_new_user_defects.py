@@ -170,3 +170,13 @@ def test_the_panel_results_box_shows_the_warnings() -> None:
     assert "Warning: input voxels &lt;far&gt; outside" in html and "color:#c0392b" in html
     assert "31.2" in html and "<i>out of memory</i>" in html
     assert "No reference" in results_html(EnhanceOutcome(info={"method": "cubic"}))
+
+
+def test_simulate_remix_on_an_anisotropic_hr_comes_back_onto_the_hr_grid(tmp_path: Path) -> None:
+    hr = smooth((20, 40, 30), (1.0, 1.0, 2.0), 100.0)  # a 1x1x2 mm "HR"
+    io.write_volume(hr, tmp_path / "hr.nii.gz")
+    r = run("enhance", "-i", tmp_path / "hr.nii.gz", "-o", tmp_path / "sr.nii.gz", "--method", "remix",
+            "--simulate", "--device", "cpu", "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(io.read_volume(tmp_path / "sr_lr.nii.gz").spacing, (1.0, 1.0, 4.0), atol=1e-5)
+    np.testing.assert_allclose(io.read_volume(tmp_path / "sr.nii.gz").spacing, (1.0, 1.0, 2.0), atol=1e-5)

@@ -152,3 +152,13 @@ def test_contradictions_and_unknown_names() -> None:
     with pytest.raises(ValueError, match="one or three numbers"):
         parse_numbers("1,2")
     assert parse_numbers("1x1 x2") == (1.0, 1.0, 2.0)
+
+
+def test_options_a_method_does_not_read_are_reported() -> None:
+    from SuperResMoELib.core.options import unused_options
+
+    job = build_job({"method": "remix", "task": "iso", "acquisition": (0, 0, 0, 0, 100, 80)}, Path("a"), Path("b"))
+    assert len(job.notes) == 2 and "--task is ignored: method remix" in job.notes[0]
+    assert "--acquisition is ignored" in job.notes[1]
+    assert build_job({"method": "ssmoe", "task": "iso"}, Path("a"), Path("b")).notes == ()
+    assert unused_options({"expert": 2}, "cubic") and not unused_options({"expert": None}, "cubic")

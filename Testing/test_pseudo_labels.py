@@ -1,4 +1,4 @@
-"""Tests of SuperResMoELib.pseudo_labels (SS-MoE pseudo error classes, MQS)."""
+"""Tests of training.ssmoe.pseudo_labels (SS-MoE pseudo error classes, MQS)."""
 
 from __future__ import annotations
 

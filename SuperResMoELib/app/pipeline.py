@@ -25,7 +25,7 @@ from SuperResMoELib import io
 from SuperResMoELib.io.atomic import write_text_atomic
 from SuperResMoELib.io.jsonutil import dumps
 from SuperResMoELib.core.errors import InputError
-from SuperResMoELib.core.options import DEFAULTS, OPTIONS
+from SuperResMoELib.core.options import DEFAULTS, OPTIONS, unused_options
 from SuperResMoELib.methods import EnhanceOptions, Method, Result, create_method
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 from SuperResMoELib.core.volume import Grid, Volume, format_ijk
@@ -48,6 +48,8 @@ class EnhanceJob:
             by the method's scale factors, enhance the LR, compare with the HR.
         table: acquisition table for a 4D input.
         write_maps: also write the method's maps (routing, gating, ...).
+        notes: warnings about the request (e.g. options the method ignores),
+            reported with the result's ``info["warnings"]``.
     """
 
     input: Path
@@ -60,6 +62,7 @@ class EnhanceJob:
     simulate_method: str = DEFAULTS["simulate_method"]
     table: Path | None = None
     write_maps: bool = DEFAULTS["write_maps"]
+    notes: tuple[str, ...] = ()
 
 
 def build_job(values: dict[str, Any], input: Path, output: Path, reference: Path | None = None,
@@ -88,7 +91,11 @@ def build_job(values: dict[str, Any], input: Path, output: Path, reference: Path
     extra = {k: list(v) for k, v in parts["extra"].items() if v is not None}
     options = EnhanceOptions(**parts["options"], extra=extra)
     options.engine_config(1)  # validate overlap and batch size up front, whatever the method
-    return EnhanceJob(input=input, output=output, options=options, reference=reference, table=table, **parts["job"])
+    notes = tuple(unused_options(values, parts["job"]["method"]))
+    for note in notes:
+        log.warning("%s", note)
+    return EnhanceJob(input=input, output=output, options=options, reference=reference, table=table,
+                      notes=notes, **parts["job"])
 
 
 def side_path(output: Path, tag: str, suffix: str | None = None) -> Path:
@@ -96,15 +103,16 @@ def side_path(output: Path, tag: str, suffix: str | None = None) -> Path:
     return output.with_name(f"{io.volume_stem(output)}_{tag}{suffix or io.volume_suffix(output)}")
 
 
-def check_reference(reference: Volume, expected: Grid, label: str = "reference") -> None:
-    """Clear one-line error when the reference is not on the SR grid."""
+def check_reference(reference: Volume, expected: Grid, label: str = "reference", hint: str = "") -> None:
+    """Clear one-line error when the reference is not on the SR grid (``hint``
+    says what to do; default: give a reference on the SR grid or simulate)."""
     from SuperResMoELib.evaluation.metrics import DEFAULT_GRID_ATOL_MM
 
     if reference.grid.same_as(expected, atol=DEFAULT_GRID_ATOL_MM):
         return
     raise InputError(
         f"{label} does not match the SR output grid: reference has {reference.grid.describe()}; "
-        f"SR has {expected.describe()}; give a reference on the SR grid or use --simulate"
+        f"SR has {expected.describe()}; {hint or 'give a reference on the SR grid or use --simulate'}"
     )
 
 
@@ -130,28 +138,34 @@ def simulation_factors(method: Method, hr: Volume, options: EnhanceOptions
     options to enhance the LR with, a description)``.
 
     The factors are the ones the method will apply, read off the grid it
-    would make from the HR.  When that grid is the HR's own (a method that
-    resamples to a target spacing, given an HR at that spacing), nothing
-    would be degraded: the method's characteristic degradation
-    (``Method.simulate_factors``, REMIx: a 1x1x5 mm thick-slice scan) is
-    simulated instead and the LR enhanced back onto the HR's spacing.
+    would make from the HR.  A method that resamples to a target spacing
+    (``Method.simulate_factors`` set, REMIx) is then asked for the HR's own
+    spacing, so its output lands on the HR grid whatever the HR's spacing:
+    it is degraded by the factors where they coarsen the grid (``> 1``), and
+    when none does (an HR already at the target spacing) by the method's
+    characteristic degradation (REMIx: a 1x1x5 mm thick-slice scan).
 
     Raises:
-        InputError: nothing would be degraded and the method has no
-            characteristic degradation (the message asks for ``--scale``).
+        InputError: nothing would be degraded (or a factor would make the
+            grid finer) and the method has no characteristic degradation:
+            the message asks for ``--scale``.
     """
     factors = np.round(hr.grid.spacing / method.output_grid(hr, options).spacing, 6)
     source = "the method's scale factors"
-    if np.allclose(factors, 1.0):
-        if method.simulate_factors is None:
-            raise InputError(
-                f"--simulate: {method.name} would enhance onto the input's own grid "
-                f"({format_ijk(hr.grid.spacing)} mm), so nothing would be degraded; give --scale "
-                "(e.g. --scale 1,1,2) or --spacing"
-            )
-        factors = np.asarray(method.simulate_factors, dtype=np.float64)
+    if method.simulate_factors is not None:  # resamples to a target grid: bring it back onto the HR's
+        factors = np.maximum(factors, 1.0)
+        if np.allclose(factors, 1.0):
+            factors = np.asarray(method.simulate_factors, dtype=np.float64)
+            source = f"{method.title}'s characteristic degradation"
         options = dataclasses.replace(options, scale=None, target_spacing=tuple(float(v) for v in hr.grid.spacing))
-        source = f"{method.title}'s characteristic degradation"
+    elif np.allclose(factors, 1.0) or np.any(factors < 1.0):
+        what = "nothing would be degraded" if np.allclose(factors, 1.0) else \
+            f"factors {format_ijk(factors)} would make the grid finer, not coarser"
+        raise InputError(
+            f"--simulate: {method.name} would enhance onto a grid of {format_ijk(hr.grid.spacing / factors)} mm "
+            f"from the {format_ijk(hr.grid.spacing)} mm input, so {what}; give --scale factors of at least 1 "
+            "(e.g. --scale 1,1,2)"
+        )
     lr_spacing = format_ijk(hr.grid.spacing * factors)
     note = (f"simulating a {lr_spacing} mm (i, j, k) acquisition from the HR input "
             f"(factors {format_ijk(factors)}, {source})")
@@ -190,10 +204,13 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
         reference = io.read_volume(job.reference)
     if reference is not None:
         check_reference(reference, method.output_grid(volume, job.options),
-                        "the simulated HR" if job.simulate else f"reference {job.reference}")
+                        "the simulated HR" if job.simulate else f"reference {job.reference}",
+                        "give --scale factors the method supports" if job.simulate else "")
     frames = f"{volume.n_frames} frames, " if volume.is_4d else ""
     progress("load", 1.0, f"{frames}{volume.grid.describe()}")
     result: Result = method.enhance(volume, job.options, job.device, progress, cancel)
+    if job.notes:
+        result.info["warnings"] = [*job.notes, *result.info.get("warnings", [])]
     progress("write", 0.0, f"writing {job.output.name}")
     io.write_volume(result.volume, job.output)
     files.append(str(job.output))

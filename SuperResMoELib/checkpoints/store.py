@@ -67,7 +67,7 @@ assert tuple(STORAGE_DTYPES) == STORAGE_DTYPE_NAMES
 BUNDLED_FOLDER: str = "bundled"
 #: How to turn a pickle checkpoint into a safe one (quoted in error messages).
 CONVERT_HINT: str = (
-    "convert it to safetensors with SuperResMoELib.checkpoints.save_checkpoint, after loading it "
+    "convert it to safetensors with SuperResMoELib.checkpoints.store.save_checkpoint, after loading it "
     "with torch.load(..., weights_only=True) in a trusted environment"
 )
 

@@ -250,6 +250,19 @@ def values_from_namespace(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name, spec.default) for name, spec in OPTIONS.items()}
 
 
+def unused_options(values: dict[str, Any], method: str) -> list[str]:
+    """Sentences naming the options set to a non-default value that ``method``
+    does not read (their ``methods`` exclude it): they are ignored."""
+    notes = []
+    for name, value in values.items():
+        spec = OPTIONS.get(name)
+        if spec is None or not spec.methods or method in spec.methods or value is None or value == spec.default:
+            continue
+        notes.append(f"{spec.flags[0]} is ignored: method {method} does not use it "
+                     f"(it is for {', '.join(spec.methods)})")
+    return notes
+
+
 def request_options() -> tuple[OptionSpec, ...]:
     """The options the Slicer logic can pass to the background process."""
     return tuple(o for o in ENHANCE_OPTIONS if o.request)

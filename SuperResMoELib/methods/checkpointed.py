@@ -215,7 +215,8 @@ class CheckpointedMethod(Method):
         warnings = domain_warnings(manifest, volume, frames)
         plan = self.plan(volume, frames, target, task, opts, net, manifest, dev, progress, cancel)
         run = run_frames(plan.inputs, plan.predictor, plan.zoom, plan.config, dev, progress, cancel,
-                         total_frames=len(frames), frame_numbers=[int(n) for n in plan.frames])
+                         total_frames=len(frames), frame_numbers=[int(n) for n in plan.frames],
+                         cpu_items=plan.cpu_items, out=plan.out)
         sr_frames, maps, extra = plan.finish(run)
         shape = arr.shape[:-3] + target.shape
         label = volume.name or "input"

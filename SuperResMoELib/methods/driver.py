@@ -38,6 +38,10 @@ if TYPE_CHECKING:  # torch loads only when a method runs
     from SuperResMoELib.engine.windows import EngineConfig
 
 
+#: Frame numbers a message lists when a group is not a contiguous range.
+FRAMES_LISTED: int = 4
+
+
 class FramePredictor(Protocol):
     """A network wrapper for :func:`run_frames`.
 
@@ -53,24 +57,58 @@ class FramePredictor(Protocol):
 
 class _GroupAdapter:
     """Engine predictor over ``(B, G, *patch)`` windows of a group of ``G``
-    frames: runs the ``B * G`` items through the frame predictor as one batch."""
+    frames: runs the ``B * G`` items through the frame predictor, as one batch
+    or, after an out-of-memory error, in chunks of :attr:`chunk` items (halved
+    at each error down to one item; only then does the engine's own fallback,
+    a smaller window batch and finally the CPU, take over)."""
 
     def __init__(self, predictor: FramePredictor) -> None:
         self.predictor = predictor
         self.frames: torch.Tensor | None = None  # (G,) frame indices of the current group
+        #: Most network items per predictor call (``None``: a whole engine batch).
+        self.chunk: int | None = None
+        self.events: list[str] = []
 
     def to(self, device: torch.device) -> None:
         self.predictor.to(device)
+
+    def _predict(self, items: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        import torch
+
+        from SuperResMoELib.engine.devices import is_out_of_memory
+
+        outs: list[torch.Tensor] = []
+        auxs: list[dict[str, torch.Tensor]] = []
+        start, m = 0, items.shape[0]
+        while start < m:
+            n = m - start if self.chunk is None else min(self.chunk, m - start)
+            try:
+                res = self.predictor(items[start:start + n], frames[start:start + n])
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
+                if not is_out_of_memory(exc) or n <= 1:
+                    raise
+                del exc
+                if items.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.chunk = max(1, n // 2)
+                self.events.append(f"out of memory with {n} network items per call on {items.device}: "
+                                   f"retrying with {self.chunk}")
+                continue
+            out, aux = res if isinstance(res, tuple) else (res, {})
+            outs.append(out)
+            auxs.append(aux)
+            start += n
+        merged = {k: torch.cat([a[k] for a in auxs]) for k in auxs[0]} if auxs and auxs[0] else {}
+        return torch.cat(outs), merged
 
     def __call__(self, windows: torch.Tensor) -> Any:
         assert self.frames is not None
         b, g = windows.shape[:2]
         items = windows.reshape((b * g, 1) + tuple(windows.shape[2:]))
         frames = self.frames.to(windows.device).repeat(b)  # item b*G + j comes from frame j of the group
-        res = self.predictor(items, frames)
-        out, aux = res if isinstance(res, tuple) else (res, None)
+        out, aux = self._predict(items, frames)
         out = out.reshape((b, g) + tuple(out.shape[2:]))
-        if aux is None:
+        if not aux:
             return out
         return out, {k: v.reshape(b, g) for k, v in aux.items()}
 
@@ -98,13 +136,19 @@ class FramesOutput:
     groups: list[int] = field(default_factory=list)
 
 
-def frame_prefix(start: int, stop: int, total: int) -> str:
-    """``"frames 3-4/8: "``, ``"frame 3/8: "`` or ``""`` for a single-frame input."""
-    if total <= 1:
+def frame_prefix(numbers: Sequence[int], total: int) -> str:
+    """The message prefix of a group of input frames (0-based ``numbers``):
+    ``"frame 3/8: "``, ``"frames 3-4/8: "``, ``"frames 1,3/8: "`` (frames
+    skipped in between), or ``""`` for a single-frame input."""
+    if total <= 1 or not numbers:
         return ""
-    if stop - start == 1:
-        return f"frame {start + 1}/{total}: "
-    return f"frames {start + 1}-{stop}/{total}: "
+    nums = [int(n) for n in numbers]
+    if len(nums) == 1:
+        return f"frame {nums[0] + 1}/{total}: "
+    if nums == list(range(nums[0], nums[-1] + 1)):
+        return f"frames {nums[0] + 1}-{nums[-1] + 1}/{total}: "
+    shown = ",".join(str(n + 1) for n in nums[:FRAMES_LISTED]) + (",..." if len(nums) > FRAMES_LISTED else "")
+    return f"frames {shown}/{total}: "
 
 
 def run_frames(
@@ -117,6 +161,8 @@ def run_frames(
     cancel: CancelToken,
     total_frames: int | None = None,
     frame_numbers: Sequence[int] | None = None,
+    cpu_items: int | None = None,
+    out: np.ndarray | None = None,
 ) -> FramesOutput:
     """Run ``predictor`` over every frame of ``inputs`` (see the module docstring).
 
@@ -130,6 +176,11 @@ def run_frames(
         total_frames: frames of the whole input (for messages; default ``M``).
         frame_numbers: the input frame number of each row of ``inputs`` (for
             messages; default ``0..M-1``).
+        cpu_items: network items per batch after a fallback to the CPU
+            (default ``config.batch_for("cpu")``).
+        out: ``(M, K', J', I')`` float32 array to write the result into (it
+            may be ``inputs`` itself when the zoom is 1: a group's rows are
+            written once the engine is done with them); default a new array.
 
     Returns:
         :class:`FramesOutput`.
@@ -144,7 +195,7 @@ def run_frames(
     zoom_t = tuple(int(z) for z in zoom)
     adapter = _GroupAdapter(predictor)
     items = config.batch_for(device.type)
-    image: np.ndarray | None = None
+    image: np.ndarray | None = out
     maps: dict[str, np.ndarray] = {}
     events: list[str] = []
     groups: list[int] = []
@@ -153,8 +204,9 @@ def run_frames(
         cancel.check()
         g = max(1, min(m - start, items))
         stop = start + g
-        prefix = frame_prefix(numbers[start], numbers[stop - 1] + 1, total)
+        prefix = frame_prefix(numbers[start:stop], total)
         adapter.frames = torch.arange(start, stop, dtype=torch.long)
+        adapter.chunk, adapter.events = None, []
         windows = max(1, items // g)
         cfg = dataclasses.replace(config, batch_size=windows)
 
@@ -168,15 +220,16 @@ def run_frames(
         image[start:stop] = res.image
         for name, values in res.patch_maps.items():
             maps.setdefault(name, np.empty((m,) + values.shape[1:], np.float32))[start:stop] = values
-        events += [prefix + e for e in res.events]
+        events += [prefix + e for e in adapter.events + res.events]
         # keep what the engine learnt (smaller batch, CPU fallback) for the next groups
-        if res.device != str(device) or res.batch_size != windows:
+        if res.device != str(device):
             device = torch.device(res.device)
-            items = max(1, res.batch_size * g)
-        n_patches += res.n_patches
+            items = (cpu_items or config.batch_for("cpu")) if device.type == "cpu" else max(1, res.batch_size * g)
+        elif res.batch_size != windows or adapter.chunk is not None:
+            items = max(1, min(res.batch_size * g, adapter.chunk or res.batch_size * g))
+        n_patches += res.n_patches * g  # windows x frames, as when frames ran one by one
         groups.append(g)
         start = stop
-    assert image is not None or m == 0
     if image is None:
         image = np.empty((0,), np.float32)
     return FramesOutput(image, maps, str(device), int(items), n_patches, events, groups)
@@ -196,6 +249,9 @@ class FramePlan:
             info)`` in the user's units, for all ``N`` input frames.
         message: the last progress message (e.g. which expert and why).
         events: notes from preparing the frames (before the engine's own).
+        cpu_items: network items per batch after a fallback to the CPU
+            (default: the engine's CPU default).
+        out: where to write the result (see :func:`run_frames`).
     """
 
     inputs: np.ndarray
@@ -206,3 +262,5 @@ class FramePlan:
     finish: Callable[[FramesOutput], tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]]
     message: str = ""
     events: list[str] = field(default_factory=list)
+    cpu_items: int | None = None
+    out: np.ndarray | None = None

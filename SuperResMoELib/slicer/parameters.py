@@ -11,7 +11,7 @@ Usage::
     params = PanelParameters(node)          # node: vtkMRMLScriptedModuleNode
     params.method = "remix"
     params.inputVolume = volume_node
-    request = params.to_request()           # -> slicer_logic.EnhanceRequest
+    request = params.to_request()           # -> slicer.logic.EnhanceRequest
 """
 
 from __future__ import annotations

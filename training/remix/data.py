@@ -8,7 +8,7 @@ HR cube form a pair.  The margin ``(crop - patch) / 2`` keeps the cube's edges
 (where the slice profile sees extended values) out of the pair.
 
 Intensities: both images are divided by the subject's robust maximum
-(:func:`SuperResMoELib.intensity.robust_max`, as at inference) and multiplied
+(:func:`SuperResMoELib.core.intensity.robust_max`, as at inference) and multiplied
 by one random factor in ``1 ± intensity_jitter``, so the network learns to be
 indifferent to the few-percent error of estimating that maximum on a blurred
 input.  Arrays are stored as float16: ``lr``, ``hr`` ``(N, 1, p, p, p)``,

@@ -10,11 +10,11 @@ paper's LR images in MNI space.  The networks run on the LR scan itself with
 the HR grid as target grid (``remix``: expert chosen from the LR voxel volume;
 ``remix1``: the single network).
 
-Scores, all inside the HR brain mask (:func:`~SuperResMoELib.segmentation.brain_mask`):
+Scores, all inside the HR brain mask (:func:`~SuperResMoELib.evaluation.segmentation.brain_mask`):
 PSNR (peak = the HR's max - min), Pearson correlation, and the mean Dice over
 CSF/GM/WM between a tissue segmentation of the HR and of each image (a
 three-class Gaussian mixture fitted to each image,
-:func:`~SuperResMoELib.segmentation.segment_tissues`, standing in for
+:func:`~SuperResMoELib.evaluation.segmentation.segment_tissues`, standing in for
 SynthSeg, which cannot be installed here).
 """
 

@@ -6,7 +6,7 @@ the network's (normalised) intensity units and returns a scalar tensor that is
 
 * :func:`mae` - mean absolute error;
 * :func:`ssim_loss` - ``1 - SSIM`` with a separable Gaussian window (the SSIM of
-  :func:`SuperResMoELib.metrics.ssim3d`, differentiable, per patch);
+  :func:`SuperResMoELib.evaluation.metrics.ssim3d`, differentiable, per patch);
 * :func:`gradient_mae` - mean absolute error of the forward differences along
   K, J and I (edges must match, not only intensities);
 * :func:`correlation_loss` - ``1 - Pearson correlation`` per patch (the

@@ -14,7 +14,7 @@ each other expert 1200 and the single network 1800, the full config
 20000 / 7500 / 45000.
 
 Each phase minimises the configured composite loss (MAE + (1 - SSIM) +
-gradient MAE + (1 - correlation), :class:`SuperResMoELib.losses.CompositeLoss`)
+gradient MAE + (1 - correlation), :class:`training.remix.losses.CompositeLoss`)
 with Adam and logs, per epoch, the mean of each term and the validation loss
 and PSNR of its bins.  Checkpoints: ``<export>/remix_t1`` (the seven experts
 in one file) and ``<export>/remix_t1_single``, each manifest with the resolved

@@ -167,27 +167,34 @@ class REMIxMethod(CheckpointedMethod):
                               options.mixed_precision)
         config.validate()
         n_frames = len(frames)
+        # one target-grid array serves as the resampling, the engine input (normalised in
+        # place) and the output (the engine writes each group back once it is done with it)
         resampled = np.empty((n_frames,) + target.shape, np.float32)
         scales: list[float] = []
         events: list[str] = []
         for n, frame in enumerate(frames):
             cancel.check()
-            prefix = frame_prefix(n, n + 1, n_frames)
-            progress("enhance", 0.0, prefix + "cubic resampling to the target grid")
+            prefix = frame_prefix([n], n_frames)
+            progress("resample", n / n_frames, prefix + "cubic resampling to the target grid")
             resampled[n] = resample_array(frame, volume.grid, target, "cubic")
             scales.append(robust_max(resampled[n], q))
-            if scales[-1] <= 0:
+            if scales[-1] > 0:
+                resampled[n] /= scales[-1]
+            else:
                 events.append(f"{prefix}no positive voxels: the cubic resampling is returned unchanged")
+        progress("resample", 1.0, f"{n_frames} frame(s) on the target grid")
         run_rows = np.array([n for n, s in enumerate(scales) if s > 0], dtype=np.int64)
-        inputs = np.stack([resampled[n] / scales[n] for n in run_rows]) if len(run_rows) else \
-            np.empty((0,) + target.shape, np.float32)
+        every = len(run_rows) == n_frames
+        inputs = resampled if every else resampled[run_rows]  # a copy only when some frames are skipped
         non_negative = [bool(np.min(f) >= 0) for f in frames]
         predictor = _Predictor(chosen)
 
         def finish(run: FramesOutput) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
             out = resampled
             for row, n in enumerate(run_rows):
-                out[n] = run.image[row] * scales[n]
+                if not every:
+                    out[n] = run.image[row]
+                out[n] *= scales[n]
                 if non_negative[n]:  # magnitude images: no correction may push a voxel below zero
                     np.maximum(out[n], 0.0, out=out[n])
             info = {"patches_skipped": predictor.skipped, "intensity_scales": scales,
@@ -195,7 +202,7 @@ class REMIxMethod(CheckpointedMethod):
             return out, {}, info
 
         return FramePlan(inputs, run_rows, predictor, (1, 1, 1), config, finish, message=why["reason"],
-                         events=events)
+                         events=events, out=resampled if every else None)
 
 
 class REMIxSingleMethod(REMIxMethod):

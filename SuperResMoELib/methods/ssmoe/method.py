@@ -293,7 +293,8 @@ class SSMoEMethod(CheckpointedMethod):
                              f"experts (0..{n_experts - 1})")
         factor = intensity_factor(manifest)
         rows, acq_info = self._acquisitions(volume, options, net)
-        batch = options.batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
+        batch = options.batch_size if options.batch_size is not None else \
+            (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
         config = EngineConfig(lr_patch, options.overlap, batch, options.mixed_precision)
         config.validate()
         expert = None if options.expert is None else int(options.expert)
@@ -310,7 +311,8 @@ class SSMoEMethod(CheckpointedMethod):
                     "scale": list(TASK_FACTORS[task])}
             return run.image, maps, info
 
-        return FramePlan(frames, np.arange(len(frames)), predictor, cfg.zoom, config, finish)
+        cpu_items = options.batch_size if options.batch_size is not None else CPU_BATCH_SIZE
+        return FramePlan(frames, np.arange(len(frames)), predictor, cfg.zoom, config, finish, cpu_items=cpu_items)
 
 
 class SRUNetMethod(SSMoEMethod):
