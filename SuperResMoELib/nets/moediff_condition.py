@@ -72,6 +72,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from SuperResMoELib.core.checks import is_int as _is_int
+from SuperResMoELib.core.checks import is_real as _is_real
 from SuperResMoELib.methods.moediff.gating import (
     DEFAULT_GAMMA,
     DEFAULT_USAGE_DECAY,
@@ -83,14 +85,6 @@ from SuperResMoELib.methods.moediff.gating import (
 POS_BASE: float = 10000.0
 #: LayerNorm epsilon of the transformer.
 LN_EPS: float = 1e-6
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)

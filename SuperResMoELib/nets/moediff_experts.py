@@ -75,6 +75,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from SuperResMoELib.core.checks import is_int as _is_int
+from SuperResMoELib.core.checks import is_real as _is_real
+
 #: Spatial downsampling factor of every expert (two stride-2 convolutions).
 DOWNSAMPLE: int = 4
 #: Max period of the sinusoidal timestep embedding.
@@ -84,14 +87,6 @@ GROUP_NORM_EPS: float = 1e-6
 #: The 4-neighbour *negative* Laplacian: positive on the bright side of an edge,
 #: zero on constant and linear images; ``x + gain * (L * x)`` sharpens for ``gain > 0``.
 NEG_LAPLACIAN: tuple[tuple[float, float, float], ...] = ((0.0, -1.0, 0.0), (-1.0, 4.0, -1.0), (0.0, -1.0, 0.0))
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,6 @@ the batch (off by default, as in the original).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,20 +42,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from SuperResMoELib.core.checks import is_int as _is_int
+from SuperResMoELib.core.checks import is_real as _is_real
+
 #: Normalisation layers a config may name.
 NORMS: tuple[str, ...] = ("group", "none")
 #: GroupNorm epsilon (as the LDM / taming autoencoders).
 GROUP_NORM_EPS: float = 1e-6
 #: Residual blocks in the middle of the encoder and of the decoder.
 MIDDLE_BLOCKS: int = 2
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
