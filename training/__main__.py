@@ -289,7 +289,6 @@ def _add_run(p: argparse.ArgumentParser, default_workdir: str) -> None:
 
 def cmd_domain(args: argparse.Namespace) -> int:
     """Stamp the training domain into every SS-MoE / REMIx manifest of a folder."""
-    import dataclasses
     from pathlib import Path
 
     from SuperResMoELib.checkpoints.store import MANIFEST_SUFFIX, read_manifest

@@ -114,7 +114,6 @@ class OptionSpec:
         methods: the methods that read it (``()``: every method).
         choices: allowed values of a ``choice`` option (a callable for
             lists known only at run time, e.g. the registered methods).
-        request: the Slicer logic can pass it to the background process.
         panel: how the panel stores it (``None``: not on the panel).
         batch: the Slicer batch script offers it too.
 
@@ -130,7 +129,6 @@ class OptionSpec:
     target: str
     methods: tuple[str, ...] = ()
     choices: tuple[str, ...] | Callable[[], Sequence[str]] = ()
-    request: bool = True
     panel: PanelField | None = None
     batch: bool = False
 
@@ -264,8 +262,8 @@ def unused_options(values: dict[str, Any], method: str) -> list[str]:
 
 
 def request_options() -> tuple[OptionSpec, ...]:
-    """The options the Slicer logic can pass to the background process."""
-    return tuple(o for o in ENHANCE_OPTIONS if o.request)
+    """The options the Slicer logic can pass to the background process: all of them."""
+    return ENHANCE_OPTIONS
 
 
 def panel_options() -> tuple[OptionSpec, ...]:

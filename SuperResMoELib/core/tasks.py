@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from SuperResMoELib.core.types import Int3
+
 
 @dataclass(frozen=True)
 class SRTask:
@@ -26,17 +28,17 @@ class SRTask:
     """
 
     name: str
-    factors: tuple[int, int, int]
-    lr_patch: tuple[int, int, int]
+    factors: Int3
+    lr_patch: Int3
 
     @property
-    def zoom(self) -> tuple[int, int, int]:
+    def zoom(self) -> Int3:
         """SR factors along ``(K, J, I)`` (array order)."""
         fi, fj, fk = self.factors
         return (fk, fj, fi)
 
     @property
-    def hr_patch(self) -> tuple[int, int, int]:
+    def hr_patch(self) -> Int3:
         """HR patch ``(pk, pj, pi)``: the LR patch times the zoom."""
         return tuple(p * z for p, z in zip(self.lr_patch, self.zoom))  # type: ignore[return-value]
 

@@ -6,24 +6,17 @@ sizes of a grid in IJK order unless a name says otherwise.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Union
 
 import numpy as np
 import numpy.typing as npt
 
-#: A file path given by the user.
-PathLike = Union[str, "os.PathLike[str]"]
 #: One number for every axis, or one per axis ``(i, j, k)`` (a sequence or an array).
 Factors = Union[float, Sequence[float], npt.NDArray[np.floating]]
 #: A patch or window size: one number for a cube, or ``(k, j, i)``.
 PatchSize = Union[int, Sequence[int]]
 #: Three integers ``(k, j, i)`` (array order) or ``(i, j, k)`` (grid order), as named.
 Int3 = tuple[int, int, int]
-#: Three floats.
-Float3 = tuple[float, float, float]
-#: A float32 array of voxels.
-FloatArray = npt.NDArray[np.float32]
 
-__all__ = ["Factors", "Float3", "FloatArray", "Int3", "PatchSize", "PathLike"]
+__all__ = ["Factors", "Int3", "PatchSize"]

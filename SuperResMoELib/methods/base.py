@@ -19,6 +19,7 @@ import numpy as np
 
 from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.options import DEFAULTS
+from SuperResMoELib.core.types import PatchSize
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 from SuperResMoELib.core.volume import Grid, Volume
 
@@ -57,7 +58,7 @@ class EnhanceOptions:
     task: str | None = None
     checkpoint: str | None = None
     expert: int | None = None
-    patch_size: int | Sequence[int] | None = None
+    patch_size: PatchSize | None = None
     overlap: float = DEFAULTS["overlap"]
     batch_size: int | None = None
     mixed_precision: bool = DEFAULTS["mixed_precision"]
