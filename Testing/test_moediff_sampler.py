@@ -70,9 +70,9 @@ def test_gates_sum_to_one_and_favour_rarely_used_experts() -> None:
 def oracle(z0: torch.Tensor, schedule: NoiseSchedule, calls: list[int]):
     """An expert that knows the clean latent: the exact noise of ``z`` at its own timestep's level."""
 
-    def expert(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def expert(z: torch.Tensor, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         calls.append(z.shape[0])
-        return eps_from_z0(z, schedule.level(t), z0[: z.shape[0]] if z.shape[0] == z0.shape[0] else z0[:1].expand_as(z))
+        return eps_from_z0(z, schedule.level(t), z0[rows])
 
     return expert
 
@@ -108,7 +108,7 @@ def test_each_expert_gets_its_own_schedules_timestep() -> None:
 
 def test_sampler_is_deterministic_under_a_seed_and_eta_adds_seeded_noise() -> None:
     ss = schedules()
-    fixed = lambda z, t: torch.tanh(z) * 0.5  # noqa: E731 - a fixed (wrong) noise estimate
+    fixed = lambda z, t, rows: torch.tanh(z) * 0.5  # noqa: E731 - a fixed (wrong) noise estimate
     gates = torch.full((2, 3), 1 / 3)
     noise = torch.randn(2, 2, 6, 6, generator=torch.Generator().manual_seed(3))
     a = sample([fixed] * 3, ss, gates, noise, 10, ss[0]).z0
@@ -125,7 +125,7 @@ def test_top1_runs_only_the_winning_expert_and_equals_full_for_one_hot_gates() -
     ss = schedules()
     z0 = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
     noise = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
-    experts = [lambda z, t, k=k: torch.sin(z + k) for k in range(3)]
+    experts = [lambda z, t, rows, k=k: torch.sin(z + k) for k in range(3)]
     gates = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.1, 0.7]], dtype=torch.float64)
     top = sample(experts, ss, gates, noise, 4, ss[0], mode="top1")
     assert top.expert_calls == [4, 4, 4]  # each slice through its own expert only (one slice each, 4 steps)

@@ -5,7 +5,7 @@ warning at inference.
 * SS-MoE: the LR inputs' voxel sizes and the per-frame robust maxima (the
   network keeps the user's units, so intensities matter) of the training
   subjects, read from the same source the patch library came from;
-* REMIx: the voxel sizes its drawn clinical acquisitions can have (any axis,
+* REMIx (and MoEDiff-SR): the voxel sizes its drawn acquisitions can have (any axis,
   any orientation); intensities are normalised per image, so none is stored.
 
 ``python -m training domain --checkpoints DIR`` writes the domain into
@@ -49,3 +49,13 @@ def remix_domain(degradation: Any) -> dict[str, Any]:
     largest = max(hi_ip, v_max / lo_ip ** 2)
     return describe_domain([[smallest] * 3, [largest] * 3], None, dims=(3, 4),
                            note="drawn clinical acquisitions (any orientation); intensities normalised per image")
+
+
+def moediff_domain(degradation: Any) -> dict[str, Any]:
+    """The voxel sizes MoEDiff-SR's drawn 3T-like and thick-slice cases span
+    (the HR sample grid is 1 mm, so a factor is a spacing), on any axis."""
+    smallest = min(float(degradation.factor[0]), float(degradation.thick_in_plane_factor[0]))
+    largest = max(float(degradation.factor[1]), float(degradation.thick_mm[1]))
+    return describe_domain([[smallest] * 3, [largest] * 3], None, dims=(3, 4),
+                           note="drawn 3T-like and thick-slice acquisitions of 1 mm sample subjects; "
+                                "intensities normalised per image")

@@ -20,7 +20,9 @@ that need it.
 
 Shapes: latents ``(B, C, h, w)``; gates ``(B, K)`` (global) or ``(B, K, h, w)``
 (spatial), summing to 1 over ``K``; an expert is ``(z (B', C, h, w), t (B',)
-long) -> eps (B', C, h, w)`` (the condition is bound into it by the caller).
+long, rows (B',) long) -> eps (B', C, h, w)``: ``rows`` are the batch rows
+``z`` holds (all of them, or in top-1 mode only the slices routed to it), so
+an expert can pick its rows of a condition the caller bound into it.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ import torch
 
 from SuperResMoELib.methods.moediff.schedules import NoiseSchedule, eps_from_z0, z0_from_eps
 
-#: ``(z (B, C, h, w), t (B,) long) -> eps (B, C, h, w)``.
-Expert = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``(z (B', C, h, w), t (B',) long, rows (B',) long) -> eps (B', C, h, w)``.
+Expert = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 #: Sampler modes.
 MODES: tuple[str, ...] = ("full", "top1")
 
@@ -131,7 +133,7 @@ def sample(
             if idx.numel() == 0:
                 continue
             zi = z[idx]
-            eps = expert(zi, torch.full((idx.numel(),), t_i, dtype=torch.long, device=z.device))
+            eps = expert(zi, torch.full((idx.numel(),), t_i, dtype=torch.long, device=z.device), idx)
             calls[i] += idx.numel()
             z0[idx] += w[idx, i:i + 1] * z0_from_eps(zi, a, eps)
         timesteps.append(row)

@@ -1,0 +1,259 @@
+"""The whole MoEDiff-SR network of one checkpoint: VQ-VAE, condition encoder,
+gating network, the experts, their noise schedules, and the slice sampler.
+
+Data flow of one batch of 2D slices (tiles), all on the target grid::
+
+    lr (B, 1, H, W) [+ corrections (B, E, H, W)]   normalised LR slice (cubic on the target grid)
+      cond  = s * VQ.encode(lr)                     (B, C, H/f, W/f)   spatial condition of every expert
+      z_c   = E2([lr, corrections])                 (B, N, d)          condition tokens (Eq. 1)
+      gates = G(z_c)                                (B, K) global, or (B, K, H/f, W/f) spatial
+      z0    = sampler(experts(., t_i, cond, z_c), gates)             (B, C, H/f, W/f)
+      sr    = VQ.decode(quantise(z0 / s))           (B, 1, H, W)
+
+``s`` is the latent scale (buffer ``latent_scale``: 1 / the standard deviation
+of the HR latents of the training slices, set after the VQ-VAE phase; the
+paper's fixed 0.2 is for its own autoencoder).  ``H`` and ``W`` must be
+multiples of :attr:`MoEDiffSR.multiple`.
+
+Corrections (``extra_inputs``, the paper's ``b`` and ``g``): ``"bias"`` is one
+channel (the log of the bias-field correction), ``"warp"`` two (the in-plane
+components of the gradient-nonlinearity correction, in mm); they reach the
+condition encoder (and so the gating) as extra channels.  A checkpoint trained
+without them needs none at inference.
+
+Gating modes: ``"global"`` (Eq. 2-4, one weight per expert and slice),
+``"spatial"`` (per finest-scale token, resized to the latent grid), and
+``"uniform"`` (``1 / K``: the ablation without a gating network's choice).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from SuperResMoELib.methods.moediff.sampler import MODES, SampleOutput, sample
+from SuperResMoELib.methods.moediff.schedules import NoiseSchedule, ScheduleConfig
+from SuperResMoELib.nets.moediff_condition import ConditionConfig, ConditionEncoder, GatingConfig, GatingNetwork
+from SuperResMoELib.nets.moediff_experts import ExpertConfig, build_expert
+from SuperResMoELib.nets.vqvae2d import VQVAE2D, VQVAE2DConfig
+
+#: Correction inputs a checkpoint may take, and their channels.
+EXTRA_CHANNELS: dict[str, int] = {"bias": 1, "warp": 2}
+#: Gating modes.
+GATINGS: tuple[str, ...] = ("global", "spatial", "uniform")
+#: The paper's diffusion steps T of experts 1, 2, 3.
+PAPER_STEPS: tuple[int, ...] = (500, 2000, 1000)
+
+
+@dataclass(frozen=True)
+class MoEDiffArchitecture:
+    """Everything that shapes a :class:`MoEDiffSR` (stored in the manifest).
+
+    Attributes:
+        vqvae, condition, gating, expert: the parts' configs (``expert`` is
+            shared by every expert; each reads its own knobs).
+        experts: the architecture (1, 2 or 3: E1, E2, E3) of each expert, in order.
+        schedules: one noise schedule per expert.
+        sampling: the schedule whose steps define the sampler's noise levels.
+        gating_mode: one of :data:`GATINGS`.
+        extra_inputs: correction inputs (keys of :data:`EXTRA_CHANNELS`).
+        tile: side of the square slice tiles the networks were trained on (pixels).
+    """
+
+    vqvae: VQVAE2DConfig
+    condition: ConditionConfig
+    gating: GatingConfig
+    expert: ExpertConfig
+    experts: tuple[int, ...] = (1, 2, 3)
+    schedules: tuple[ScheduleConfig, ...] = tuple(ScheduleConfig(steps=t) for t in PAPER_STEPS)
+    sampling: ScheduleConfig = ScheduleConfig(steps=1000)
+    gating_mode: str = "global"
+    extra_inputs: tuple[str, ...] = ()
+    tile: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("experts", "schedules", "extra_inputs"):
+            v = getattr(self, name)
+            if isinstance(v, list):
+                object.__setattr__(self, name, tuple(v))
+        if not self.experts or any(e not in (1, 2, 3) for e in self.experts):
+            raise ValueError(f"experts must list architectures 1, 2 or 3, got {list(self.experts)}")
+        if len(self.schedules) != len(self.experts):
+            raise ValueError(f"one schedule per expert: {len(self.experts)} experts, {len(self.schedules)} schedules")
+        if self.gating_mode not in GATINGS:
+            raise ValueError(f"unknown gating mode {self.gating_mode!r}; choose one of {', '.join(GATINGS)}")
+        bad = [e for e in self.extra_inputs if e not in EXTRA_CHANNELS]
+        if bad or len(set(self.extra_inputs)) != len(self.extra_inputs):
+            raise ValueError(f"extra inputs must be distinct names from {', '.join(EXTRA_CHANNELS)}, "
+                             f"got {list(self.extra_inputs)}")
+        if self.condition.in_channels != self.condition_channels:
+            raise ValueError(f"the condition encoder reads the LR slice and the corrections "
+                             f"{list(self.extra_inputs)}: in_channels must be {self.condition_channels}, "
+                             f"got {self.condition.in_channels}")
+        if self.gating.dim != self.condition.dim:
+            raise ValueError(f"gating dim ({self.gating.dim}) must equal the condition dim ({self.condition.dim})")
+        if self.gating.n_experts != len(self.experts):
+            raise ValueError(f"gating n_experts ({self.gating.n_experts}) must equal the experts ({len(self.experts)})")
+        c = self.vqvae.latent_channels
+        if self.expert.latent_channels != c or self.expert.cond_channels != c:
+            raise ValueError(f"expert latent and condition channels must equal the VQ-VAE's latent channels ({c})")
+        if self.expert.token_dim not in (0, self.condition.dim):
+            raise ValueError(f"expert token_dim must be 0 or the condition dim ({self.condition.dim})")
+        if not isinstance(self.tile, int) or self.tile < 1 or self.tile % self.multiple:
+            raise ValueError(f"tile must be a positive multiple of {self.multiple}, got {self.tile!r}")
+
+    @property
+    def condition_channels(self) -> int:
+        """Channels the condition encoder reads: the LR slice + the corrections."""
+        return 1 + sum(EXTRA_CHANNELS[e] for e in self.extra_inputs)
+
+    @property
+    def multiple(self) -> int:
+        """Slice sides must be multiples of this (VQ-VAE x expert downsampling, and the largest patch)."""
+        a = self.vqvae.downsample * self.expert.multiple
+        b = self.condition.multiple
+        return a * b // math.gcd(a, b)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vqvae": self.vqvae.to_dict(), "condition": self.condition.to_dict(),
+                "gating": self.gating.to_dict(), "expert": self.expert.to_dict(),
+                "experts": list(self.experts), "schedules": [s.to_dict() for s in self.schedules],
+                "sampling": self.sampling.to_dict(), "gating_mode": self.gating_mode,
+                "extra_inputs": list(self.extra_inputs), "tile": self.tile}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MoEDiffArchitecture:
+        """The inverse of :meth:`to_dict` (``TypeError``/``ValueError``/``KeyError`` on bad data)."""
+        return cls(vqvae=VQVAE2DConfig(**d["vqvae"]), condition=ConditionConfig(**d["condition"]),
+                   gating=GatingConfig(**d["gating"]), expert=ExpertConfig(**d["expert"]),
+                   experts=tuple(d["experts"]), schedules=tuple(ScheduleConfig(**s) for s in d["schedules"]),
+                   sampling=ScheduleConfig(**d["sampling"]), gating_mode=d["gating_mode"],
+                   extra_inputs=tuple(d["extra_inputs"]), tile=int(d["tile"]))
+
+
+@dataclass
+class SliceOutput:
+    """What :meth:`MoEDiffSR.enhance_slices` returns.
+
+    Attributes:
+        sr: ``(B, 1, H, W)`` the refined slices (normalised units).
+        gates: ``(B, K)`` or ``(B, K, H, W)`` (spatial, resized to the slice) gate weights.
+        expert_calls: network evaluations (slices) per expert.
+    """
+
+    sr: torch.Tensor
+    gates: torch.Tensor
+    expert_calls: list[int] = field(default_factory=list)
+
+
+class MoEDiffSR(nn.Module):
+    """The network of a MoEDiff-SR checkpoint (see the module docstring)."""
+
+    latent_scale: torch.Tensor
+
+    def __init__(self, arch: MoEDiffArchitecture) -> None:
+        super().__init__()
+        self.arch = arch
+        self.vqvae = VQVAE2D(arch.vqvae)
+        self.condition = ConditionEncoder(arch.condition)
+        self.gating = GatingNetwork(arch.gating)
+        self.experts = nn.ModuleList(build_expert(e, arch.expert) for e in arch.experts)
+        self.schedules = [NoiseSchedule(s) for s in arch.schedules]
+        self.sampling = NoiseSchedule(arch.sampling)
+        self.register_buffer("latent_scale", torch.tensor(1.0))
+
+    @property
+    def multiple(self) -> int:
+        return self.arch.multiple
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.experts)
+
+    def check_slices(self, lr: torch.Tensor, extras: torch.Tensor | None) -> None:
+        """Raise ``ValueError`` unless ``lr`` is ``(B, 1, H, W)`` with sides multiples of
+        :attr:`multiple` and ``extras`` holds the corrections this network reads."""
+        m = self.multiple
+        if lr.ndim != 4 or lr.shape[1] != 1 or lr.shape[2] % m or lr.shape[3] % m or min(lr.shape[2:]) < m:
+            raise ValueError(f"MoEDiff-SR needs slices (B, 1, H, W) with H, W multiples of {m}, got {tuple(lr.shape)}")
+        want = self.arch.condition_channels - 1
+        got = 0 if extras is None else int(extras.shape[1])
+        if got != want or (extras is not None and tuple(extras.shape[2:]) != tuple(lr.shape[2:])):
+            raise ValueError(f"this network reads the corrections {list(self.arch.extra_inputs)} "
+                             f"({want} channel(s) like the slice), got "
+                             f"{'none' if extras is None else tuple(extras.shape)}")
+
+    # ---- latents ----------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W) -> (B, C, H/f, W/f)`` scaled continuous latent."""
+        return self.vqvae.encode(x) * self.latent_scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` scaled latent -> ``(B, 1, h f, w f)`` (through the codebook)."""
+        z_q, _, _ = self.vqvae.quantize(z / self.latent_scale)
+        return self.vqvae.decode(z_q)
+
+    # ---- condition and gating ---------------------------------------------------------------------
+    def tokens(self, lr: torch.Tensor, extras: torch.Tensor | None = None) -> torch.Tensor:
+        """``z_c (B, N, d)`` of the condition (LR slice + corrections)."""
+        y = lr if extras is None else torch.cat([lr, extras], dim=1)
+        return self.condition(y)
+
+    def gates(self, z_c: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
+        """Gates of :attr:`arch.gating_mode`: ``(B, K)`` or ``(B, K, h, w)`` on the latent grid."""
+        b, k = z_c.shape[0], self.n_experts
+        mode = self.arch.gating_mode
+        if mode == "uniform":
+            return torch.full((b, k), 1.0 / k, dtype=z_c.dtype, device=z_c.device)
+        if mode == "global":
+            return self.gating.gates(z_c)
+        g = self.gating.gates(z_c, spatial=True, encoder=self.condition)
+        if tuple(g.shape[2:]) != tuple(latent_hw):
+            g = F.interpolate(g, size=latent_hw, mode="bilinear", align_corners=False)
+            g = g / g.sum(dim=1, keepdim=True)
+        return g
+
+    def expert_fn(self, i: int, cond: torch.Tensor, z_c: torch.Tensor):
+        """Expert ``i`` with the condition bound: ``(z (B', C, h, w), t (B',), rows (B',)) -> eps``
+        (``rows``: which rows of the batch ``z`` holds; ``None``: all)."""
+        expert = self.experts[i]
+        tokens = z_c if self.arch.expert.token_dim else None
+
+        def run(z: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+            c = cond if rows is None else cond[rows]
+            tk = tokens if tokens is None or rows is None else tokens[rows]
+            return expert(z, t, c, tk)
+
+        return run
+
+    # ---- inference --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def enhance_slices(self, lr: torch.Tensor, extras: torch.Tensor | None = None, steps: int = 10,
+                       mode: str = "full", eta: float = 0.0, generator: torch.Generator | None = None) -> SliceOutput:
+        """Refine a batch of normalised LR slices (see the module docstring).
+
+        Args:
+            lr: ``(B, 1, H, W)``; sides multiples of :attr:`multiple`.
+            extras: ``(B, E, H, W)`` corrections when the network reads them.
+            steps: sampler steps; mode: ``"full"`` or ``"top1"``; eta: DDIM stochasticity.
+            generator: seeds the initial noise (and ``eta > 0`` noise).
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown sampler mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.check_slices(lr, extras)
+        cond = self.encode(lr)
+        z_c = self.tokens(lr, extras)
+        gates = self.gates(z_c, tuple(cond.shape[2:]))  # type: ignore[arg-type]
+        noise = torch.randn(cond.shape, generator=generator, dtype=cond.dtype, device="cpu").to(cond.device)
+        out: SampleOutput = sample(
+            [self.expert_fn(i, cond, z_c) for i in range(self.n_experts)],
+            self.schedules, gates, noise, steps, self.sampling, eta=eta, mode=mode, generator=generator)
+        sr = self.decode(out.z0)
+        g = gates if gates.ndim == 2 else F.interpolate(gates, size=tuple(lr.shape[2:]), mode="nearest")
+        return SliceOutput(sr, g, out.expert_calls)
+

@@ -1,0 +1,173 @@
+"""MoEDiff-SR training slices: 2D tiles of HR subjects (the embedded sample
+subjects, or the user's own HR T1 folder: :func:`hr_subject`) and their
+3T-like degradation (:mod:`.degradation`), cached on disk.
+
+For each training subject, ``crops_per_subject`` cubes of ``crop`` voxels
+are cut around random brain voxels; each goes through its own drawn
+degradation, and ``slices_per_crop`` 2D tiles of ``tile x tile`` pixels are
+taken from it, each along a random axis (the slice axis at inference is any of
+the three), at a random position away from the cube's faces by ``margin``
+(where the profile blur saw extended edges).  Intensities are divided by the
+subject's robust maximum (as at inference) and multiplied by one random factor
+in ``1 +- intensity_jitter`` per cube.
+
+Arrays (float16 images): ``lr``, ``hr`` ``(N, 1, t, t)``; ``extras`` ``(N, 3, t, t)``
+= the log bias correction and the two in-plane components (in the tile's row,
+column order) of the warp correction, in mm; ``axis`` ``(N,)`` (array axis
+0/1/2 = k/j/i the tile is perpendicular to); ``thick`` ``(N,)`` (1 for a
+thick-slice case); ``subject`` ``(N,)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from SuperResMoELib import sample_data
+from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.geometry import isotropic_grid, resample, sub_volume
+from SuperResMoELib.core.volume import Volume
+from SuperResMoELib.io.formats import is_volume_file, read_volume
+from SuperResMoELib.core.intensity import robust_max
+from SuperResMoELib.evaluation.segmentation import brain_mask
+from SuperResMoELib.io.paths import user_cache_dir
+
+from ..cache import cached_arrays
+from .degradation import MoEDiffDegradation, degrade_block, draw_case
+
+LIBRARY_VERSION = "v1"
+#: Salt of the library's draws.
+LIBRARY_SALT = 0x3D
+
+
+def tile_margin(tile: int) -> int:
+    """Voxels kept free at a cube's faces around ``tile``-pixel tiles: an eighth of the tile, at least 4."""
+    return max(4, int(tile) // 8)
+
+
+@dataclass(frozen=True)
+class SliceLibraryConfig:
+    """Which tiles a library holds (see the module docstring)."""
+
+    subjects: tuple[int, ...]
+    crops_per_subject: int
+    slices_per_crop: int
+    crop: int
+    tile: int
+    degradation: MoEDiffDegradation
+    intensity_jitter: float
+    seed: int
+    data_seed: int
+    #: ``"sample"`` (the embedded T1 subjects) or a folder of the user's own HR T1 volumes.
+    source: str = "sample"
+
+    def __post_init__(self) -> None:
+        if self.tile + 2 * self.margin > self.crop:
+            raise ValueError(f"a {self.tile}-pixel tile with margin {self.margin} needs a crop of at least "
+                             f"{self.tile + 2 * self.margin}, got {self.crop}")
+
+    @property
+    def margin(self) -> int:
+        return tile_margin(self.tile)
+
+    def key(self) -> str:
+        d = {**asdict(self), "version": LIBRARY_VERSION}
+        if self.source != "sample":  # the folder's files and their sizes and times are part of the key
+            d["files"] = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in hr_files(self.source)]
+            d["source"] = str(Path(self.source).resolve())
+        text = json.dumps(d, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def hr_files(folder: str) -> list[Path]:
+    """The HR volumes (NIfTI, NRRD, MHA) of a folder, sorted by name.
+
+    Raises:
+        InputError: not a folder, or no volume in it.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        raise InputError(f"HR T1 folder {folder} does not exist or is not a folder")
+    files = sorted(p for p in path.iterdir() if is_volume_file(p))
+    if not files:
+        raise InputError(f"HR T1 folder {folder} holds no NIfTI/NRRD/MHA volume")
+    return files
+
+
+def hr_subject(source: str, subject: int, data_seed: int) -> Volume:
+    """HR subject ``subject`` of ``source``: an embedded sample subject, or the
+    ``subject``-th volume of a folder resampled (cubic) to 1 mm isotropic (the
+    degradation's factors are spacings on a 1 mm grid).
+
+    Raises:
+        InputError: a subject index beyond the folder's volumes, a 4D volume.
+    """
+    if source == "sample":
+        return sample_data.t1_subject(subject, data_seed)
+    files = hr_files(source)
+    if subject >= len(files):
+        raise InputError(f"subject {subject} requested but {source} holds only {len(files)} volume(s)")
+    vol = read_volume(files[subject])
+    if vol.is_4d:
+        raise InputError(f"{files[subject]} is 4D; MoEDiff-SR trains on 3D HR T1 volumes")
+    return resample(vol, isotropic_grid(vol.grid, 1.0), "cubic")
+
+
+def _crop_starts(mask: np.ndarray, size: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    brain = np.argwhere(mask)
+    centres = brain[rng.integers(0, len(brain), size=n)]
+    return np.clip(centres - size // 2, 0, np.asarray(mask.shape) - size)
+
+
+def _tile(arr: np.ndarray, axis: int, index: int, r0: int, c0: int, t: int) -> np.ndarray:
+    """The ``t x t`` tile at ``(r0, c0)`` of slice ``index`` along array ``axis`` of ``arr (..., K, J, I)``."""
+    s = np.take(arr, index, axis=arr.ndim - 3 + axis)
+    return s[..., r0:r0 + t, c0:c0 + t]
+
+
+def build_library(cfg: SliceLibraryConfig, progress=None) -> dict[str, np.ndarray]:
+    """The tiles of ``cfg`` (deterministic from the config)."""
+    rng = np.random.default_rng([cfg.seed, LIBRARY_SALT])
+    t, m = cfg.tile, cfg.margin
+    out: dict[str, list] = {k: [] for k in ("lr", "hr", "extras", "axis", "thick", "subject")}
+    total = len(cfg.subjects) * cfg.crops_per_subject
+    for n_s, s in enumerate(cfg.subjects):
+        hr_vol = hr_subject(cfg.source, s, cfg.data_seed)
+        arr = np.asarray(hr_vol.array, np.float32)
+        scale = robust_max(arr)
+        starts = _crop_starts(brain_mask(arr), cfg.crop, cfg.crops_per_subject, rng)
+        for n_c, start in enumerate(starts):
+            block = sub_volume(hr_vol, tuple(start), [int(v) + cfg.crop for v in start])
+            case = draw_case(cfg.degradation, rng)
+            deg = degrade_block(block, hr_vol.grid, case, cfg.degradation, rng, scale)
+            c = float(rng.uniform(1.0 - cfg.intensity_jitter, 1.0 + cfg.intensity_jitter)) / scale
+            hr = np.asarray(block.array, np.float32) * c
+            lr = deg["lr"] * c
+            for _ in range(cfg.slices_per_crop):
+                axis = int(rng.integers(0, 3))
+                index = int(rng.integers(m, cfg.crop - m))
+                r0, c0 = (int(v) for v in rng.integers(m, cfg.crop - m - t + 1, size=2))
+                in_plane = [a for a in range(3) if a != axis]  # array axes of the tile's rows, columns
+                out["lr"].append(_tile(lr, axis, index, r0, c0, t)[None])
+                out["hr"].append(_tile(hr, axis, index, r0, c0, t)[None])
+                out["extras"].append(np.stack([_tile(deg["log_bias"], axis, index, r0, c0, t)]
+                                              + [_tile(deg["warp"][a], axis, index, r0, c0, t) for a in in_plane]))
+                out["axis"].append(axis)
+                out["thick"].append(int(case["kind"] == "thick"))
+                out["subject"].append(s)
+            if progress is not None:
+                done = n_s * cfg.crops_per_subject + n_c + 1
+                progress("library", done / total, f"subject {s}, crop {n_c + 1}/{cfg.crops_per_subject}")
+    return {"lr": np.stack(out["lr"]).astype(np.float16), "hr": np.stack(out["hr"]).astype(np.float16),
+            "extras": np.stack(out["extras"]).astype(np.float16), "axis": np.asarray(out["axis"], np.int8),
+            "thick": np.asarray(out["thick"], np.int8), "subject": np.asarray(out["subject"], np.int16)}
+
+
+def slice_library(cfg: SliceLibraryConfig, progress=None) -> dict[str, np.ndarray]:
+    """The library of ``cfg``, from the user cache or built (and cached) now."""
+    path = user_cache_dir(create=True) / "training" / "moediff" / f"slices_{cfg.key()}.npz"
+    return cached_arrays(path, lambda: build_library(cfg, progress), "MoEDiff-SR slice library")
