@@ -88,7 +88,7 @@ def build_job(values: dict[str, Any], input: Path, output: Path, reference: Path
         raise InputError("give either --scale or --spacing, not both")
     if reference is not None and parts["job"]["simulate"]:
         raise InputError("give either --reference or --simulate, not both")
-    extra = {k: list(v) for k, v in parts["extra"].items() if v is not None}
+    extra = {k: list(v) if isinstance(v, tuple) else v for k, v in parts["extra"].items() if v is not None}
     options = EnhanceOptions(**parts["options"], extra=extra)
     options.engine_config(1)  # validate overlap and batch size up front, whatever the method
     notes = tuple(unused_options(values, parts["job"]["method"]))

@@ -167,6 +167,7 @@ def _method_names() -> list[str]:
 
 
 SSMOE_FAMILY = ("ssmoe", "srunet", "hardmoe")
+MOEDIFF = ("moediff",)
 REMIX_FAMILY = ("remix", "remix1")
 
 #: Every enhance option, once.
@@ -185,10 +186,25 @@ ENHANCE_OPTIONS: tuple[OptionSpec, ...] = (
                "target spacing in mm (one number or i,j,k) instead of --scale", "options.target_spacing",
                panel=PanelField("targetSpacing", float, 0.0), batch=True),
     OptionSpec("expert", ("--expert",), "int", None, "force one expert (methods with experts)", "options.expert",
-               methods=("ssmoe", "hardmoe", "remix"), panel=PanelField("expert", int, -1), batch=True),
+               methods=("ssmoe", "hardmoe", "remix", "moediff"), panel=PanelField("expert", int, -1), batch=True),
     OptionSpec("acquisition", ("--acquisition",), "acquisition", None,
                "SS-MoE: acquisition of a 3D input as gx,gy,gz,b,TI,TE (default: the protocol's average)",
                "extra.acquisition", methods=("ssmoe",), panel=PanelField("acquisition", str, "")),
+    OptionSpec("steps", ("--steps",), "int", None, "MoEDiff-SR: sampler steps (default 10)", "extra.steps",
+               methods=MOEDIFF, panel=PanelField("diffusionSteps", int, 0), batch=True),
+    OptionSpec("samples", ("--samples",), "int", None,
+               "MoEDiff-SR: stochastic samples; more than 1 gives their mean and an uncertainty map (default 1)",
+               "extra.samples", methods=MOEDIFF, panel=PanelField("diffusionSamples", int, 0), batch=True),
+    OptionSpec("sampler", ("--sampler",), "choice", "full",
+               "MoEDiff-SR: full (every expert, gated) or top1 (only the highest-gated expert; faster)",
+               "extra.sampler", methods=MOEDIFF, choices=("full", "top1"), panel=PanelField("samplerMode", str, None),
+               batch=True),
+    OptionSpec("slice_axis", ("--slice-axis",), "choice", "auto",
+               "MoEDiff-SR: slices across i, j or k; auto: the axis whose spacing changes least; all: the three "
+               "orientations averaged (about 3x slower)", "extra.slice_axis", methods=MOEDIFF,
+               choices=("auto", "i", "j", "k", "all"), panel=PanelField("sliceAxis", str, None), batch=True),
+    OptionSpec("seed", ("--seed",), "int", 0, "MoEDiff-SR: seed of the sampler's noise (default 0)", "extra.seed",
+               methods=MOEDIFF),
     OptionSpec("device", ("--device",), "str", "auto", "auto, cpu, cuda or cuda:N (default auto)", "job.device",
                panel=PanelField("device", str, None), batch=True),
     OptionSpec("patch_size", ("--patch-size",), "ints", None, "input patch size in voxels (one or k,j,i)",

@@ -16,6 +16,7 @@ _REGISTRY: dict[str, str] = {
     "hardmoe": ".ssmoe:HardMoEMethod",
     "remix": ".remix:REMIxMethod",
     "remix1": ".remix:REMIxSingleMethod",
+    "moediff": ".moediff.method:MoEDiffMethod",
 }
 
 

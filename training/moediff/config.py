@@ -46,9 +46,11 @@ class MoEDiffLibrary(Node):
 @dataclass(frozen=True)
 class VQVAEPhase(PhaseSpec):
     """The autoencoder phase: a :class:`~training.config.PhaseSpec` plus the
-    weight of the L1 term (the loss is MSE + ``l1`` x L1 + the commitment term)."""
+    weight of the L1 term (the loss is MSE + ``l1`` x L1 + the commitment term)
+    and the share of tiles decoded from the continuous latent (quantiser bypassed)."""
 
     l1: float = setting(1.0, NON_NEGATIVE)
+    bypass_probability: float = setting(0.5, FRACTION)
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,23 @@
 
 Work directory layout (every phase resumable, every product atomic)::
 
-    <workdir>/vqvae/        phase 1: the 2D VQ-VAE on HR and LR tiles
-    <workdir>/latents.npz   phase 2: the latent cache (HR and LR latents of every tile)
+    <workdir>/vqvae/        phase 1: the 2D VQ-VAE on the residual tiles (HR - LR)
+    <workdir>/latents.npz   phase 2: the latent cache (the residual latent of every tile)
     <workdir>/joint/        phase 3: condition encoder + gating + experts, jointly
 
 The slice library itself lives in the user cache (:mod:`.data`), keyed by its config.
 
-**Phase 1** minimises ``MSE + l1 * L1 + commitment`` of the VQ-VAE on tiles
-drawn half from the HR and half from the LR images (the decoder must render
-the HR latents, the encoder also encodes the LR condition).  Validation: the
-reconstruction PSNR of held-out HR tiles (normalised units, peak 1), which
-bounds the whole method's PSNR.
+**Phase 1** minimises ``MSE + l1 * L1 + commitment`` of the VQ-VAE on the
+residual tiles ``g (hr - lr)`` (:mod:`SuperResMoELib.methods.moediff.model`
+says why the residual); for a share ``bypass_probability`` of the tiles the
+decoder sees the continuous latent instead of the quantised one, so it
+decodes both.  Validation: the PSNR of ``lr + D(E(hr - lr))`` against the HR
+tile (normalised units, peak 1), through the codebook and without it: the
+bound of the whole method's PSNR.
 
-**Phase 2** sets the latent scale to ``1 / std`` of the training HR latents and
-caches ``z0 = s E(hr)`` and ``cond = s E(lr)`` of every tile.
+**Phase 2** sets the latent scale to ``1 / std`` of the training latents and
+caches ``z0 = s E(g (hr - lr))`` of every tile (the experts' condition, the
+LR tile unshuffled, is cheap to recompute).
 
 **Phase 3**, per step (batch ``B``):
 
@@ -195,15 +198,20 @@ class MoEDiffTrainer:
         phase = Phase(self.workdir, PhaseConfig("vqvae", spec.epochs, spec.steps_per_epoch), {"vqvae": vq}, opt,
                       self.seed, device=self.device, amp=self.amp)
         n, b = len(self.train["hr"]), self.cfg.batch_size
+        gain = self.cfg.architecture.residual_gain
 
-        def draw(rng: np.random.Generator) -> torch.Tensor:
+        def draw(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
             rows = rng.integers(0, n, size=b)
-            hr, lr = self._images(self.train, rows[: b // 2], "hr"), self._images(self.train, rows[b // 2:], "lr")
-            return torch.cat([hr, lr])
+            residual = self._images(self.train, rows, "hr") - self._images(self.train, rows, "lr")
+            bypass = torch.from_numpy(rng.uniform(size=(b, 1, 1, 1)) < spec.bypass_probability).float()
+            return residual * gain, bypass
 
-        def step(x: torch.Tensor) -> dict[str, float]:
+        def step(batch) -> dict[str, float]:
+            x, bypass = batch
             with phase.autocast():
-                x_hat, commit, _ = vq(x)
+                z = vq.encode(x)
+                z_q, commit, _ = vq.quantize(z)
+                x_hat = vq.decode(bypass * z + (1.0 - bypass) * z_q)
             x_hat = x_hat.float()
             mse = F.mse_loss(x_hat, x)
             l1 = F.l1_loss(x_hat, x)
@@ -217,15 +225,19 @@ class MoEDiffTrainer:
 
     @torch.no_grad()
     def validate_vqvae(self, limit: int = 256) -> dict[str, float]:
-        """Reconstruction PSNR of held-out HR tiles (and LR tiles), normalised units."""
+        """PSNR of ``lr + D(E(hr - lr))`` on held-out tiles, decoded through the
+        codebook and without it, and of the input ``lr`` (normalised units)."""
         vq = self.model.vqvae.eval()
-        out = {}
-        for key in ("hr", "lr"):
-            x = torch.from_numpy(self.val[key][:limit].astype(np.float32)).to(self.device)
-            rec = torch.cat([vq(x[s:s + 64])[0] for s in range(0, len(x), 64)])
-            out[f"val_recon_psnr_{key}"] = float(psnr(rec, x).mean())
+        gain = self.cfg.architecture.residual_gain
+        hr = torch.from_numpy(self.val["hr"][:limit].astype(np.float32)).to(self.device)
+        lr = torch.from_numpy(self.val["lr"][:limit].astype(np.float32)).to(self.device)
+        z = torch.cat([vq.encode((hr - lr)[s:s + 64] * gain) for s in range(0, len(hr), 64)])
+        cont = torch.cat([vq.decode(z[s:s + 64]) for s in range(0, len(z), 64)]) / gain
+        quant = torch.cat([vq.decode(vq.quantize(z[s:s + 64])[0]) for s in range(0, len(z), 64)]) / gain
         vq.train()
-        return out
+        return {"val_recon_psnr": float(psnr(lr + cont, hr).mean()),
+                "val_recon_psnr_quantized": float(psnr(lr + quant, hr).mean()),
+                "val_psnr_input": float(psnr(lr, hr).mean())}
 
     # ------------------------------------------------------------ phase 2
     @torch.no_grad()
@@ -233,17 +245,18 @@ class MoEDiffTrainer:
         """Phase 2: the latent scale and the cached latents (module docstring)."""
         vq = self.model.vqvae.eval().to(self.device)
 
-        def encode(images: np.ndarray) -> np.ndarray:
+        gain = self.cfg.architecture.residual_gain
+
+        def encode(part: dict[str, np.ndarray]) -> np.ndarray:
             out = []
-            for s in range(0, len(images), 128):
-                x = torch.from_numpy(images[s:s + 128].astype(np.float32)).to(self.device)
-                out.append(vq.encode(x).cpu().numpy())
+            for s in range(0, len(part["hr"]), 128):
+                res = part["hr"][s:s + 128].astype(np.float32) - part["lr"][s:s + 128].astype(np.float32)
+                out.append(vq.encode(torch.from_numpy(res * gain).to(self.device)).cpu().numpy())
             return np.concatenate(out).astype(np.float32)
 
         def build() -> dict[str, np.ndarray]:
-            z = {f"{part}_{key}": encode(d[key]) for part, d in (("train", self.train), ("val", self.val))
-                 for key in ("hr", "lr")}
-            z["scale"] = np.asarray(1.0 / float(z["train_hr"].std()), np.float64)
+            z = {"train": encode(self.train), "val": encode(self.val)}
+            z["scale"] = np.asarray(1.0 / float(z["train"].std()), np.float64)
             return z
 
         z = cached_arrays(self.workdir / "latents.npz", build, "MoEDiff-SR latent cache")
@@ -254,8 +267,8 @@ class MoEDiffTrainer:
 
     # ------------------------------------------------------------ phase 3
     def _features(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The frozen perceptual features of E1's task loss: decode, then the
-        VQ-VAE encoder's stem and first level."""
+        """The frozen perceptual features of E1's task loss: decode (the residual
+        image), then the VQ-VAE encoder's stem and first level."""
         vq = self.model.vqvae
         first = vq.encoder.net[: 1 + vq.cfg.num_res_blocks]
         scale = self.model.latent_scale
@@ -298,7 +311,7 @@ class MoEDiffTrainer:
         floor = common_floor(model.schedules)
         last = int((model.sampling.alpha_bar >= floor).nonzero().max())
         features = self._features()
-        n, b = len(latents["train_hr"]), self.cfg.batch_size
+        n, b = len(latents["train"]), self.cfg.batch_size
         spatial = self.cfg.architecture.gating_mode == "spatial"
 
         def draw(rng: np.random.Generator):
@@ -307,13 +320,13 @@ class MoEDiffTrainer:
             extras = torch.from_numpy(self.train["extras"][rows][:, self.extra_idx].astype(np.float32)) \
                 if self.extra_idx else torch.zeros(0)
             t = torch.from_numpy(rng.integers(0, last + 1, size=b))
-            eps = torch.from_numpy(rng.standard_normal(latents["train_hr"][rows].shape).astype(np.float32))
-            return (lr, extras, torch.from_numpy(latents["train_hr"][rows]), torch.from_numpy(latents["train_lr"][rows]),
-                    t, eps)
+            eps = torch.from_numpy(rng.standard_normal(latents["train"][rows].shape).astype(np.float32))
+            return lr, extras, torch.from_numpy(latents["train"][rows]), t, eps
 
         def step(batch) -> dict[str, float]:
-            lr, extras, z0, cond, t, eps = batch
+            lr, extras, z0, t, eps = batch
             global_step = phase_step(phase)
+            cond = model.condition_latent(lr)
             with phase.autocast():
                 z_c = model.tokens(lr, extras if self.extra_idx else None)
                 gates = model.gates(z_c, tuple(z0.shape[2:]))

@@ -24,7 +24,6 @@ since a correction must not turn background negative.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -33,7 +32,7 @@ import numpy as np
 from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback
 from SuperResMoELib.core.volume import Grid, Volume
-from SuperResMoELib.methods.base import EnhanceOptions, output_grid
+from SuperResMoELib.methods.base import EnhanceOptions
 from SuperResMoELib.methods.checkpointed import CheckpointedMethod
 from SuperResMoELib.methods.remix.checkpoint import (
     CHECKPOINT_METHOD,
@@ -44,6 +43,7 @@ from SuperResMoELib.methods.remix.checkpoint import (
     unet_config,
 )
 from SuperResMoELib.methods.remix.experts import choose_expert
+from SuperResMoELib.methods.resampled import normalised_on_target, target_grid
 
 if TYPE_CHECKING:  # torch loads only when a method runs
     import torch
@@ -110,19 +110,9 @@ class REMIxMethod(CheckpointedMethod):
         return build_remix_network(manifest)
 
     def output_grid(self, volume: Volume, options: EnhanceOptions | None = None) -> Grid:
-        """The target grid: ``options.extra["target_grid"]`` (a :class:`Grid`, e.g.
-        a reference scan's, as the paper's MNI space) when given; else the
-        input's axes and extent with ``target_spacing`` mm voxels (default
-        :data:`DEFAULT_TARGET_SPACING`), or ``scale`` when given."""
-        opts = options or EnhanceOptions()
-        given = opts.extra.get("target_grid") if opts.extra else None
-        if given is not None:
-            if not isinstance(given, Grid):
-                raise InputError(f"target_grid must be a Grid, got {type(given).__name__}")
-            return given
-        if opts.target_spacing is None and opts.scale is None:
-            opts = dataclasses.replace(opts, target_spacing=DEFAULT_TARGET_SPACING)
-        return output_grid(volume.grid, opts)
+        """The target grid (:func:`~SuperResMoELib.methods.resampled.target_grid`;
+        default :data:`DEFAULT_TARGET_SPACING` mm isotropic)."""
+        return target_grid(volume, options, DEFAULT_TARGET_SPACING)
 
     def _patch(self, opts: EnhanceOptions, cfg: UNet3DConfig) -> tuple[int, int, int]:
         m = cfg.multiple
@@ -155,10 +145,8 @@ class REMIxMethod(CheckpointedMethod):
              cancel: CancelToken) -> FramePlan:
         """Each frame resampled to the target grid and normalised; frames without
         positive voxels keep their cubic resampling."""
-        from SuperResMoELib.core.geometry import resample_array
-        from SuperResMoELib.core.intensity import robust_max
         from SuperResMoELib.engine.windows import EngineConfig
-        from SuperResMoELib.methods.driver import FramePlan, frame_prefix
+        from SuperResMoELib.methods.driver import FramePlan
 
         cfg = unet_config(manifest)
         q = intensity_percentile(manifest)
@@ -169,20 +157,7 @@ class REMIxMethod(CheckpointedMethod):
         n_frames = len(frames)
         # one target-grid array serves as the resampling, the engine input (normalised in
         # place) and the output (the engine writes each group back once it is done with it)
-        resampled = np.empty((n_frames,) + target.shape, np.float32)
-        scales: list[float] = []
-        events: list[str] = []
-        for n, frame in enumerate(frames):
-            cancel.check()
-            prefix = frame_prefix([n], n_frames)
-            progress("resample", n / n_frames, prefix + "cubic resampling to the target grid")
-            resampled[n] = resample_array(frame, volume.grid, target, "cubic")
-            scales.append(robust_max(resampled[n], q))
-            if scales[-1] > 0:
-                resampled[n] /= scales[-1]
-            else:
-                events.append(f"{prefix}no positive voxels: the cubic resampling is returned unchanged")
-        progress("resample", 1.0, f"{n_frames} frame(s) on the target grid")
+        resampled, scales, events = normalised_on_target(frames, volume.grid, target, q, progress, cancel)
         run_rows = np.array([n for n, s in enumerate(scales) if s > 0], dtype=np.int64)
         every = len(run_rows) == n_frames
         inputs = resampled if every else resampled[run_rows]  # a copy only when some frames are skipped
