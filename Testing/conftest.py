@@ -53,3 +53,58 @@ def smooth_volume(shape=(12, 14, 16), kind: str = "axis", seed: int = 0) -> Volu
 @pytest.fixture
 def grid_of():
     return lambda shape, kind: Grid(shape, make_matrix(kind))
+
+
+#: A tiny MoEDiff-SR training config (32-pixel tiles, narrow networks): seconds on a CPU.
+MOEDIFF_TINY = {
+    "description": "tiny MoEDiff-SR test config", "seed": 0, "batch_size": 4,
+    "library": {"subjects": [0], "crops_per_subject": 2, "slices_per_crop": 4, "crop": 48,
+                "validation_fraction": 0.25, "intensity_jitter": 0.1},
+    "degradation": {"factor": [1.8, 2.4], "thick_probability": 0.5, "thick_mm": [3.0, 5.0],
+                    "thick_in_plane_factor": [1.0, 1.5], "noise_fraction": [0.005, 0.02],
+                    "bias_strength": [0.0, 0.1], "warp_max_mm": [0.0, 1.0]},
+    "architecture": {
+        "vqvae": {"base_channels": 8, "channel_mults": [1, 2, 2], "num_res_blocks": 1, "latent_channels": 4,
+                  "codebook_size": 32, "norm_groups": 4},
+        "condition": {"patch_sizes": [16, 8, 4], "dim": 16, "depth": 1, "heads": 2, "in_channels": 1},
+        "gating": {"dim": 16, "n_experts": 3},
+        "expert": {"latent_channels": 4, "cond_channels": 16, "base_channels": 8, "channel_mults": [1, 2, 2],
+                   "token_dim": 16, "time_embed_dim": 16, "groups": 4, "growth_rate": 4, "dense_layers": 2},
+        "experts": [1, 2, 3],
+        "schedules": [{"steps": 500}, {"steps": 2000}, {"steps": 1000}],
+        "sampling": {"steps": 1000}, "gating_mode": "global", "extra_inputs": [], "tile": 32,
+    },
+    "vqvae": {"epochs": 1, "steps_per_epoch": 4, "lr": 0.002},
+    "joint": {"epochs": 2, "steps_per_epoch": 3, "lr": 0.001, "validation_tiles": 4, "validation_steps": 2},
+}
+
+
+@pytest.fixture
+def moediff_tiny() -> dict:
+    """A fresh copy of :data:`MOEDIFF_TINY` to modify."""
+    import copy
+
+    return copy.deepcopy(MOEDIFF_TINY)
+
+
+@pytest.fixture(scope="session")
+def moediff_checkpoint(tmp_path_factory):
+    """A tiny MoEDiff-SR checkpoint with untrained (seeded) weights: ``(path, manifest)``."""
+    import torch
+
+    from SuperResMoELib.checkpoints.store import save_checkpoint
+    from SuperResMoELib.methods.moediff.checkpoint import moediff_manifest
+    from SuperResMoELib.methods.moediff.model import MoEDiffArchitecture, MoEDiffSR
+    from training.config import from_dict
+
+    arch = from_dict(MoEDiffArchitecture, MOEDIFF_TINY["architecture"], "tiny")
+    torch.manual_seed(0)
+    net = MoEDiffSR(arch)
+    with torch.no_grad():  # the zero-initialised heads would make every expert predict eps = 0
+        for expert in net.experts:
+            expert.out.weight.normal_(0.0, 0.01)
+    net.latent_scale.fill_(2.0)
+    path = tmp_path_factory.mktemp("moediff_ckpt") / "moediff_t1"
+    manifest = moediff_manifest(arch, 2.0, description="tiny untrained MoEDiff-SR")
+    save_checkpoint(path, net.state_dict(), manifest)
+    return path, manifest

@@ -228,7 +228,7 @@ class MoEDiffMethod(CheckpointedMethod):
 
             results.append(super().enhance(volume, sub, device, part, cancel))
         first = results[0]
-        sr = first.sr.with_array(np.mean([np.asarray(r.sr.array) for r in results], axis=0).astype(np.float32))
+        sr = first.volume.with_array(np.mean([np.asarray(r.volume.array) for r in results], axis=0).astype(np.float32))
         maps = {}
         for name, vol in first.maps.items():
             if name == "routing":
