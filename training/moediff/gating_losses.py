@@ -66,14 +66,16 @@ def diversity_term(z0_experts: torch.Tensor) -> torch.Tensor:
     return torch.log1p(most_similar.mean(dim=1)).mean()
 
 
-def gating_loss(gates: torch.Tensor, z0_experts: torch.Tensor, z0: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. 16 for ``gates (B, K)``: ``(loss, {"gate_ce", "diversity", "temperature"})``."""
+def gating_loss(gates: torch.Tensor, z0_experts: torch.Tensor, z0: torch.Tensor,
+                diversity_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Eq. 16 for ``gates (B, K)``: ``(loss, {"gate_ce", "diversity", "temperature"})``;
+    ``diversity_weight`` scales the diversity term (1: as printed)."""
     sim = cosine_to_truth(z0_experts, z0)
     targets = gate_targets(sim)
     k = gates.shape[1]
     ce = -(targets * torch.log(gates.clamp_min(1e-12))).sum(dim=1).mean() / k
     div = diversity_term(z0_experts)
-    return ce + div, {"gate_ce": float(ce.detach()), "diversity": float(div.detach()),
+    return ce + diversity_weight * div, {"gate_ce": float(ce.detach()), "diversity": float(div.detach()),
                       "temperature": float(mad_temperature(sim))}
 
 

@@ -37,7 +37,8 @@ LR tile unshuffled, is cheap to recompute).
   ``a >= task_min_level``), gated: ``L_E = sum_i G_i L_i`` (Eq. 13; per latent
   position for spatial gates);
 * gating loss (Eq. 14-16, :mod:`.gating_losses`; spatial gates: per latent
-  position, similarities over 3 x 3 neighbourhoods) weighted by
+  position, similarities over 3 x 3 neighbourhoods; the diversity term scaled
+  by ``diversity_weight``, see :class:`~training.moediff.config.JointPhase`) weighted by
   ``w = min(1 / sigma^2, max_gating_weight)`` (Eq. 17, EMA variance);
   ``L = L_E + w L_gating`` (Eq. 18); AdamW, the learning rate warmed up over
   :data:`WARMUP_STEPS` steps and decayed (cosine) to :data:`FINAL_LR_FRACTION`.
@@ -120,8 +121,8 @@ def spatial_similarity(z0_experts: torch.Tensor, z0: torch.Tensor, window: int =
     return cos.permute(1, 0, 2).reshape(b, k, h, w)
 
 
-def spatial_gating_loss(gates: torch.Tensor, z0_experts: torch.Tensor,
-                        z0: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def spatial_gating_loss(gates: torch.Tensor, z0_experts: torch.Tensor, z0: torch.Tensor,
+                        diversity_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 16 per latent position for spatial gates ``(B, K, h, w)``: the
     cross-entropy against MAD-temperature targets of the neighbourhood
     similarities, averaged over positions, plus the (global) diversity term."""
@@ -131,7 +132,7 @@ def spatial_gating_loss(gates: torch.Tensor, z0_experts: torch.Tensor,
     g = gates.permute(0, 2, 3, 1).reshape(-1, k)
     ce = -(targets * torch.log(g.clamp_min(1e-12))).sum(dim=1).mean() / k
     div = diversity_term(z0_experts)
-    return ce + div, {"gate_ce": float(ce.detach()), "diversity": float(div.detach())}
+    return ce + diversity_weight * div, {"gate_ce": float(ce.detach()), "diversity": float(div.detach())}
 
 
 class _UncertaintyState(nn.Module):
@@ -365,9 +366,9 @@ class MoEDiffTrainer:
             if k == 1:  # one expert (the single-expert baseline): nothing to route
                 l_gate, gparts = loss_e.new_zeros(()), {}
             elif spatial:
-                l_gate, gparts = spatial_gating_loss(gates, stacked, z0)
+                l_gate, gparts = spatial_gating_loss(gates, stacked, z0, spec.diversity_weight)
             else:
-                l_gate, gparts = gating_loss(gates, stacked, z0)
+                l_gate, gparts = gating_loss(gates, stacked, z0, spec.diversity_weight)
             w = min(uncertainty.weight(float(l_gate.detach())), spec.max_gating_weight) if k > 1 else 0.0
             loss = loss_e + w * l_gate
             phase.optimise(loss)
