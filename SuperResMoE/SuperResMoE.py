@@ -42,12 +42,15 @@ UI_WIDGETS: dict[str, str] = {
     "deviceComboBox": "QComboBox", "scaleLineEdit": "QLineEdit", "expertSpinBox": "QSpinBox",
     "ssmoeGroupBox": "QGroupBox", "taskComboBox": "QComboBox", "acquisitionLineEdit": "QLineEdit",
     "remixGroupBox": "QGroupBox", "targetSpacingSpinBox": "QDoubleSpinBox", "patchSizeSpinBox": "QSpinBox",
+    "moediffGroupBox": "QGroupBox", "diffusionStepsSpinBox": "QSpinBox", "diffusionSamplesSpinBox": "QSpinBox",
+    "samplerModeComboBox": "QComboBox", "sliceAxisComboBox": "QComboBox",
     "batchSizeSpinBox": "QSpinBox", "overlapSliderWidget": "ctkSliderWidget", "mixedPrecisionCheckBox": "QCheckBox",
     "applyButton": "QPushButton", "progressBar": "QProgressBar", "statusLabel": "QLabel",
     "resultsTextBrowser": "QTextBrowser", "layoutButton": "QPushButton",
 }
 #: Method groups whose option boxes are shown.
-METHOD_OPTION_BOXES = {"ssmoeGroupBox": ("ssmoe", "srunet", "hardmoe"), "remixGroupBox": ("remix", "remix1")}
+METHOD_OPTION_BOXES = {"ssmoeGroupBox": ("ssmoe", "srunet", "hardmoe"), "remixGroupBox": ("remix", "remix1", "moediff"),
+                       "moediffGroupBox": ("moediff",)}
 #: Milliseconds between two polls of the background process.
 POLL_INTERVAL_MS = 100
 
@@ -63,7 +66,7 @@ class SuperResMoE(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["SuperResMoE contributors"]
         self.parent.helpText = (
-            "Super-resolution of low-resolution MRI with mixture-of-experts methods (SS-MoE, REMIx) and a "
+            "Super-resolution of low-resolution MRI with mixture-of-experts methods (SS-MoE, REMIx, MoEDiff-SR) and a "
             "cubic-spline baseline. Pick an input volume and a method, click <b>Enhance</b>; with a reference "
             "(or 'simulate low resolution') you also get error maps and metrics. "
             "See the <a href='https://github.com/SuperResMoE/SlicerSuperResMoE#readme'>user guide</a>."
@@ -137,13 +140,14 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         for name in ("inputSelector", "referenceSelector"):
             getattr(self.ui, name).connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
-        for name in ("methodComboBox", "deviceComboBox", "taskComboBox"):
+        for name in ("methodComboBox", "deviceComboBox", "taskComboBox", "samplerModeComboBox", "sliceAxisComboBox"):
             getattr(self.ui, name).connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         for name in ("simulateCheckBox", "mixedPrecisionCheckBox"):
             getattr(self.ui, name).connect("toggled(bool)", self.updateParameterNodeFromGUI)
         for name in ("scaleLineEdit", "acquisitionLineEdit"):
             getattr(self.ui, name).connect("editingFinished()", self.updateParameterNodeFromGUI)
-        for name in ("expertSpinBox", "patchSizeSpinBox", "batchSizeSpinBox", "targetSpacingSpinBox"):
+        for name in ("expertSpinBox", "patchSizeSpinBox", "batchSizeSpinBox", "targetSpacingSpinBox",
+                     "diffusionStepsSpinBox", "diffusionSamplesSpinBox"):
             getattr(self.ui, name).connect("valueChanged(double)" if name == "targetSpacingSpinBox"
                                            else "valueChanged(int)", self.updateParameterNodeFromGUI)
         self.ui.overlapSliderWidget.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
@@ -235,6 +239,10 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ui.batchSizeSpinBox.value = p.batchSize
             ui.overlapSliderWidget.value = p.overlap
             ui.mixedPrecisionCheckBox.checked = p.mixedPrecision
+            ui.diffusionStepsSpinBox.value = p.diffusionSteps
+            ui.diffusionSamplesSpinBox.value = p.diffusionSamples
+            ui.samplerModeComboBox.setCurrentIndex(max(0, ui.samplerModeComboBox.findText(p.samplerMode)))
+            ui.sliceAxisComboBox.setCurrentIndex(max(0, ui.sliceAxisComboBox.findText(p.sliceAxis)))
             self._updateMethodWidgets(p.method)
             running = self._run is not None
             ui.applyButton.text = "Cancel" if running else "Enhance"
@@ -253,7 +261,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             cls = get_method_class(method)
             self.ui.methodDescriptionLabel.text = cls.description
-            self.ui.expertSpinBox.enabled = method in ("ssmoe", "hardmoe", "remix")
+            self.ui.expertSpinBox.enabled = method in ("ssmoe", "hardmoe", "remix", "moediff")
         except Exception as exc:  # noqa: BLE001
             self.ui.methodDescriptionLabel.text = f"unavailable: {exc}"
 
@@ -278,6 +286,11 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.batchSize = int(ui.batchSizeSpinBox.value)
             p.overlap = float(ui.overlapSliderWidget.value)
             p.mixedPrecision = bool(ui.mixedPrecisionCheckBox.checked)
+            p.diffusionSteps = int(ui.diffusionStepsSpinBox.value)
+            p.diffusionSamples = int(ui.diffusionSamplesSpinBox.value)
+            # the first entry (full, auto) is the method's default: stored as unset
+            p.samplerMode = ui.samplerModeComboBox.currentText if ui.samplerModeComboBox.currentIndex > 0 else ""
+            p.sliceAxis = ui.sliceAxisComboBox.currentText if ui.sliceAxisComboBox.currentIndex > 0 else ""
         finally:
             p.node.EndModify(wasModifying)
 

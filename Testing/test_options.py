@@ -32,6 +32,7 @@ SAMPLES = {
     "spacing": (0.8,), "expert": 2, "acquisition": (1.0, 0.0, 0.0, 1000.0, 500.0, 80.0), "device": "cpu",
     "patch_size": 32, "overlap": 0.25, "batch_size": 4, "mixed_precision": False, "nonfinite": "zero",
     "simulate": True, "simulate_method": "gaussian", "write_maps": False,
+    "steps": 5, "samples": 4, "sampler": "top1", "slice_axis": "all", "seed": 7,
 }
 #: Arguments of ``enhance`` that are not options of a method run.
 FILE_ARGUMENTS = {"help", "input", "output", "reference", "table", "progress", "debug"}

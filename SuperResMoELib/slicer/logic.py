@@ -37,7 +37,8 @@ from SuperResMoELib.slicer.jobs import BackgroundProcess, ProgressEvent, cli_com
 
 #: Output file tags (``sr_<tag>.nii.gz``) and the names their nodes get.
 MAP_TITLES: dict[str, str] = {"sqerr": "squared error", "abserr": "absolute error", "routing": "expert map",
-                              "lr": "LR (simulated)"}
+                              "lr": "LR (simulated)", "uncertainty": "uncertainty (SD)",
+                              **{f"gate{i}": f"expert {i} gate weight" for i in (1, 2, 3)}}
 
 
 class EnhanceFailed(SuperResMoEError):
