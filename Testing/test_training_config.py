@@ -12,13 +12,14 @@ import pytest
 
 from SuperResMoELib.core.errors import ConfigError, ExitCode
 from training import __main__ as cli
+from training.moediff.config import MoEDiffConfig
 from training.config import CONFIG_DIR, PhaseSpec, config_path, from_dict, load, to_dict
 from training.remix.config import EXPERT_INITS, LossWeights, REMIxConfig
 from training.remix.degradation import DegradationConfig
 from training.remix.losses import TERMS
 from training.ssmoe.config import SSMoEConfig
 
-CLASSES = {"ssmoe": SSMoEConfig, "remix": REMIxConfig}
+CLASSES = {"ssmoe": SSMoEConfig, "remix": REMIxConfig, "moediff": MoEDiffConfig}
 SHIPPED = sorted(CONFIG_DIR.glob("*.json"))
 
 
@@ -41,13 +42,16 @@ def test_every_shipped_config_loads_and_round_trips(path: Path) -> None:
     def contained(a, b) -> bool:
         if isinstance(a, dict):
             return all(k in b and contained(v, b[k]) for k, v in a.items())
+        if isinstance(a, list) and a and isinstance(a[0], dict):  # e.g. one schedule per expert
+            return isinstance(b, list) and len(a) == len(b) and all(contained(x, y) for x, y in zip(a, b))
         return a == b
 
     assert contained(raw, resolved)
 
 
 def test_shipped_configs_cover_both_methods_and_both_sizes() -> None:
-    assert [p.stem for p in SHIPPED] == ["remix_compact", "remix_full", "ssmoe_compact", "ssmoe_full"]
+    assert [p.stem for p in SHIPPED] == ["moediff_compact", "moediff_full", "remix_compact", "remix_full",
+                                         "ssmoe_compact", "ssmoe_full"]
 
 
 @pytest.mark.parametrize("method, edit, message", [

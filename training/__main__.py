@@ -174,6 +174,50 @@ def cmd_evaluate_remix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_moediff(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from .moediff.evaluate import (
+        evaluate_cases,
+        expert_figure,
+        network_costs,
+        steps_curve,
+        steps_figure,
+        write_report,
+    )
+    from SuperResMoELib.io.tables import write_csv
+
+    ck = _checkpoint_folder(args.checkpoints)
+    checkpoints = {kind: str(ck / f"{name}.safetensors") for kind, name in
+                   (("moediff", "moediff_t1"), ("single", "moediff_t1_single"), ("spatial", "moediff_t1_spatial"))
+                   if (ck / f"{name}.json").exists()}
+    if "moediff" not in checkpoints:
+        raise InputError(f"no moediff_t1 checkpoint in {ck}")
+    if args.remix_checkpoints:
+        remix = _checkpoint_folder(args.remix_checkpoints) / "remix_t1.json"
+        if not remix.exists():
+            raise InputError(f"no remix_t1 checkpoint in {args.remix_checkpoints}")
+        checkpoints["remix"] = str(remix.with_suffix(".safetensors"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    extra: dict = {"checkpoints": checkpoints, "slices": args.slices, "cases_per_subject": args.cases,
+                   "steps": args.steps}
+    if args.curve:
+        curve = steps_curve(checkpoints["moediff"], device=args.device)
+        write_csv(curve, out / "moediff_steps.csv")
+        steps_figure(curve, out / "moediff_steps.png")
+        extra["steps_curve"] = curve
+    extra["expert_figure_psnr"] = expert_figure(checkpoints["moediff"], out / "moediff_experts.png", steps=args.steps)
+    extra["costs"] = {k: network_costs(v, steps=args.steps) for k, v in checkpoints.items() if k != "remix"}
+    rows = evaluate_cases(checkpoints, cases=args.cases, slices=args.slices, steps=args.steps, device=args.device)
+    extra["seconds"] = round(time.perf_counter() - t0, 1)
+    print(write_report(out, rows, extra))
+    return 0
+
+
 def _checkpoint_folder(path: str):
     """``path`` as a folder that exists.
 
@@ -210,6 +254,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.method == "remix":
         return cmd_evaluate_remix(args)
+    if args.method == "moediff":
+        return cmd_evaluate_moediff(args)
     if args.task is None:
         raise ConfigError("evaluate ssmoe needs --task aniso|iso")
     ck = _checkpoint_folder(args.checkpoints)
@@ -413,10 +459,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="paper-protocol evaluation of a method's checkpoints",
                        description="The paper-protocol evaluation of a method's exported checkpoints "
                                    "(Markdown, CSV and figures).")
-    p.add_argument("method", choices=("ssmoe", "remix"), help="which method's checkpoints: ssmoe or remix")
+    p.add_argument("method", choices=("ssmoe", "remix", "moediff"),
+                   help="which method's checkpoints: ssmoe, remix or moediff")
     p.add_argument("--task", choices=("aniso", "iso"), help="SS-MoE task (required for ssmoe)")
     p.add_argument("--config", default="compact", help="REMIx: config whose degradation draws the cases")
-    p.add_argument("--cases", type=_positive_int, default=5, help="REMIx: cases per resolution bin (default 5)")
+    p.add_argument("--cases", type=_positive_int, default=5,
+                   help="REMIx: cases per resolution bin; MoEDiff-SR: cases per held-out subject (default 5)")
+    p.add_argument("--slices", type=_positive_int, default=16,
+                   help="MoEDiff-SR: axial slices per case (a slab through the brain's middle; default 16)")
+    p.add_argument("--steps", type=_positive_int, help="MoEDiff-SR: sampler steps (default: the method's)")
+    p.add_argument("--curve", action="store_true", help="MoEDiff-SR: also measure quality and time vs sampler steps")
+    p.add_argument("--remix-checkpoints", help="MoEDiff-SR: folder with remix_t1 for the REMIx row")
     p.add_argument("--bins", type=int, nargs="+", help="REMIx: only these bins (default all)")
     p.add_argument("--overlap", type=_fraction, default=0.5, help="REMIx: patch overlap of the networks")
     p.add_argument("--checkpoints", required=True, help="folder with the exported checkpoints")

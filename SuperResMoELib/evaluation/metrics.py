@@ -243,7 +243,28 @@ def ssim3d(reference: np.ndarray, prediction: np.ndarray, data_range: float | No
             f"SSIM needs at least {win} voxels along each axis (Gaussian window, sigma "
             f"{SSIM_SIGMA}), the volume has shape {ref.shape}; skip SSIM for such small volumes"
         )
+    return _ssim(ref, pred, _data_range(ref, data_range))
+
+
+def ssim_slices(reference: np.ndarray, prediction: np.ndarray, data_range: float | None = None, axis: int = 0) -> float:
+    """Mean 2D structural similarity over the slices along array ``axis`` (as
+    :func:`ssim3d`, per slice: the papers that score 2D slices); each slice at
+    least :func:`ssim_window_size` pixels on a side.
+
+    Raises:
+        InputError: not 3D, slices smaller than the window.
+    """
+    ref, pred = _pair(reference, prediction)
+    if ref.ndim != 3:
+        raise InputError(f"ssim_slices needs 3D arrays (K, J, I), got shape {ref.shape}")
+    win = ssim_window_size(SSIM_SIGMA)
+    if min(np.delete(ref.shape, axis)) < win:
+        raise InputError(f"SSIM needs slices of at least {win} x {win} pixels, the volume has shape {ref.shape}")
     dr = _data_range(ref, data_range)
+    return float(np.mean([_ssim(np.take(ref, n, axis), np.take(pred, n, axis), dr) for n in range(ref.shape[axis])]))
+
+
+def _ssim(ref: np.ndarray, pred: np.ndarray, dr: float) -> float:
     # SSIM is invariant to scaling both images and the data range by one factor;
     # a power of two keeps the arithmetic exact and the squares finite.
     scale = _pow2_scale(ref, pred)

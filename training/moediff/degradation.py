@@ -71,20 +71,10 @@ def draw_case(cfg: MoEDiffDegradation, rng: np.random.Generator) -> dict[str, An
             "warp_max_mm": float(rng.uniform(*cfg.warp_max_mm))}
 
 
-def degrade_block(block: Volume, fov: Grid, case: dict[str, Any], cfg: MoEDiffDegradation,
-                  rng: np.random.Generator, noise_scale: float) -> dict[str, np.ndarray]:
-    """Degrade one HR block (module docstring).
-
-    Args:
-        block: ``(K, J, I)`` HR voxels on their grid (a crop of a scan).
-        fov: the whole scan's grid (normalises the warp).
-        case: from :func:`draw_case`.
-        noise_scale: the intensity the noise fraction refers to (the subject's robust maximum).
-
-    Returns:
-        ``{"lr": (K, J, I), "log_bias": (K, J, I), "warp": (3, K, J, I)}`` float32 on
-        ``block.grid``: the input, and the corrections (log factor; mm along k, j, i).
-    """
+def acquire(block: Volume, fov: Grid, case: dict[str, Any], cfg: MoEDiffDegradation,
+            rng: np.random.Generator, noise_scale: float) -> tuple[Volume, np.ndarray, np.ndarray]:
+    """Steps 1-4 of the module docstring: ``(lr on its own grid, log bias correction
+    (K, J, I), warp correction (3, K, J, I) in mm)``, the corrections on ``block.grid``."""
     grid = block.grid
     hr = np.asarray(block.array, np.float32)
     disp = nonlinearity_displacement(grid, case["warp_max_mm"], rng, fov)
@@ -96,5 +86,23 @@ def degrade_block(block: Volume, fov: Grid, case: dict[str, Any], cfg: MoEDiffDe
     sigma = case["noise_fraction"] * float(noise_scale)
     if sigma > 0:
         lr = rician_noise(lr, sigma, rng)
-    back = np.asarray(resample(lr, grid, "cubic").array, np.float32)
-    return {"lr": back, "log_bias": -np.log(bias).astype(np.float32), "warp": -disp}
+    return lr, -np.log(bias).astype(np.float32), -disp
+
+
+def degrade_block(block: Volume, fov: Grid, case: dict[str, Any], cfg: MoEDiffDegradation,
+                  rng: np.random.Generator, noise_scale: float) -> dict[str, np.ndarray]:
+    """Degrade one HR block (module docstring): :func:`acquire`, then cubic back onto ``block.grid``.
+
+    Args:
+        block: ``(K, J, I)`` HR voxels on their grid (a crop of a scan).
+        fov: the whole scan's grid (normalises the warp).
+        case: from :func:`draw_case`.
+        noise_scale: the intensity the noise fraction refers to (the subject's robust maximum).
+
+    Returns:
+        ``{"lr": (K, J, I), "log_bias": (K, J, I), "warp": (3, K, J, I)}`` float32 on
+        ``block.grid``: the input, and the corrections (log factor; mm along k, j, i).
+    """
+    lr, log_bias, warp = acquire(block, fov, case, cfg, rng, noise_scale)
+    back = np.asarray(resample(lr, block.grid, "cubic").array, np.float32)
+    return {"lr": back, "log_bias": log_bias, "warp": warp}

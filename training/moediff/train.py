@@ -263,7 +263,7 @@ class MoEDiffTrainer:
         z = cached_arrays(self.workdir / "latents.npz", build, "MoEDiff-SR latent cache")
         scale = float(z["scale"])
         self.model.latent_scale.fill_(scale)
-        log.info("latent scale %.4f (1 / std of the HR training latents)", scale)
+        log.info("latent scale %.4f (1 / std of the training residual latents)", scale)
         return {k: (v * scale).astype(np.float32) for k, v in z.items() if k != "scale"}
 
     # ------------------------------------------------------------ phase 3

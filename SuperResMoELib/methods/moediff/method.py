@@ -61,6 +61,10 @@ DEFAULT_STEPS: int = 10
 SLICE_AXES: tuple[str, ...] = ("auto", "i", "j", "k", "all")
 #: Array axis (KJI order) of each IJK axis name.
 ARRAY_AXIS: dict[str, int] = {"k": 0, "j": 1, "i": 2}
+#: Tiles per network call when ``--batch-size`` is not given (small 2D tiles: large
+#: batches run far faster per tile, ~30 % on 1 CPU thread from 4 to 32).
+CPU_TILES_PER_BATCH: int = 32
+GPU_TILES_PER_BATCH: int = 256
 #: Tiles whose largest normalised voxel is at most this skip the networks.
 NO_SIGNAL_FLOOR: float = 1e-3
 #: The routing map's value where no tile ran.
@@ -121,8 +125,9 @@ class _SlicePredictor:
     inputs is sample ``r % samples`` of its frame: each call draws its initial
     noise from a generator seeded by ``(seed, call number)``."""
 
-    def __init__(self, net: MoEDiffSR, settings: SamplerSettings, expert: int | None) -> None:
+    def __init__(self, net: MoEDiffSR, settings: SamplerSettings, expert: int | None, uniform: bool = False) -> None:
         self.net = net
+        self.uniform = uniform
         self.settings = settings
         self.expert = expert
         self.calls = 0
@@ -148,7 +153,7 @@ class _SlicePredictor:
             idx = keep.nonzero(as_tuple=True)[0]
             gen = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + self.calls)
             res = net.enhance_slices(tiles[idx], steps=self.settings.steps, mode=self.settings.mode,
-                                     generator=gen, force_expert=self.expert)
+                                     generator=gen, force_expert=self.expert, uniform_gates=self.uniform)
             out[idx] = res.sr.to(torch.float32)
             g = res.gates.to(torch.float32)
             gates[idx] = g if g.ndim == 2 else g.mean(dim=(2, 3))
@@ -268,9 +273,11 @@ class MoEDiffMethod(CheckpointedMethod):
         moved = np.moveaxis(resampled, 1 + axis, 1)  # (N, slices, rows, cols)
         inputs = np.ascontiguousarray(np.repeat(moved[run_frames_idx], s, axis=0))
         tile = self._tile(options, net)
-        config = EngineConfig((1, tile, tile), options.overlap, options.batch_size or 4, options.mixed_precision)
+        batch = options.batch_size or (CPU_TILES_PER_BATCH if device.type == "cpu" else GPU_TILES_PER_BATCH)
+        config = EngineConfig((1, tile, tile), options.overlap, batch, options.mixed_precision)
         config.validate()
-        predictor = _SlicePredictor(net, settings, options.expert)
+        # extra["gating"] = "uniform": every expert at 1/K (the evaluation's ablation; not a user option)
+        predictor = _SlicePredictor(net, settings, options.expert, (options.extra or {}).get("gating") == "uniform")
         non_negative = [bool(np.min(f) >= 0) for f in frames]
         k = net.n_experts
 
@@ -296,7 +303,8 @@ class MoEDiffMethod(CheckpointedMethod):
                 maps["uncertainty"] = uncertainty
             info = {"steps": settings.steps, "sampler": settings.mode, "samples": s, "seed": settings.seed,
                     "slice_axis": axis_name, "slice_axis_reason": why, "tile": tile, "n_experts": k,
-                    "gating": net.arch.gating_mode, "forced_expert": options.expert,
+                    "gating": "uniform (at inference)" if predictor.uniform else net.arch.gating_mode,
+                    "forced_expert": options.expert,
                     "tiles_skipped": predictor.skipped, "tiles_run": predictor.tiles_run,
                     "expert_calls": predictor.expert_calls, "intensity_scales": scales,
                     "clamped_at_zero": non_negative,

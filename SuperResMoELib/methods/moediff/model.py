@@ -271,7 +271,7 @@ class MoEDiffSR(nn.Module):
     @torch.no_grad()
     def enhance_slices(self, lr: torch.Tensor, extras: torch.Tensor | None = None, steps: int = 10,
                        mode: str = "full", eta: float = 0.0, generator: torch.Generator | None = None,
-                       force_expert: int | None = None) -> SliceOutput:
+                       force_expert: int | None = None, uniform_gates: bool = False) -> SliceOutput:
         """Refine a batch of normalised LR slices (see the module docstring).
 
         Args:
@@ -280,6 +280,7 @@ class MoEDiffSR(nn.Module):
             steps: sampler steps; mode: ``"full"`` or ``"top1"``; eta: DDIM stochasticity.
             generator: seeds the initial noise (and ``eta > 0`` noise).
             force_expert: run only this expert (1-based): its gate is 1, the others' 0.
+            uniform_gates: every expert weighted ``1 / K`` (the ablation without routing).
         """
         if mode not in MODES:
             raise ValueError(f"unknown sampler mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -287,6 +288,9 @@ class MoEDiffSR(nn.Module):
         cond = self.condition_latent(lr)
         z_c = self.tokens(lr, extras)
         gates = self.gates(z_c, tuple(cond.shape[2:]))  # type: ignore[arg-type]
+        if uniform_gates:
+            gates = torch.full((lr.shape[0], self.n_experts), 1.0 / self.n_experts, dtype=cond.dtype,
+                               device=cond.device)
         if force_expert is not None:
             if not 1 <= force_expert <= self.n_experts:
                 raise ValueError(f"expert {force_expert} does not exist (1..{self.n_experts})")
