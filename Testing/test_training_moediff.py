@@ -158,3 +158,34 @@ def test_tiny_overfit_loss_falls_and_beats_cubic(tmp_path, monkeypatch, moediff_
     hr = torch.from_numpy(trainer.train["hr"].astype(np.float32))
     out = model.enhance_slices(lr, steps=10, generator=torch.Generator().manual_seed(0))
     assert float(psnr(out.sr, hr).mean()) > float(psnr(lr, hr).mean()) + 0.5
+
+
+@pytest.mark.parametrize("variant, name", [({"gating": "spatial"}, "moediff_t1_spatial"),
+                                           ({"single_expert": True}, "moediff_t1_single"),
+                                           ({"extra_inputs": ["bias", "warp"]}, "moediff_t1_bg")])
+def test_variants_train_and_export(tmp_path, monkeypatch, moediff_tiny, variant, name) -> None:
+    """The ablation and baseline variants train, export and run through the method."""
+    from SuperResMoELib.methods.moediff.checkpoint import build_moediff_network
+    from SuperResMoELib.checkpoints.store import load_checkpoint
+    from training.moediff.train import MoEDiffTrainer, export
+    from training.moediff.variants import moediff_variant, variant_name
+
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    moediff_tiny["joint"].update({"epochs": 1, "steps_per_epoch": 2})
+    cfg = moediff_variant(from_dict(MoEDiffConfig, moediff_tiny, "tiny"), **variant)
+    assert variant_name(cfg) == name
+    trainer = MoEDiffTrainer(cfg, tmp_path / "run")
+    times = trainer.run()
+    path = export(trainer, tmp_path / name, {"data": "test"}, times)
+    ck = load_checkpoint(path, method="moediff", task="t1")
+    net = build_moediff_network(ck.manifest)
+    net.load_state_dict(ck.tensors)
+    lr = torch.rand(2, 1, 32, 32)
+    extras = torch.zeros(2, 3, 32, 32) if "extra_inputs" in variant else None
+    out = net.eval().enhance_slices(lr, extras, steps=2)
+    assert out.sr.shape == lr.shape and torch.allclose(out.gates.sum(dim=1), torch.ones(()), atol=1e-5)
+    if "single_expert" in variant:
+        assert len(trainer.histories["joint"]) == 1 and cfg.joint.steps_per_epoch == 6
+    if variant.get("gating") == "spatial":
+        assert out.gates.shape == (2, 3, 32, 32)

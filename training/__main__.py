@@ -375,8 +375,9 @@ def cmd_moediff(args: argparse.Namespace) -> int:
     from .moediff.config import load_config
     from .moediff.data import hr_files
     from .moediff.train import MoEDiffTrainer, export
+    from .moediff.variants import moediff_variant, variant_name
 
-    cfg = load_config(args.config)
+    cfg = moediff_variant(load_config(args.config), args.gating, args.single_expert, args.extra_inputs)
     if args.data != "sample":
         n = len(hr_files(args.data))  # a bad folder fails before any work
         if max(cfg.library.subjects) >= n:
@@ -392,8 +393,7 @@ def cmd_moediff(args: argparse.Namespace) -> int:
     what = f"embedded T1 sample subjects {list(cfg.library.subjects)}" if args.data == "sample" \
         else f"HR T1 volumes {list(cfg.library.subjects)} of {args.data}"
     data = {"data": what, "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation)}
-    mode = cfg.architecture.gating_mode
-    name = args.name or ("moediff_t1" if mode == "global" else f"moediff_t1_{mode}")
+    name = args.name or variant_name(cfg)
     written = export(trainer, export_dir / name, data, times)
     reporter.close()
     print(f"MoEDiff-SR: done in {time.perf_counter() - t0:.0f} s; phases: {times}; checkpoint: {written} "
@@ -440,7 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="sample",
                    help="'sample' (embedded T1 subjects) or a folder of your own HR T1 volumes (NIfTI/NRRD/MHA; "
                         "library.subjects index its files in name order)")
-    p.add_argument("--name", help="checkpoint name (default moediff_t1, or moediff_t1_<gating> for other gating modes)")
+    p.add_argument("--name", help="checkpoint name (default moediff_t1, moediff_t1_<variant> for the variants)")
+    p.add_argument("--gating", choices=("global", "spatial", "uniform"),
+                   help="override the config's gating mode (spatial: per-token gates; uniform: 1/K, no routing)")
+    p.add_argument("--single-expert", action="store_true",
+                   help="the single-expert baseline: expert E1 alone, T = 1000, three times the joint steps "
+                        "(the same number of expert evaluations)")
+    p.add_argument("--extra-inputs", nargs="+", choices=("bias", "warp"),
+                   help="give the corrections b (bias) and/or g (warp) to the condition encoder (Table I ablation)")
     _add_run(p, "runs/moediff_<config>")
     p.set_defaults(func=cmd_moediff)
     p = sub.add_parser("remix-figure", help="figure of drawn REMIx degradations per bin",
