@@ -183,3 +183,13 @@ def test_cli_end_to_end_on_a_small_volume(tmp_path, block, moediff_checkpoint) -
                           "--method", "moediff", "--checkpoint", str(moediff_checkpoint[0]), "--steps", "0",
                           "--progress", "none"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode == ExitCode.INPUT and "--steps" in bad.stderr
+
+
+def test_the_default_steps_are_stated_alike_everywhere() -> None:
+    """The sampler's default steps live in the method; the CLI help and the panel say the same number."""
+    from SuperResMoELib.core.options import OPTIONS
+    from SuperResMoELib.methods.moediff.method import DEFAULT_STEPS
+
+    assert f"(default {DEFAULT_STEPS})" in OPTIONS["steps"].help
+    ui = (ROOT / "SuperResMoE" / "Resources" / "UI" / "SuperResMoE.ui").read_text()
+    assert f"<string>{DEFAULT_STEPS} (default)</string>" in ui
