@@ -193,3 +193,30 @@ def test_the_default_steps_are_stated_alike_everywhere() -> None:
     assert f"(default {DEFAULT_STEPS})" in OPTIONS["steps"].help
     ui = (ROOT / "SuperResMoE" / "Resources" / "UI" / "SuperResMoE.ui").read_text()
     assert f"<string>{DEFAULT_STEPS} (default)</string>" in ui
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0"])
+def test_an_experts_output_gives_consistent_noise_and_clean_estimates(prediction) -> None:
+    """Whatever the experts output, the noise estimate the sampler combines and the
+    clean estimate it implies invert each other exactly (Eq. 5 and 8)."""
+    import dataclasses
+
+    from SuperResMoELib.methods.moediff.model import MoEDiffArchitecture, MoEDiffSR
+    from training.config import from_dict
+    from conftest import MOEDIFF_TINY
+
+    arch = dataclasses.replace(from_dict(MoEDiffArchitecture, MOEDIFF_TINY["architecture"], "tiny"),
+                               prediction=prediction)
+    net = MoEDiffSR(arch)
+    g = torch.Generator().manual_seed(0)
+    out, z_t = torch.randn(3, 4, 8, 8, generator=g, dtype=torch.float64), torch.randn(3, 4, 8, 8, generator=g,
+                                                                                     dtype=torch.float64)
+    level = torch.tensor([0.01, 0.5, 0.999], dtype=torch.float64)
+    eps = net.noise_estimate(out, z_t, level)
+    z0 = net.clean_estimate(out, z_t, level)
+    from SuperResMoELib.methods.moediff.schedules import z0_from_eps
+
+    torch.testing.assert_close(z0_from_eps(z_t, level, eps), z0, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(eps if prediction == "eps" else z0, out)
+    with pytest.raises(ValueError, match="prediction"):
+        dataclasses.replace(arch, prediction="v")

@@ -145,6 +145,7 @@ def test_tiny_overfit_loss_falls_and_beats_cubic(tmp_path, monkeypatch, moediff_
     cfg["library"].update({"crops_per_subject": 1, "slices_per_crop": 2, "validation_fraction": 0.5})
     cfg["degradation"].update({"thick_probability": 0.0, "warp_max_mm": [0.0, 0.0], "bias_strength": [0.0, 0.0]})
     cfg["batch_size"] = 2
+    cfg["architecture"]["prediction"] = "x0"  # as the shipped configs
     cfg["vqvae"].update({"epochs": 1, "steps_per_epoch": 300, "lr": 0.003})
     cfg["joint"].update({"epochs": 4, "steps_per_epoch": 120, "lr": 0.002, "uniform_fraction": 0.2})
     trainer = MoEDiffTrainer(from_dict(MoEDiffConfig, cfg, "overfit"), tmp_path / "run")
@@ -157,7 +158,7 @@ def test_tiny_overfit_loss_falls_and_beats_cubic(tmp_path, monkeypatch, moediff_
     lr = torch.from_numpy(trainer.train["lr"].astype(np.float32))
     hr = torch.from_numpy(trainer.train["hr"].astype(np.float32))
     out = model.enhance_slices(lr, steps=10, generator=torch.Generator().manual_seed(0))
-    assert float(psnr(out.sr, hr).mean()) > float(psnr(lr, hr).mean()) + 0.5
+    assert float(psnr(out.sr, hr).mean()) > float(psnr(lr, hr).mean()) + 3.0
 
 
 @pytest.mark.parametrize("variant, name", [({"gating": "spatial"}, "moediff_t1_spatial"),

@@ -30,7 +30,9 @@ LR tile unshuffled, is cheap to recompute).
   down; expert ``i`` gets the step ``t_i`` of its own schedule nearest to ``a``
   and ``z_t = sqrt(a_i) z0 + sqrt(1 - a_i) eps`` at that step's own level
   ``a_i`` (one ``eps`` for all experts), predicts ``eps_i`` and ``z0_i`` (Eq. 8);
-* expert loss ``L_i = |eps_i - eps|^2 + lambda_i task_i(z0, z0_i)`` (the task
+* expert loss ``L_i = |eps_i - eps|^2 + lambda_i task_i(z0, z0_i)`` (with
+  ``prediction = "x0"`` the first term is ``|z0_i - z0|^2``, the regression
+  of the expert's own output; the task
   terms of :mod:`.task_losses`: E1 perceptual through the frozen VQ-VAE --
   decoder, then the encoder's first level -- since VGG weights cannot be
   downloaded; E2 Sobel + Fourier; E3 multi-scale STFT; only on samples with
@@ -63,7 +65,6 @@ from torch import nn
 from SuperResMoELib.engine.devices import resolve_device
 from SuperResMoELib.methods.moediff.model import EXTRA_CHANNELS, MoEDiffSR
 from SuperResMoELib.methods.moediff.sampler import common_floor
-from SuperResMoELib.methods.moediff.schedules import z0_from_eps
 
 from ..cache import cached_arrays
 from ..config import to_dict
@@ -314,6 +315,7 @@ class MoEDiffTrainer:
         features = self._features()
         n, b = len(latents["train"]), self.cfg.batch_size
         spatial = self.cfg.architecture.gating_mode == "spatial"
+        x0 = self.cfg.architecture.prediction == "x0"
 
         def draw(rng: np.random.Generator):
             rows = rng.integers(0, n, size=b)
@@ -344,11 +346,13 @@ class MoEDiffTrainer:
                 r = (1.0 - a_i).sqrt().to(z0.dtype)[:, None, None, None]
                 z_t = s * z0 + r * eps
                 with phase.autocast():
-                    eps_i = expert(z_t, t_i, cond, z_c if model.arch.expert.token_dim else None)
-                eps_i = eps_i.float()
-                z0_i = z0_from_eps(z_t, a_i, eps_i)
+                    out = expert(z_t, t_i, cond, z_c if model.arch.expert.token_dim else None)
+                out = out.float()
+                z0_i = model.clean_estimate(out, z_t, a_i)
                 z0_hats.append(z0_i)
-                err = (eps_i - eps) ** 2  # (B, C, h, w)
+                # the regression target of the expert's own output: eps (the paper) or z0
+                err = (out - z0) ** 2 if x0 else (out - eps) ** 2  # (B, C, h, w)
+                eps_err = (model.noise_estimate(out, z_t, a_i) - eps) ** 2
                 if spatial:
                     mse_i = (g[:, i] * err.mean(dim=1)).mean()
                     g_mean = g[:, i].mean(dim=(1, 2))
@@ -360,7 +364,9 @@ class MoEDiffTrainer:
                     task = self._task(i, z0[task_rows], z0_i[task_rows], features)
                     term = term + weights[i] * g_mean[task_rows].mean() * task
                     parts[f"task{i + 1}"] = float(task.detach())
-                parts[f"eps{i + 1}"] = float(err.mean().detach())
+                parts[f"eps{i + 1}"] = float(eps_err.mean().detach())
+                if x0:
+                    parts[f"x0_{i + 1}"] = float(err.mean().detach())
                 loss_e = loss_e + term
             stacked = torch.stack(z0_hats)
             if k == 1:  # one expert (the single-expert baseline): nothing to route

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from SuperResMoELib.methods.moediff.sampler import MODES, SampleOutput, sample
-from SuperResMoELib.methods.moediff.schedules import NoiseSchedule, ScheduleConfig
+from SuperResMoELib.methods.moediff.schedules import NoiseSchedule, ScheduleConfig, eps_from_z0, z0_from_eps
 from SuperResMoELib.nets.moediff_condition import ConditionConfig, ConditionEncoder, GatingConfig, GatingNetwork
 from SuperResMoELib.nets.moediff_experts import ExpertConfig, build_expert
 from SuperResMoELib.nets.vqvae2d import VQVAE2D, VQVAE2DConfig
@@ -56,6 +56,9 @@ from SuperResMoELib.nets.vqvae2d import VQVAE2D, VQVAE2DConfig
 EXTRA_CHANNELS: dict[str, int] = {"bias": 1, "warp": 2}
 #: Gating modes.
 GATINGS: tuple[str, ...] = ("global", "spatial", "uniform")
+#: What an expert network outputs: the noise (``"eps"``, the paper's) or the
+#: clean latent (``"x0"``, from which the sampler's noise estimate is derived).
+PREDICTIONS: tuple[str, ...] = ("eps", "x0")
 #: The paper's diffusion steps T of experts 1, 2, 3.
 PAPER_STEPS: tuple[int, ...] = (500, 2000, 1000)
 
@@ -75,6 +78,9 @@ class MoEDiffArchitecture:
         tile: side of the square slice tiles the networks were trained on (pixels).
         residual_gain: the residual ``x - y`` is multiplied by this before encoding.
         quantize_latents: decode through the codebook (else the continuous latent).
+        prediction: what the expert networks output (:data:`PREDICTIONS`); with
+            ``"x0"`` the noise estimate the sampler combines is derived from the
+            predicted clean latent by Eq. 5 at the expert's own step.
     """
 
     vqvae: VQVAE2DConfig
@@ -89,6 +95,7 @@ class MoEDiffArchitecture:
     tile: int = 64
     residual_gain: float = 4.0
     quantize_latents: bool = False
+    prediction: str = "eps"
 
     def __post_init__(self) -> None:
         for name in ("experts", "schedules", "extra_inputs"):
@@ -122,6 +129,8 @@ class MoEDiffArchitecture:
         if not isinstance(self.residual_gain, (int, float)) or not math.isfinite(self.residual_gain) \
                 or self.residual_gain <= 0:
             raise ValueError(f"residual_gain must be a finite number > 0, got {self.residual_gain!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {self.prediction!r}; choose one of {', '.join(PREDICTIONS)}")
         if not isinstance(self.quantize_latents, bool):
             raise ValueError(f"quantize_latents must be true or false, got {self.quantize_latents!r}")
         if self.expert.token_dim not in (0, self.condition.dim):
@@ -152,7 +161,7 @@ class MoEDiffArchitecture:
                 "experts": list(self.experts), "schedules": [s.to_dict() for s in self.schedules],
                 "sampling": self.sampling.to_dict(), "gating_mode": self.gating_mode,
                 "extra_inputs": list(self.extra_inputs), "tile": self.tile, "residual_gain": self.residual_gain,
-                "quantize_latents": self.quantize_latents}
+                "quantize_latents": self.quantize_latents, "prediction": self.prediction}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MoEDiffArchitecture:
@@ -162,7 +171,8 @@ class MoEDiffArchitecture:
                    experts=tuple(d["experts"]), schedules=tuple(ScheduleConfig(**s) for s in d["schedules"]),
                    sampling=ScheduleConfig(**d["sampling"]), gating_mode=d["gating_mode"],
                    extra_inputs=tuple(d["extra_inputs"]), tile=int(d["tile"]),
-                   residual_gain=float(d["residual_gain"]), quantize_latents=bool(d["quantize_latents"]))
+                   residual_gain=float(d["residual_gain"]), quantize_latents=bool(d["quantize_latents"]),
+                   prediction=str(d.get("prediction", "eps")))
 
 
 @dataclass
@@ -258,14 +268,28 @@ class MoEDiffSR(nn.Module):
         """Expert ``i`` with the condition bound: ``(z (B', C, h, w), t (B',), rows (B',)) -> eps``
         (``rows``: which rows of the batch ``z`` holds; ``None``: all)."""
         expert = self.experts[i]
+        schedule = self.schedules[i]
         tokens = z_c if self.arch.expert.token_dim else None
 
         def run(z: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
             c = cond if rows is None else cond[rows]
             tk = tokens if tokens is None or rows is None else tokens[rows]
-            return expert(z, t, c, tk)
+            return self.noise_estimate(expert(z, t, c, tk), z, schedule.level(t.cpu()).to(z.device))
 
         return run
+
+    def noise_estimate(self, out: torch.Tensor, z_t: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """An expert's noise estimate from its output (``prediction``): the output
+        itself, or derived from the predicted clean latent at ``level`` ``(B,)``."""
+        if self.arch.prediction == "eps":
+            return out
+        return eps_from_z0(z_t, level, out)
+
+    def clean_estimate(self, out: torch.Tensor, z_t: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """An expert's clean-latent estimate from its output: Eq. 8, or the output itself."""
+        if self.arch.prediction == "x0":
+            return out
+        return z0_from_eps(z_t, level, out)
 
     # ---- inference --------------------------------------------------------------------------------
     @torch.no_grad()
