@@ -190,3 +190,26 @@ def test_variants_train_and_export(tmp_path, monkeypatch, moediff_tiny, variant,
         assert len(trainer.histories["joint"]) == 1 and cfg.joint.steps_per_epoch == 6
     if variant.get("gating") == "spatial":
         assert out.gates.shape == (2, 3, 32, 32)
+
+
+def test_evaluation_writes_the_tables_curve_and_figures(trained) -> None:
+    root, env = trained["root"], trained["env"]
+    out = root / "report"
+    proc = subprocess.run([sys.executable, "-m", "training", "evaluate", "moediff", "--checkpoints",
+                           str(root / "run" / "checkpoints"), "--remix-checkpoints",
+                           str(ROOT / "SuperResMoELib" / "checkpoints" / "bundled"), "--out", str(out), "--cases", "1",
+                           "--slices", "2", "--steps", "1", "--curve", "--curve-steps", "1", "2", "--device", "cpu"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = (out / "moediff_table3.md").read_text()
+    for label in ("cubic", "REMIx", "MoEDiff-SR, uniform gating", "MoEDiff-SR (global gating)",
+                  "MoEDiff-SR top-1 async", "held out from training"):
+        assert label in md, label
+    rows = (out / "moediff_table3.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 5  # two held-out subjects, five models
+    report = json.loads((out / "moediff_table3.json").read_text())
+    costs = report["costs"]["moediff"]
+    assert costs["gflops_per_tile"]["top1"] < costs["gflops_per_tile"]["full"] and costs["params_total_M"] > 0
+    assert [r["steps"] for r in report["steps_curve"]] == [0, 1, 2, 1, 2]
+    for png in ("moediff_steps.png", "moediff_experts.png"):
+        assert (out / png).stat().st_size > 5000, png

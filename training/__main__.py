@@ -206,7 +206,7 @@ def cmd_evaluate_moediff(args: argparse.Namespace) -> int:
     extra: dict = {"checkpoints": checkpoints, "slices": args.slices, "cases_per_subject": args.cases,
                    "steps": args.steps}
     if args.curve:
-        curve = steps_curve(checkpoints["moediff"], device=args.device)
+        curve = steps_curve(checkpoints["moediff"], steps=args.curve_steps, device=args.device)
         write_csv(curve, out / "moediff_steps.csv")
         steps_figure(curve, out / "moediff_steps.png")
         extra["steps_curve"] = curve
@@ -476,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MoEDiff-SR: axial slices per case (a slab through the brain's middle; default 16)")
     p.add_argument("--steps", type=_positive_int, help="MoEDiff-SR: sampler steps (default: the method's)")
     p.add_argument("--curve", action="store_true", help="MoEDiff-SR: also measure quality and time vs sampler steps")
+    p.add_argument("--curve-steps", type=_positive_int, nargs="+", default=[1, 2, 5, 10, 20, 50, 100],
+                   help="MoEDiff-SR: the sampler steps of the curve (default 1 2 5 10 20 50 100)")
     p.add_argument("--remix-checkpoints", help="MoEDiff-SR: folder with remix_t1 for the REMIx row")
     p.add_argument("--bins", type=int, nargs="+", help="REMIx: only these bins (default all)")
     p.add_argument("--overlap", type=_fraction, default=0.5, help="REMIx: patch overlap of the networks")
