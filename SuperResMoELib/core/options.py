@@ -190,7 +190,7 @@ ENHANCE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("acquisition", ("--acquisition",), "acquisition", None,
                "SS-MoE: acquisition of a 3D input as gx,gy,gz,b,TI,TE (default: the protocol's average)",
                "extra.acquisition", methods=("ssmoe",), panel=PanelField("acquisition", str, "")),
-    OptionSpec("steps", ("--steps",), "int", None, "MoEDiff-SR: sampler steps (default 10)", "extra.steps",
+    OptionSpec("steps", ("--steps",), "int", None, "MoEDiff-SR: sampler steps (default 2)", "extra.steps",
                methods=MOEDIFF, panel=PanelField("diffusionSteps", int, 0), batch=True),
     OptionSpec("samples", ("--samples",), "int", None,
                "MoEDiff-SR: stochastic samples; more than 1 gives their mean and an uncertainty map (default 1)",

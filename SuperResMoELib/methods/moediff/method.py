@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # torch loads only when a method runs
 #: Output spacing (mm) when the user gives neither a spacing nor a scale.
 DEFAULT_TARGET_SPACING: float = 1.0
 #: Sampler steps when ``--steps`` is not given (see ``docs/results/moediff`` for the quality-vs-steps curve).
-DEFAULT_STEPS: int = 10
+DEFAULT_STEPS: int = 2
 #: Slice-axis choices.
 SLICE_AXES: tuple[str, ...] = ("auto", "i", "j", "k", "all")
 #: Array axis (KJI order) of each IJK axis name.
