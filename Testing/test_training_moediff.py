@@ -146,8 +146,8 @@ def test_tiny_overfit_loss_falls_and_beats_cubic(tmp_path, monkeypatch, moediff_
     cfg["degradation"].update({"thick_probability": 0.0, "warp_max_mm": [0.0, 0.0], "bias_strength": [0.0, 0.0]})
     cfg["batch_size"] = 2
     cfg["architecture"]["prediction"] = "x0"  # as the shipped configs
-    cfg["vqvae"].update({"epochs": 1, "steps_per_epoch": 300, "lr": 0.003})
-    cfg["joint"].update({"epochs": 4, "steps_per_epoch": 120, "lr": 0.002, "uniform_fraction": 0.2})
+    cfg["vqvae"].update({"epochs": 1, "steps_per_epoch": 200, "lr": 0.003})
+    cfg["joint"].update({"epochs": 4, "steps_per_epoch": 80, "lr": 0.002, "uniform_fraction": 0.2})
     trainer = MoEDiffTrainer(from_dict(MoEDiffConfig, cfg, "overfit"), tmp_path / "run")
     trainer.train_vqvae()
     latents = trainer.latents()
@@ -198,7 +198,7 @@ def test_evaluation_writes_the_tables_curve_and_figures(trained) -> None:
     proc = subprocess.run([sys.executable, "-m", "training", "evaluate", "moediff", "--checkpoints",
                            str(root / "run" / "checkpoints"), "--remix-checkpoints",
                            str(ROOT / "SuperResMoELib" / "checkpoints" / "bundled"), "--out", str(out), "--cases", "1",
-                           "--slices", "2", "--steps", "1", "--curve", "--curve-steps", "1", "2", "--device", "cpu"],
+                           "--slices", "1", "--steps", "1", "--curve", "--curve-steps", "1", "2", "--device", "cpu"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     md = (out / "moediff_table3.md").read_text()
