@@ -1,11 +1,12 @@
 """MoEDiff-SR (paper 003): latent diffusion experts for 2D MRI slices.
 
-Being built; not in the method registry yet.  Present so far: the per-expert
-noise schedules with the cross-schedule timestep mapping (:mod:`.schedules`),
-the coherent few-step multi-expert DDIM sampler (:mod:`.sampler`) and the
-frequency-aware gate normalisation (:mod:`.gating`); the networks are in
-:mod:`SuperResMoELib.nets.vqvae2d` (the 2D VQ-VAE),
-:mod:`SuperResMoELib.nets.moediff_condition` (condition encoder and gating
-network) and :mod:`SuperResMoELib.nets.moediff_experts` (the three experts);
-the training terms in ``training/moediff``.
+The method (:mod:`.method`, registry name ``moediff``) resamples a volume to
+the target grid and refines its slices with :class:`.model.MoEDiffSR`: the
+VQ-VAE (:mod:`SuperResMoELib.nets.vqvae2d`), the condition encoder and gating
+network (:mod:`SuperResMoELib.nets.moediff_condition`) and the three experts
+(:mod:`SuperResMoELib.nets.moediff_experts`), with per-expert noise schedules
+and the cross-schedule timestep mapping (:mod:`.schedules`), the coherent
+few-step multi-expert DDIM sampler (:mod:`.sampler`) and the frequency-aware
+gate normalisation (:mod:`.gating`).  Checkpoints: :mod:`.checkpoint`;
+training: ``training/moediff``.
 """
