@@ -74,6 +74,7 @@ from torch import nn
 
 from SuperResMoELib.core.checks import is_int as _is_int
 from SuperResMoELib.core.checks import is_real as _is_real
+from SuperResMoELib.core.checks import require_positive_ints
 from SuperResMoELib.methods.moediff.gating import (
     DEFAULT_GAMMA,
     DEFAULT_USAGE_DECAY,
@@ -121,10 +122,7 @@ class ConditionConfig:
             raise ValueError(f"patch_sizes must be distinct, got {ps}")
         if any(max(ps) % p for p in ps):
             raise ValueError(f"every patch size must divide the largest ({max(ps)}), got {ps}")
-        for name in ("dim", "depth", "heads", "in_channels"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        require_positive_ints(self, ("dim", "depth", "heads", "in_channels"))
         if self.dim % 4:
             raise ValueError(f"dim must be a multiple of 4 (2D sine-cosine embedding), got {self.dim}")
         if self.dim % self.heads:
@@ -351,10 +349,7 @@ class GatingConfig:
     usage_decay: float = DEFAULT_USAGE_DECAY
 
     def __post_init__(self) -> None:
-        for name in ("dim", "n_experts"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        require_positive_ints(self, ("dim", "n_experts"))
         if not _is_real(self.mlp_ratio) or self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be a finite number > 0, got {self.mlp_ratio!r}")
         if not isinstance(self.learn_scale, bool):

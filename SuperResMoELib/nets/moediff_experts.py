@@ -77,6 +77,7 @@ from torch import nn
 
 from SuperResMoELib.core.checks import is_int as _is_int
 from SuperResMoELib.core.checks import is_real as _is_real
+from SuperResMoELib.core.checks import require_positive_ints
 
 #: Spatial downsampling factor of every expert (two stride-2 convolutions).
 DOWNSAMPLE: int = 4
@@ -133,11 +134,9 @@ class ExpertConfig:
         if len(mults) != 3 or not all(_is_int(m) and m >= 1 for m in mults):
             raise ValueError(f"channel_mults must be three positive ints (full, /2, /4), got {mults!r}")
         object.__setattr__(self, "channel_mults", mults)  # lists (from JSON) become tuples
-        for name in ("latent_channels", "cond_channels", "base_channels", "time_embed_dim", "groups",
-                     "dilation", "growth_rate", "dense_layers", "se_reduction", "nonlocal_reduction"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 1:
-                raise ValueError(f"expert {name} must be a positive int, got {v!r}")
+        require_positive_ints(self, ("latent_channels", "cond_channels", "base_channels", "time_embed_dim", "groups",
+                                     "dilation", "growth_rate", "dense_layers", "se_reduction",
+                                     "nonlocal_reduction"), "expert ")
         if not _is_int(self.token_dim) or self.token_dim < 0:
             raise ValueError(f"expert token_dim must be an int >= 0 (0 = no tokens), got {self.token_dim!r}")
         if self.time_embed_dim % 2:

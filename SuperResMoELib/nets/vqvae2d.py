@@ -44,6 +44,7 @@ from torch import nn
 
 from SuperResMoELib.core.checks import is_int as _is_int
 from SuperResMoELib.core.checks import is_real as _is_real
+from SuperResMoELib.core.checks import require_positive_ints
 
 #: Normalisation layers a config may name.
 NORMS: tuple[str, ...] = ("group", "none")
@@ -102,11 +103,8 @@ class VQVAE2DConfig:
         if not mults or not all(_is_int(m) and m >= 1 for m in mults):
             raise ValueError(f"channel_mults must be a non-empty sequence of positive ints, got {mults!r}")
         object.__setattr__(self, "channel_mults", mults)  # lists (from JSON) become tuples
-        for name in ("in_channels", "base_channels", "num_res_blocks", "latent_channels", "codebook_size",
-                     "norm_groups"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 1:
-                raise ValueError(f"VQ-VAE {name} must be a positive int, got {v!r}")
+        require_positive_ints(self, ("in_channels", "base_channels", "num_res_blocks", "latent_channels",
+                                     "codebook_size", "norm_groups"), "VQ-VAE ")
         for name in ("commitment_cost", "dead_code_threshold"):
             v = getattr(self, name)
             if not _is_real(v) or v < 0:
