@@ -188,6 +188,12 @@ def test_variants_train_and_export(tmp_path, monkeypatch, moediff_tiny, variant,
     assert out.sr.shape == lr.shape and torch.allclose(out.gates.sum(dim=1), torch.ones(()), atol=1e-5)
     if "single_expert" in variant:
         assert len(trainer.histories["joint"]) == 1 and cfg.joint.steps_per_epoch == 6
+    if "extra_inputs" in variant:  # a scan comes without b and g: the method refuses such a checkpoint
+        from SuperResMoELib.core.errors import CheckpointError
+        from SuperResMoELib.methods.moediff.method import MoEDiffMethod
+
+        with pytest.raises(CheckpointError, match="corrections"):
+            MoEDiffMethod().build_network(ck.manifest)
     if variant.get("gating") == "spatial":
         assert out.gates.shape == (2, 3, 32, 32)
 
@@ -213,3 +219,29 @@ def test_evaluation_writes_the_tables_curve_and_figures(trained) -> None:
     assert [r["steps"] for r in report["steps_curve"]] == [0, 1, 2, 1, 2]
     for png in ("moediff_steps.png", "moediff_experts.png"):
         assert (out / png).stat().st_size > 5000, png
+
+
+def test_table1_ablation_reads_the_runs_and_scores_held_out_tiles(trained) -> None:
+    """A correction-reading cell trained by the real command at a shorter joint budget, then
+    ``moediff-table1`` over it and the plain run: convergence figure, scores, refusal of a bad folder."""
+    root, env = trained["root"], trained["env"]
+    proc = subprocess.run(command(root, "tiny.json", "run_b", env) + ["--extra-inputs", "bias", "--joint-epochs", "1"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len((root / "run_b" / "joint" / "log.csv").read_text().splitlines()) == 1 + 1  # one epoch
+    out = root / "table1"
+    base = [sys.executable, "-m", "training", "moediff-table1", "--config", str(root / "tiny.json"), "--out", str(out),
+            "--crops", "1", "--slices", "2", "--steps", "1", "--runs"]
+    proc = subprocess.run(base + [str(root / "run"), str(root / "run_b")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((out / "moediff_table1.json").read_text())["rows"]
+    assert [(r["cell"], r["b"], r["g"], r["joint_epochs"]) for r in rows] == [("none", False, False, 2),
+                                                                             ("b", True, False, 1)]
+    for r in rows:
+        assert r["tiles"] == 4 and np.isfinite(r["psnr"]) and np.isfinite(r["gating_loss_final"])
+        assert r["psnr_input"] == rows[0]["psnr_input"]  # the same held-out tiles for every cell
+    assert "held out from training" in (out / "moediff_table1.md").read_text()
+    assert (out / "moediff_table1.png").stat().st_size > 5000
+    bad = subprocess.run(base + [str(root / "nowhere")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == int(ExitCode.INPUT) and "nowhere" in bad.stderr

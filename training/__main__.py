@@ -1,6 +1,6 @@
 """python -m training: headless training and evaluation.
 
-Commands: sample-data, ssmoe, remix, moediff, remix-figure, evaluate (see below; each
+Commands: sample-data, ssmoe, remix, moediff, moediff-table1, remix-figure, evaluate (see below; each
 has its own --help).  Configs and data paths are checked before any work;
 errors are one line on stderr and the exit status tells what went wrong.
 """
@@ -218,6 +218,23 @@ def cmd_evaluate_moediff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_moediff_table1(args: argparse.Namespace) -> int:
+    """The Table I b/g ablation of MoEDiff-SR from its four run folders."""
+    import logging
+    from pathlib import Path
+
+    from .moediff.ablation import evaluate_cells, write_table1
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
+    runs = [Path(r) for r in args.runs]
+    missing = [str(r) for r in runs if not r.is_dir()]
+    if missing:
+        raise InputError(f"run folder(s) {missing} do not exist")
+    rows, logs = evaluate_cells(runs, config=args.config, steps=args.steps, crops=args.crops, slices=args.slices)
+    print(write_table1(Path(args.out), rows, logs))
+    return 0
+
+
 def _checkpoint_folder(path: str):
     """``path`` as a folder that exists.
 
@@ -377,7 +394,8 @@ def cmd_moediff(args: argparse.Namespace) -> int:
     from .moediff.train import MoEDiffTrainer, export
     from .moediff.variants import moediff_variant, variant_name
 
-    cfg = moediff_variant(load_config(args.config), args.gating, args.single_expert, args.extra_inputs)
+    cfg = moediff_variant(load_config(args.config), args.gating, args.single_expert, args.extra_inputs,
+                          args.joint_epochs)
     if args.data != "sample":
         n = len(hr_files(args.data))  # a bad folder fails before any work
         if max(cfg.library.subjects) >= n:
@@ -448,8 +466,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the same number of expert evaluations)")
     p.add_argument("--extra-inputs", nargs="+", choices=("bias", "warp"),
                    help="give the corrections b (bias) and/or g (warp) to the condition encoder (Table I ablation)")
+    p.add_argument("--joint-epochs", type=_positive_int,
+                   help="override the config's joint-phase epochs (the Table I ablation trains its four cells "
+                        "at one shorter budget)")
     _add_run(p, "runs/moediff_<config>")
     p.set_defaults(func=cmd_moediff)
+    p = sub.add_parser("moediff-table1", help="MoEDiff-SR Table I ablation (corrections b, g) from its runs",
+                       description="The paper's Table I ablation of MoEDiff-SR: gating-loss convergence and "
+                                   "held-out tile quality of runs trained with and without the corrections "
+                                   "(python -m training moediff --joint-epochs N [--extra-inputs ...]).")
+    p.add_argument("--runs", nargs="+", required=True, help="the cells' run folders (each with its exported checkpoint)")
+    p.add_argument("--out", required=True, help="folder for moediff_table1.{md,csv,json,png}")
+    p.add_argument("--config", default="compact", help="config whose library and degradation cut the held-out tiles")
+    p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the method's)")
+    p.add_argument("--crops", type=_positive_int, default=8, help="cubes cut per held-out subject (default 8)")
+    p.add_argument("--slices", type=_positive_int, default=8, help="tiles per cube (default 8)")
+    p.set_defaults(func=cmd_moediff_table1)
     p = sub.add_parser("remix-figure", help="figure of drawn REMIx degradations per bin",
                        description="A PNG of drawn REMIx training degradations, one row per bin.")
     p.add_argument("--config", default="compact", help="config whose degradation is drawn (default compact)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from SuperResMoELib.core.errors import ConfigError
 from SuperResMoELib.methods.moediff.model import EXTRA_CHANNELS
 from SuperResMoELib.methods.moediff.schedules import ScheduleConfig
 
@@ -17,12 +18,21 @@ SINGLE_EXPERT, SINGLE_STEPS = 1, 1000
 
 
 def moediff_variant(cfg: MoEDiffConfig, gating: str | None = None, single_expert: bool = False,
-                    extra_inputs: Sequence[str] | None = None) -> MoEDiffConfig:
+                    extra_inputs: Sequence[str] | None = None, joint_epochs: int | None = None) -> MoEDiffConfig:
     """``cfg`` with another gating mode, as the single-expert baseline (E1 alone,
     ``T = 1000``, three times the joint steps: as many expert evaluations as the
-    three-expert model), and/or with correction inputs (the condition encoder
-    reads ``1 + channels`` channels)."""
+    three-expert model), with correction inputs (the condition encoder
+    reads ``1 + channels`` channels) and/or another joint-phase length
+    (``joint_epochs``: the shorter, matched budget of the Table I ablation).
+
+    Raises:
+        ConfigError: ``joint_epochs`` not positive.
+    """
     arch, joint = cfg.architecture, cfg.joint
+    if joint_epochs is not None:
+        if joint_epochs < 1:
+            raise ConfigError(f"joint epochs must be positive, got {joint_epochs}")
+        joint = dataclasses.replace(joint, epochs=int(joint_epochs))
     if gating:
         arch = dataclasses.replace(arch, gating_mode=gating)
     if single_expert:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from SuperResMoELib.core.errors import InputError
+from SuperResMoELib.core.errors import CheckpointError, InputError
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 from SuperResMoELib.core.volume import Grid, Volume
 from SuperResMoELib.methods.base import EnhanceOptions, Result
@@ -182,7 +182,19 @@ class MoEDiffMethod(CheckpointedMethod):
     simulate_factors = (2.0, 2.0, 2.0)
 
     def build_network(self, manifest: Manifest) -> torch.nn.Module:
-        return build_moediff_network(manifest)
+        """The network of ``manifest``; refuses one that reads the corrections b/g
+        (the Table I ablation variants): a scan to enhance comes without them.
+
+        Raises:
+            CheckpointError: a correction-reading architecture, or as :func:`build_moediff_network`.
+        """
+        net = build_moediff_network(manifest)
+        if net.arch.extra_inputs:
+            raise CheckpointError(
+                f"this MoEDiff-SR checkpoint reads the corrections {list(net.arch.extra_inputs)} (bias field b / "
+                "gradient-nonlinearity warp g) beside the scan; it is a training ablation (Table I) and cannot "
+                "enhance a scan alone: use a checkpoint trained without --extra-inputs")
+        return net
 
     def load(self, task: str, options: EnhanceOptions | None = None, device: str | torch.device = "cpu"):
         """As :meth:`CheckpointedMethod.load`, with the latent scale taken from the
