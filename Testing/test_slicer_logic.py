@@ -109,6 +109,68 @@ def test_simulated_enhance_adds_new_nodes_and_leaves_the_input(scene, tmp_path) 
     assert not list(Path(str(tmp_path / "tmp")).glob("superresmoe-*"))  # temp folder removed
 
 
+def save_scene_as_the_dialog_does(scene, folder: Path) -> Path:
+    """What Slicer's save dialog (qSlicerSaveDataDialog) does with its defaults: the
+    scene root set to the folder; every storable node *modified since read* is ticked
+    and written through its storage node (a default one named after the node when it
+    has none) to the file's absolute path (a relative name resolved against the root);
+    then the scene file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scene.SetRootDirectory(str(folder))
+    for n in range(scene.GetNumberOfNodesByClass("vtkMRMLStorableNode")):
+        node = scene.GetNthNodeByClass(n, "vtkMRMLStorableNode")
+        if not node.GetModifiedSinceRead():
+            continue
+        if node.GetStorageNode() is None:
+            assert node.AddDefaultStorageNode()
+            ext = node.GetStorageNode().GetDefaultWriteFileExtension()
+            node.GetStorageNode().SetFileName(mrml.safe_file_name(node.GetName(), "." + ext))
+        storage = node.GetStorageNode()
+        path = Path(storage.GetFileName())  # the dialog writes to the absolute path (root / relative name)
+        storage.SetFileName(str(path if path.is_absolute() else folder / path))
+        assert storage.WriteData(node), node.GetName()
+    url = folder / "scene.mrml"
+    scene.SetURL(str(url))
+    assert scene.Commit(str(url))
+    return url
+
+
+def test_results_survive_a_scene_save_and_reload(scene, tmp_path) -> None:
+    """Results are read as temporary files: ticked for saving, each in a file named
+    after its node beside the scene, none pointing at the deleted run folder."""
+    node = hr_node(scene)
+    out = run(scene, node, EnhanceRequest(method="cubic", scale=(1, 1, 2), simulate=True))
+    volumes = {tag: n for tag, n in out.nodes.items() if n.IsA("vtkMRMLVolumeNode")}
+    names = set()
+    for tag, n in volumes.items():
+        assert n.GetModifiedSinceRead(), tag  # the save dialog ticks it
+        name = n.GetStorageNode().GetFileName()
+        assert not Path(name).is_absolute() and name == mrml.safe_file_name(n.GetName()), name
+        names.add(name)
+    assert len(names) == len(volumes)  # one file per result
+    arrays = {n.GetName(): np.array(slicer.util.arrayFromVolume(n)) for n in volumes.values()}
+    metrics = mrml.table_rows(out.nodes["metrics"])
+    url = save_scene_as_the_dialog_does(scene, tmp_path / "saved")
+    assert {p.name for p in (tmp_path / "saved").glob("*.nii.gz")} >= names
+
+    again = slicer.vtkMRMLScene()
+    again.SetURL(str(url))
+    assert again.Connect()
+    for name, arr in arrays.items():
+        back = again.GetFirstNodeByName(name)
+        assert back is not None and back.GetImageData() is not None, name
+        np.testing.assert_allclose(slicer.util.arrayFromVolume(back), arr, rtol=1e-6, atol=1e-6)
+    table = again.GetFirstNodeByName(out.nodes["metrics"].GetName())
+    assert table is not None and [r["metric"] for r in mrml.table_rows(table)] == [r["metric"] for r in metrics]
+    again.Clear(1)
+
+
+def test_safe_file_names_follow_slicer() -> None:
+    assert mrml.safe_file_name("hr SR (moediff)") == "hr SR (moediff).nii.gz"
+    assert mrml.safe_file_name(" a/b:c*? ") == "abc.nii.gz"
+    assert mrml.safe_file_name("/:*", ".nrrd") == "volume.nrrd"
+
+
 def test_reference_and_expert_map_with_the_bundled_ssmoe(scene) -> None:
     lr = hr_node(scene, shape=(8, 32, 32), kind="axis")
     lr.SetSpacing(2.5, 2.5, 5.0)

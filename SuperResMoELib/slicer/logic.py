@@ -215,14 +215,15 @@ class EnhanceRun:
             if tag is None:
                 continue
             if tag == "sr":
-                node = mrml.read_volume_node(self.scene, path, f"{base} SR ({method})")
+                node = mrml.read_volume_node(self.scene, path, f"{base} SR ({method})", temporary=True)
             elif tag == "routing":
                 from SuperResMoELib.io.formats import read_volume
 
                 node = mrml.expert_map_node(self.scene, read_volume(path), f"{base} expert map ({method})",
                                             out.info.get("n_experts"))
             elif tag in MAP_TITLES:
-                node = mrml.read_volume_node(self.scene, path, f"{base} {MAP_TITLES[tag]} ({method})")
+                node = mrml.read_volume_node(self.scene, path, f"{base} {MAP_TITLES[tag]} ({method})",
+                                             temporary=True)
                 if tag in ("sqerr", "abserr"):
                     mrml.show_as_error_map(node)
             else:

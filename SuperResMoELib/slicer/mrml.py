@@ -122,9 +122,32 @@ def write_node(node, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def read_volume_node(scene, path: str | os.PathLike, name: str | None = None, label: bool = False):
+#: Characters Slicer keeps in a file name derived from a node name
+#: (``qSlicerCoreIOManager::forceFileNameValidCharacters``).
+_FILE_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 -_.()$!~#'%^{}")
+#: Extension of the file a temporarily read result is saved to with the scene.
+RESULT_EXTENSION = ".nii.gz"
+
+
+def safe_file_name(node_name: str, extension: str = RESULT_EXTENSION) -> str:
+    """``node_name`` as Slicer's save dialog turns it into a file name (characters
+    outside its set dropped, trimmed; ``"volume"`` if nothing is left) plus ``extension``."""
+    stem = "".join(c for c in node_name if c in _FILE_NAME_CHARS).strip() or "volume"
+    return stem + extension
+
+
+def read_volume_node(scene, path: str | os.PathLike, name: str | None = None, label: bool = False,
+                     temporary: bool = False):
     """A new volume node read from ``path`` through a storage node (kept, so
     the node can be saved with the scene).
+
+    ``temporary``: ``path`` is a file about to be deleted (a result in a run's
+    temporary folder).  The node is then read as Slicer reads temporary files
+    (``ReadData(node, True)``: it stays *modified since read*, so the save
+    dialog ticks it), and its storage node points at a file **named after the
+    node, relative to the scene's root directory**: saving the scene writes
+    every result beside the scene under its own name, never into the deleted
+    folder and never two results to one file.
 
     Raises:
         OSError: unreadable file.
@@ -136,11 +159,14 @@ def read_volume_node(scene, path: str | os.PathLike, name: str | None = None, la
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     scene.AddNode(storage)
     storage.SetFileName(str(path))
-    if not storage.ReadData(node):
+    if not storage.ReadData(node, bool(temporary)):
         scene.RemoveNode(node)
         scene.RemoveNode(storage)
         raise OSError(f"could not read a volume from {path}")
     node.SetAndObserveStorageNodeID(storage.GetID())
+    if temporary:
+        storage.SetFileName(safe_file_name(node.GetName()))
+        storage.SetUseCompression(1)
     node.CreateDefaultDisplayNodes()
     return node
 
