@@ -130,7 +130,7 @@ def test_the_widget_binds_every_panel_parameter_both_ways() -> None:
 def test_the_batch_script_takes_its_options(tmp_path: Path) -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("batch", ROOT / "SuperResMoE" / "batch.py")
+    spec = importlib.util.spec_from_file_location("batch", ROOT / "SuperResMoELib" / "slicer" / "batch.py")
     batch = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(batch)
     argv = ["-i", "a.nii", "-o", str(tmp_path)]
