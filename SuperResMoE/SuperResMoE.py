@@ -33,7 +33,25 @@ from slicer.util import VTKObservationMixin
 _HERE = os.path.dirname(os.path.abspath(__file__))
 for _candidate in (_HERE, os.path.dirname(_HERE)):  # installed beside, or the source tree
     if os.path.isdir(os.path.join(_candidate, "SuperResMoELib")) and _candidate not in sys.path:
-        sys.path.insert(0, _candidate)
+        # appended, not first: the source tree's training/, Testing/, docs/ must shadow nothing
+        sys.path.append(_candidate)
+        break
+
+#: The oldest supported Slicer and the Python it embeds. Slicer 5.6 and 5.8 embed
+#: Python 3.9, whose runtime rejects the library's ``X | Y`` type aliases.
+MINIMUM_SLICER = "5.10"
+MINIMUM_PYTHON = (3, 10)
+
+
+def unsupported_reason(version: tuple[int, ...] = tuple(sys.version_info)) -> str | None:
+    """Why this Slicer cannot run the module (its Python is older than
+    :data:`MINIMUM_PYTHON`), or ``None``. Checked before any library import."""
+    if tuple(version[:2]) >= MINIMUM_PYTHON:
+        return None
+    return (f"SuperResMoE needs 3D Slicer {MINIMUM_SLICER} or newer (Python {'.'.join(map(str, MINIMUM_PYTHON))}+); "
+            f"this Slicer runs Python {'.'.join(map(str, version[:3]))}. Install Slicer {MINIMUM_SLICER} or newer "
+            "from https://download.slicer.org and the SuperResMoE extension for it.")
+
 
 #: Widgets the panel code uses and their classes in the .ui (checked by Testing/test_module_ui.py).
 UI_WIDGETS: dict[str, str] = {
@@ -64,7 +82,7 @@ class SuperResMoE(ScriptedLoadableModule):
         self.parent.title = "SuperResMoE"
         self.parent.categories = ["Filtering"]
         self.parent.dependencies = []
-        self.parent.contributors = ["SuperResMoE contributors"]
+        self.parent.contributors = ["SuperResMoE developers (SuperResMoE project)"]
         self.parent.helpText = (
             "Super-resolution of low-resolution MRI with mixture-of-experts methods (SS-MoE, REMIx, MoEDiff-SR) and a "
             "cubic-spline baseline. Pick an input volume and a method, click <b>Enhance</b>; with a reference "
@@ -75,6 +93,11 @@ class SuperResMoE(ScriptedLoadableModule):
             "Methods: Lin et al. (SS-MoE, MICCAI 2021); Morell-Ortega et al. (REMIx, MIDL 2024). "
             "Sample data built from the MNI152 2009 template shipped with nilearn."
         )
+        reason = unsupported_reason()
+        if reason:
+            logging.error(reason)
+            self.parent.helpText = reason
+            return
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
@@ -128,6 +151,13 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         import qt
 
         ScriptedLoadableModuleWidget.setup(self)
+        reason = unsupported_reason()
+        if reason:  # a message instead of a panel that would fail at the first library import
+            label = qt.QLabel(reason)
+            label.setWordWrap(True)
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SuperResMoE.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -181,11 +211,15 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # --------------------------------------------------- parameter node
     def cleanup(self):
+        if self._timer is not None:
+            self._timer.stop()
         self.removeObservers()
         if self._run is not None:
             self._run.cancel()
 
     def enter(self):
+        if self.logic is None:  # no panel (an unsupported Slicer)
+            return
         self.initializeParameterNode()
 
     def exit(self):
