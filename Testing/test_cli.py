@@ -109,6 +109,32 @@ def test_reference_folder_and_mismatch(tmp_path: Path) -> None:
     assert not (tmp_path / "o.nii.gz").exists()  # checked before any work
 
 
+def test_reference_without_scale_sets_the_output_grid(tmp_path: Path) -> None:
+    """A reference and no --scale: the scale comes from the two grids (cubic), or the
+    reference grid itself is the target (REMIx, here a cropped reference no scale reaches)."""
+    import json
+
+    from SuperResMoELib.core.geometry import sub_volume
+    from SuperResMoELib.simulation.lowres import simulate_low_resolution
+
+    hr = write_hr(tmp_path / "hr.nii.gz", shape=(24, 26, 22), kind="axis")
+    lr, _ = simulate_low_resolution(hr, (1.0, 1.0, 2.0))
+    io.write_volume(lr, tmp_path / "lr.nii.gz")
+    r = run("enhance", "-i", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "o.nii.gz"), "--method", "cubic",
+            "--reference", str(tmp_path / "hr.nii.gz"), "--progress", "json")
+    assert r.returncode == 0, r.stderr
+    assert io.read_volume(tmp_path / "o.nii.gz").grid.same_as(hr.grid, atol=1e-3)
+    assert json.loads((tmp_path / "o_metrics.json").read_text())["psnr"] > 20
+    done = json.loads(r.stdout.strip().splitlines()[-1])
+    assert done["result"]["outputs"][0]["info"]["output_grid"] == "--scale 1,1,2 derived from the reference grid"
+    cropped = sub_volume(hr, (2, 3, 1), (22, 24, 21))
+    io.write_volume(cropped, tmp_path / "crop.nii.gz")
+    r = run("enhance", "-i", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "r.nii.gz"), "--method", "remix",
+            "--reference", str(tmp_path / "crop.nii.gz"), "--progress", "none", "--device", "cpu", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert io.read_volume(tmp_path / "r.nii.gz").grid.same_as(cropped.grid, atol=1e-3)
+
+
 def test_evaluate_command(tmp_path: Path) -> None:
     ref = write_hr(tmp_path / "ref.nii.gz")
     pred = ref.with_array(np.asarray(ref.array) + 2.0)

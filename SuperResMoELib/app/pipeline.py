@@ -116,6 +116,34 @@ def check_reference(reference: Volume, expected: Grid, label: str = "reference",
     )
 
 
+def options_from_reference(method: Method, volume: Volume, reference: Volume,
+                           options: EnhanceOptions) -> tuple[EnhanceOptions, str | None]:
+    """With a reference and no ``scale`` / ``target_spacing`` / target grid given,
+    the output grid is the reference's: the scale factors ``input spacing /
+    reference spacing`` (along the input's axes) when they give exactly that
+    grid, else, for the methods that resample onto a target grid (REMIx,
+    MoEDiff-SR), the reference grid itself. Returns the options and a note of
+    what was derived (``None``: nothing; :func:`check_reference` then explains).
+    """
+    from SuperResMoELib.evaluation.metrics import DEFAULT_GRID_ATOL_MM
+
+    if options.scale is not None or options.target_spacing is not None or (options.extra or {}).get("target_grid"):
+        return options, None
+    target = reference.grid
+    ratio = volume.grid.spacing / target.spacing
+    candidates = [(dataclasses.replace(options, scale=tuple(float(round(r, 4)) for r in ratio)),
+                   f"--scale {','.join(f'{r:g}' for r in np.round(ratio, 4))} derived from the reference grid"),
+                  (dataclasses.replace(options, extra={**(options.extra or {}), "target_grid": target}),
+                   "output on the reference grid")]
+    for opts, note in candidates:
+        try:
+            if method.output_grid(volume, opts).same_as(target, atol=DEFAULT_GRID_ATOL_MM):
+                return opts, note
+        except InputError:
+            continue
+    return options, None
+
+
 def compare_to_reference(reference: Volume, sr: Volume) -> dict[str, Any]:
     """Metrics of ``sr`` against ``reference`` (same grid): a flat dict for 3D;
     for 4D the mean of each metric plus per-frame SS-MoE MSE statistics."""
@@ -189,6 +217,7 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
     files: list[str] = []
     reference: Volume | None = None
     simulation: dict[str, Any] = {}
+    derived: str | None = None
     if job.simulate:
         from SuperResMoELib.simulation.lowres import simulate_low_resolution
 
@@ -202,6 +231,10 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
         files.append(str(lr_path))
     elif job.reference is not None:
         reference = io.read_volume(job.reference)
+        options, derived = options_from_reference(method, volume, reference, job.options)
+        if derived:
+            job = dataclasses.replace(job, options=options)
+            progress("load", 0.5, derived)
     if reference is not None:
         check_reference(reference, method.output_grid(volume, job.options),
                         "the simulated HR" if job.simulate else f"reference {job.reference}",
@@ -211,6 +244,8 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
     result: Result = method.enhance(volume, job.options, job.device, progress, cancel)
     if job.notes:
         result.info["warnings"] = [*job.notes, *result.info.get("warnings", [])]
+    if derived:
+        result.info["output_grid"] = derived
     progress("write", 0.0, f"writing {job.output.name}")
     io.write_volume(result.volume, job.output)
     files.append(str(job.output))
