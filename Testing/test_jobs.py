@@ -94,6 +94,40 @@ def test_cancel_ends_the_whole_process_tree(tmp_path) -> None:
             time.sleep(0.1)
 
 
+def test_bad_bytes_do_not_kill_the_readers() -> None:
+    """Invalid UTF-8 on stdout and stderr: replaced, the following lines still arrive."""
+    proc = BackgroundProcess(script("""
+        import json, sys
+        sys.stdout.buffer.write(b"log \\xff\\xfe line\\n"); sys.stdout.flush()
+        sys.stderr.buffer.write(b"err \\xc3\\x28 bad\\n"); sys.stderr.flush()
+        print(json.dumps({"stage": "enhance", "fraction": 0.5, "message": "h\u00e9llo"}), flush=True)
+        print(json.dumps({"stage": "done", "fraction": 1, "exit_code": 0, "result": {"ok": True}}), flush=True)
+    """)).start()
+    seen = []
+    assert proc.wait(timeout=60, on_event=seen.append) == 0
+    assert [e.message for e in seen if e.stage == "enhance"] == ["h\u00e9llo"] and proc.result == {"ok": True}
+    assert "err \ufffd( bad" in proc.stderr_tail()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="process groups: POSIX")
+def test_non_blocking_cancel_returns_at_once_and_kills_later() -> None:
+    """The GUI's cancel: a child that ignores SIGTERM is SIGKILLed after the grace
+    period by a timer thread; the caller never waits."""
+    proc = BackgroundProcess(script("""
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print('{"stage": "enhance", "fraction": 0.1, "message": "stubborn"}', flush=True)
+        time.sleep(600)
+    """)).start()
+    deadline = time.monotonic() + 30
+    while not proc.poll() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    proc.cancel(grace=1.0, block=False)
+    assert time.monotonic() - t0 < 0.5 and proc.running  # returned at once; SIGTERM ignored
+    assert proc.wait(timeout=30) == -signal.SIGKILL and proc.cancelled
+
+
 def test_wait_timeout_cancels() -> None:
     proc = BackgroundProcess(script("import time; time.sleep(600)")).start()
     with pytest.raises(TimeoutError, match="cancelled"):

@@ -12,6 +12,12 @@ then ``{"stage": "done", "exit_code", "result"}`` or ``{"stage": "error",
 Cancel ends the whole process tree: the child starts its own process group
 (session) and the group gets SIGTERM (the CLI stops at the next patch batch and
 exits with code 5), then SIGKILL if it has not exited within a grace period.
+The GUI cancels with ``block=False``: the SIGKILL then comes from a timer
+thread and the GUI thread never waits.
+
+Output is read as UTF-8 with replacement characters (the child is asked to
+write UTF-8 too): a stray byte of a library's log line must not kill the reader
+threads and hang the run.  On Windows the child gets no console window.
 """
 
 from __future__ import annotations
@@ -102,12 +108,16 @@ class BackgroundProcess:
     def start(self) -> "BackgroundProcess":
         """Start the child in its own process group."""
         kwargs: dict[str, Any] = {}
-        if os.name == "nt":  # pragma: no cover - Windows
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        if os.name == "nt":  # pragma: no cover - Windows: own group, no console window
+            kwargs["creationflags"] = (subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+                                       | getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000))
         else:
             kwargs["start_new_session"] = True
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONIOENCODING", "utf-8")
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     bufsize=1, env=self.env, cwd=self.cwd, **kwargs)
+                                     encoding="utf-8", errors="replace", bufsize=1, env=env, cwd=self.cwd,
+                                     **kwargs)
         self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
         for t in self._threads:
@@ -178,19 +188,33 @@ class BackgroundProcess:
                 on_event(event)
         return int(self.proc.returncode)
 
-    def cancel(self, grace: float = CANCEL_GRACE_S) -> None:
+    def cancel(self, grace: float = CANCEL_GRACE_S, block: bool = True) -> None:
         """End the child and everything it started (SIGTERM to its process
-        group, SIGKILL after ``grace`` seconds)."""
+        group, SIGKILL after ``grace`` seconds).  ``block=False`` (the GUI)
+        returns at once; a daemon thread sends the SIGKILL if it is needed."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.cancelled = True
         if os.name == "nt":  # pragma: no cover - Windows
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.proc.pid)], capture_output=True)
+            kill = ["taskkill", "/F", "/T", "/PID", str(self.proc.pid)]
+            flags = getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000)
+            if block:
+                subprocess.run(kill, capture_output=True, creationflags=flags)
+            else:
+                subprocess.Popen(kill, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, creationflags=flags)
             return
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
+        if block:
+            self._kill_after(grace)
+        else:
+            threading.Thread(target=self._kill_after, args=(grace,), daemon=True).start()
+
+    def _kill_after(self, grace: float) -> None:
+        """SIGKILL the process group unless the child exits within ``grace`` seconds."""
+        assert self.proc is not None
         try:
             self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:

@@ -158,10 +158,11 @@ class EnhanceRun:
         self._finish()
         return False
 
-    def cancel(self) -> None:
-        """End the process tree; the next :meth:`poll` raises :class:`EnhanceCancelled`."""
+    def cancel(self, block: bool = False) -> None:
+        """End the process tree without waiting for it (the GUI thread calls
+        this); the next :meth:`poll` after it has exited raises :class:`EnhanceCancelled`."""
         if self.process is not None:
-            self.process.cancel()
+            self.process.cancel(block=block)
 
     def run(self, wait: bool = True, timeout: float | None = None) -> EnhanceOutcome | None:
         """Start; with ``wait`` block until done and return the outcome."""
