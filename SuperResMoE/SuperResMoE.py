@@ -144,6 +144,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updating = False
         self._run = None
         self._timer = None
+        self._deviceTimer = None
         self._last = None
 
     # ----------------------------------------------------------- setup
@@ -204,15 +205,48 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.taskComboBox.addItem("method default", "")
         for task in ("aniso", "iso"):
             self.ui.taskComboBox.addItem(task, task)
-        self.ui.deviceComboBox.clear()
-        self.ui.deviceComboBox.addItem("auto", "auto")
-        for name, label in self.logic.deviceChoices():
-            self.ui.deviceComboBox.addItem(label, name)
+        self._fillDevices(None)
+        self._probeDevices()
+
+    def _probeDevices(self):
+        """List the devices in a child process (torch stays out of the GUI); filled in when it answers."""
+        import qt
+
+        self.logic.probeDevices()
+        if self._deviceTimer is None:
+            self._deviceTimer = qt.QTimer()
+            self._deviceTimer.setInterval(200)
+            self._deviceTimer.connect("timeout()", self._pollDevices)
+        self._deviceTimer.start()
+
+    def _pollDevices(self):
+        devices = self.logic.devices()
+        if devices is None:
+            return
+        self._deviceTimer.stop()
+        self._fillDevices(devices)
+        if devices.warning and self._run is None:
+            self.ui.statusLabel.text = devices.warning
+
+    def _fillDevices(self, devices):
+        """The device list: auto, then the probe's devices (the CPU alone until it answers)."""
+        combo = self.ui.deviceComboBox
+        wasBlocked = combo.blockSignals(True)
+        try:
+            combo.clear()
+            combo.addItem("auto", "auto")
+            for name, label in (devices.choices() if devices is not None else [("cpu", "cpu")]):
+                combo.addItem(label, name)
+        finally:
+            combo.blockSignals(wasBlocked)
+        if self._params is not None:
+            self.updateGUIFromParameterNode()
 
     # --------------------------------------------------- parameter node
     def cleanup(self):
-        if self._timer is not None:
-            self._timer.stop()
+        for timer in (self._timer, self._deviceTimer):
+            if timer is not None:
+                timer.stop()
         self.removeObservers()
         if self._run is not None:
             self._run.cancel()
@@ -339,11 +373,13 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.logic.ensureDependencies(confirm=True):
             self.ui.statusLabel.text = "Missing Python packages: Enhance needs them (see the user guide)."
             return
+        if self.logic.devices() is None and self._deviceTimer is not None:
+            self._deviceTimer.start()  # a new probe (after installing torch): fill the list when it answers
         p = self._params
         try:
             request = p.to_request()
             if request.device.startswith("cuda"):
-                warning = self.logic.smallGPUWarning(request.device)
+                warning = self.logic.smallGPUWarning(request.device)  # from the probe: no torch here
                 if warning:
                     slicer.util.warningDisplay(warning, windowTitle="SuperResMoE")
             self._run = EnhanceRun(slicer.mrmlScene, p.inputVolume, request,
@@ -430,6 +466,7 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
             if torchLogic.installTorch(askConfirmation=confirm) is None:
                 return False
             slicer.util.infoDisplay(dependencies.torch_summary(), windowTitle="SuperResMoE: PyTorch")
+            self.probeDevices()  # the GPUs can be listed now
         missing = dependencies.missing_packages()
         if missing:
             if confirm and not slicer.util.confirmOkCancelDisplay(
@@ -441,26 +478,26 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
                 slicer.util.pip_install(" ".join(f'"{m}"' for m in missing))
         return not dependencies.missing_packages() and dependencies.is_installed(dependencies.TORCH)
 
-    def deviceChoices(self):
-        """``(name, label)`` of every device (CUDA devices with name and memory, then CPU)."""
-        try:
-            from SuperResMoELib.engine.devices import available_devices
+    def probeDevices(self):
+        """(Re)start listing the devices in a child process (:mod:`SuperResMoELib.slicer.device_probe`)."""
+        from SuperResMoELib.slicer.device_probe import DeviceProbe
 
-            return [(d.name, d.label + ("  (small: may run out of memory)" if d.small else ""))
-                    for d in available_devices()]
-        except ImportError:  # torch not installed yet
-            return [("cpu", "cpu")]
+        self._probe = DeviceProbe().start()
+
+    def devices(self):
+        """The probe's :class:`~SuperResMoELib.slicer.device_probe.DeviceList`, ``None`` while it runs."""
+        probe = getattr(self, "_probe", None)
+        return None if probe is None else probe.result()
 
     def smallGPUWarning(self, device):
-        from SuperResMoELib.engine.devices import SMALL_GPU_BYTES, available_devices
-
-        for d in available_devices():
-            if d.name == device and d.small:
-                return (f"{d.label} has less than {SMALL_GPU_BYTES / 1024**3:.0f} GiB: reduce the batch or patch "
-                        "size if it runs out of memory (SuperResMoE retries with smaller batches, then the CPU).")
+        """A warning when ``device`` has little memory (from the probe's list), else ``None``."""
+        devices = self.devices()
+        d = devices.get(device) if devices is not None else None
+        if d is not None and d.small:
+            return (f"{d.label} has little memory: reduce the batch or patch size if it runs out of memory "
+                    "(SuperResMoE retries with smaller batches, then the CPU).")
         return None
 
-    # ------------------------------------------------------------ process
     def process(self, inputVolume, method="cubic", referenceVolume=None, waitForCompletion=True, **options):
         """Enhance ``inputVolume`` with ``method`` (options as
         :class:`SuperResMoELib.slicer.logic.EnhanceRequest` fields).  With

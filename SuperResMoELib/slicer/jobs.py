@@ -52,6 +52,13 @@ class ProgressEvent:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+def no_window_flags() -> int:
+    """``creationflags`` that keep a child's console window from opening on Windows (0 elsewhere)."""
+    if os.name == "nt":  # pragma: no cover - Windows
+        return int(getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000))
+    return 0
+
+
 def parse_progress_line(line: str) -> ProgressEvent | None:
     """The event of one stdout line, or ``None`` for a line that is not a
     progress object (other output is tolerated and ignored)."""
@@ -109,8 +116,7 @@ class BackgroundProcess:
         """Start the child in its own process group."""
         kwargs: dict[str, Any] = {}
         if os.name == "nt":  # pragma: no cover - Windows: own group, no console window
-            kwargs["creationflags"] = (subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-                                       | getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000))
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | no_window_flags()  # type: ignore[attr-defined]
         else:
             kwargs["start_new_session"] = True
         env = dict(os.environ if self.env is None else self.env)
@@ -197,11 +203,11 @@ class BackgroundProcess:
         self.cancelled = True
         if os.name == "nt":  # pragma: no cover - Windows
             kill = ["taskkill", "/F", "/T", "/PID", str(self.proc.pid)]
-            flags = getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000)
             if block:
-                subprocess.run(kill, capture_output=True, creationflags=flags)
+                subprocess.run(kill, capture_output=True, creationflags=no_window_flags())
             else:
-                subprocess.Popen(kill, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, creationflags=flags)
+                subprocess.Popen(kill, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 creationflags=no_window_flags())
             return
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
