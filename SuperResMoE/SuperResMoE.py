@@ -98,7 +98,7 @@ class SuperResMoE(ScriptedLoadableModule):
             logging.error(reason)
             self.parent.helpText = reason
             return
-        slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", onStartupCompleted)
 
 
 def _load_sample(kind: str):
@@ -114,6 +114,20 @@ def _load_sample(kind: str):
         if str(path).endswith((".nii.gz", ".nrrd", ".nii")):
             nodes.append(slicer.util.loadVolume(str(path)))
     return nodes
+
+
+def onStartupCompleted():
+    """Register the sample data and the comparison layout (so a saved scene that
+    uses the layout reopens with it, before the panel is ever shown)."""
+    registerSampleData()
+    try:
+        from SuperResMoELib.slicer.views import register_layout
+
+        manager = slicer.app.layoutManager()
+        if manager is not None:  # none with --no-main-window
+            register_layout(manager.layoutLogic().GetLayoutNode())
+    except Exception:  # noqa: BLE001 - a layout problem must not break Slicer's startup
+        logging.exception("SuperResMoE: registering the comparison layout failed")
 
 
 def registerSampleData():
@@ -263,7 +277,19 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._params.node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
 
     def onSceneStartClose(self, caller, event):
+        """The scene closes: a running Enhance is cancelled (its results would land in
+        the next scene) and the old parameter node's observer goes."""
+        import vtk
+
+        if self._run is not None:
+            self._run.cancel()  # non-blocking; the poll sees it end and loads nothing
+            self.ui.statusLabel.text = "Cancelled: the scene was closed."
+        if self._params is not None:
+            self.removeObserver(self._params.node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self._params = None
+        self._last = None
+        if self.logic is not None:
+            self.ui.layoutButton.enabled = False
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
@@ -408,12 +434,17 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             if run.poll():
                 return
-            self._showOutcome(run.outcome)
+            self._showOutcome(run.outcome, run.input_node, run.reference_node)
         except EnhanceCancelled:
             self.ui.statusLabel.text = "Cancelled; nothing was added to the scene."
         except EnhanceFailed as exc:
             self.ui.statusLabel.text = "Enhance failed (details in the dialog)."
             slicer.util.errorDisplay("Enhance failed.", detailedText=str(exc), windowTitle="SuperResMoE")
+        except Exception as exc:  # noqa: BLE001 - loading or showing the results: tell the user
+            logging.exception("SuperResMoE: showing the results failed")
+            self.ui.statusLabel.text = f"Showing the results failed: {exc}"
+            slicer.util.errorDisplay("Enhance finished, but showing its results failed.", detailedText=str(exc),
+                                     windowTitle="SuperResMoE")
         finally:
             if not (run.process is not None and run.process.running):
                 self._timer.stop()
@@ -421,9 +452,13 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.progressBar.visible = False
                 self.updateGUIFromParameterNode()
 
-    def _showOutcome(self, outcome):
+    def _showOutcome(self, outcome, inputNode, referenceNode):
+        """Results of the run that started with ``inputNode`` / ``referenceNode`` (not
+        whatever the selectors show now)."""
         p = self._params
-        self._last = (outcome, p.inputVolume, p.referenceVolume)
+        self._last = (outcome, inputNode, referenceNode)
+        if p is None:  # the scene closed meanwhile
+            return
         p.outputVolume = outcome.nodes.get("sr")
         p.errorVolume = outcome.nodes.get("abserr")
         p.expertVolume = outcome.nodes.get("routing")
@@ -437,7 +472,8 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._last is None:
             return
         outcome, inputNode, referenceNode = self._last
-        self.logic.showComparison(outcome, inputNode, referenceNode)
+        with slicer.util.tryWithErrorDisplay("Showing the comparison layout failed.", waitCursor=True):
+            self.logic.showComparison(outcome, inputNode, referenceNode)
 
 
 # ============================================================================ logic
@@ -463,7 +499,14 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
                                          windowTitle="SuperResMoE")
                 return False
             torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if torchLogic.installTorch(askConfirmation=confirm) is None:
+            try:
+                installed = torchLogic.installTorch(askConfirmation=confirm)
+            except Exception as exc:  # noqa: BLE001 - shown to the user
+                logging.exception("SuperResMoE: installing PyTorch failed")
+                slicer.util.errorDisplay("Installing PyTorch failed.", detailedText=str(exc),
+                                         windowTitle="SuperResMoE")
+                return False
+            if installed is None:
                 return False
             slicer.util.infoDisplay(dependencies.torch_summary(), windowTitle="SuperResMoE: PyTorch")
             self.probeDevices()  # the GPUs can be listed now
@@ -474,8 +517,14 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
                     + "\n".join(missing) + "\n\n(Slicer's numpy and SimpleITK are left as they are.)",
                     windowTitle="SuperResMoE"):
                 return False
-            with slicer.util.WaitCursor():
-                slicer.util.pip_install(" ".join(f'"{m}"' for m in missing))
+            try:
+                with slicer.util.WaitCursor():
+                    slicer.util.pip_install(" ".join(f'"{m}"' for m in missing))
+            except Exception as exc:  # noqa: BLE001 - pip failed: tell the user what and why
+                logging.exception("SuperResMoE: installing %s failed", missing)
+                slicer.util.errorDisplay("Installing the Python packages SuperResMoE needs failed:\n"
+                                         + "\n".join(missing), detailedText=str(exc), windowTitle="SuperResMoE")
+                return False
         return not dependencies.missing_packages() and dependencies.is_installed(dependencies.TORCH)
 
     def probeDevices(self):

@@ -21,6 +21,7 @@ from SuperResMoELib.slicer.views import (
     LAYOUT_ID,
     VIEW_TAGS,
     add_color_legend,
+    color_legend,
     comparison_contents,
     fill_views,
     layout_xml,
@@ -95,3 +96,12 @@ def test_composed_png(rendered) -> None:
     img = np.asarray(Image.open(rendered["path"]))
     assert img.shape[0] == 2 * (220 + 18) and img.shape[1] == 3 * 220
     assert img.std() > 20
+
+
+def test_showing_the_layout_again_reuses_the_legend(rendered) -> None:
+    scene, node = rendered["scene"], rendered["out"].nodes["abserr"]
+    first = color_legend(node)
+    assert first is not None
+    for _ in range(3):
+        assert add_color_legend(node, "abs. error").GetID() == first.GetID()
+    assert scene.GetNumberOfNodesByClass("vtkMRMLColorLegendDisplayNode") == 1

@@ -106,18 +106,30 @@ def fill_views(scene, contents: dict[str, ViewContent]) -> list[str]:
     return filled
 
 
+def color_legend(volume_node):
+    """The colour legend display node of ``volume_node``, or ``None``."""
+    for n in range(volume_node.GetNumberOfDisplayNodes()):
+        d = volume_node.GetNthDisplayNode(n)
+        if d is not None and d.IsA("vtkMRMLColorLegendDisplayNode"):
+            return d
+    return None
+
+
 def add_color_legend(volume_node, title: str | None = None):
     """A colour legend (scalar bar) for ``volume_node``'s colour table, shown
-    in the views that show the volume; returns the legend display node."""
+    in the views that show the volume; returns the legend display node (the
+    volume's existing one when it has one: showing the layout again adds none)."""
     scene = volume_node.GetScene()
     display = volume_node.GetDisplayNode()
-    if not scene.IsNodeClassRegistered("vtkMRMLColorLegendDisplayNode"):  # MRML without the Colors module
-        import slicer
+    legend = color_legend(volume_node)
+    if legend is None:
+        if not scene.IsNodeClassRegistered("vtkMRMLColorLegendDisplayNode"):  # MRML without the Colors module
+            import slicer
 
-        scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
-    legend = scene.AddNewNodeByClass("vtkMRMLColorLegendDisplayNode")
-    legend.SetAndObservePrimaryDisplayNode(display)
-    volume_node.AddAndObserveDisplayNodeID(legend.GetID())
+            scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
+        legend = scene.AddNewNodeByClass("vtkMRMLColorLegendDisplayNode")
+        legend.SetAndObservePrimaryDisplayNode(display)
+        volume_node.AddAndObserveDisplayNodeID(legend.GetID())
     legend.SetTitleText(title or volume_node.GetName())
     legend.SetVisibility(True)
     return legend
