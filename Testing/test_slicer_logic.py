@@ -4,6 +4,7 @@ background CLI, with this Python standing in for PythonSlicer."""
 from __future__ import annotations
 
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is part of the test extra")
 
 from conftest import make_matrix  # noqa: E402
-from SuperResMoELib.slicer import mrml  # noqa: E402
+from SuperResMoELib.slicer import mrml, sequences  # noqa: E402
 from SuperResMoELib.slicer.logic import EnhanceCancelled, EnhanceFailed, EnhanceRequest, EnhanceRun, request_from_dict
 from SuperResMoELib.core.volume import Volume  # noqa: E402
 
@@ -123,9 +124,9 @@ def save_scene_as_the_dialog_does(scene, folder: Path) -> Path:
             continue
         if node.GetStorageNode() is None:
             assert node.AddDefaultStorageNode()
-            ext = node.GetStorageNode().GetDefaultWriteFileExtension()
-            node.GetStorageNode().SetFileName(mrml.safe_file_name(node.GetName(), "." + ext))
         storage = node.GetStorageNode()
+        if storage.GetFileName() is None:
+            storage.SetFileName(mrml.safe_file_name(node.GetName(), "." + storage.GetDefaultWriteFileExtension()))
         path = Path(storage.GetFileName())  # the dialog writes to the absolute path (root / relative name)
         storage.SetFileName(str(path if path.is_absolute() else folder / path))
         assert storage.WriteData(node), node.GetName()
@@ -215,6 +216,84 @@ def test_cancel_ends_the_run_and_cleans_up(scene, tmp_path) -> None:
             time.sleep(0.05)
     assert not job.process.running
     assert not list(Path(str(tmp_path / "tmp")).glob("superresmoe-*"))
+
+
+def mudi_sequence(scene, frames: int = 4, shape=(8, 16, 16), spacing=(2.5, 2.5, 5.0), index=("b", "s/mm2")):
+    """A 4D qMRI scan as Slicer holds it: a sequence of scalar volumes (index values
+    of its own) shown through a browser's proxy, and its acquisition table node."""
+    sequences.register_classes(scene)
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    frames_arr = np.stack([(200 + 60 * np.sin(i / 2.5 + f) * np.cos(j / 3.0) + 5 * k) * (1 - 0.1 * f)
+                           for f in range(frames)]).astype(np.float32)
+    m = np.diag([*spacing, 1.0])
+    vol = Volume(frames_arr, m)
+    seq = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "qMRI")
+    seq.SetIndexName(index[0])
+    seq.SetIndexUnit(index[1])
+    for f in range(frames):
+        node = slicer.vtkMRMLScalarVolumeNode()
+        slicer.util.updateVolumeFromArray(node, frames_arr[f])
+        node.SetIJKToRASMatrix(mrml._numpy_to_matrix(m))
+        seq.SetDataNodeAtValue(node, str(500 * (f + 1)))
+    rows = [{"gx": 1.0, "gy": 0.0, "gz": 0.0, "b": 500.0 * (f + 1), "TI": 1000.0, "TE": 80.0 + 20 * f}
+            for f in range(frames)]
+    table = mrml.add_table_node(scene, rows, "qMRI acquisition")
+    return seq, table, vol
+
+
+def test_volume_sequence_in_and_out(scene) -> None:
+    """A 4D scan as a sequence with its table node: SS-MoE enhances every frame and the
+    results come back as new sequences with the input's index (name, unit, values)."""
+    seq, table, vol = mudi_sequence(scene)
+    out = run(scene, seq, EnhanceRequest(method="ssmoe", task="aniso", device="cpu"), acquisition=table)
+    assert set(out.sequences) == {"sr", "routing"}
+    sr = out.sequences["sr"]
+    assert sr.GetNumberOfDataNodes() == 4 and (sr.GetIndexName(), sr.GetIndexUnit()) == ("b", "s/mm2")
+    assert [sr.GetNthIndexValue(n) for n in range(4)] == [seq.GetNthIndexValue(n) for n in range(4)]
+    frame = sr.GetNthDataNode(2)
+    assert frame.GetSpacing() == pytest.approx((2.5, 2.5, 2.5))  # the aniso task halves k
+    assert slicer.util.arrayFromVolume(frame).shape == (16, 16, 16)
+    assert out.nodes["sr"].IsA("vtkMRMLScalarVolumeNode")  # the browser's proxy, for the views
+    routing = out.sequences["routing"]
+    assert routing.GetNthDataNode(0).IsA("vtkMRMLLabelMapVolumeNode")
+    assert out.info["acquisition"]["source"] == "table"
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(seq.GetNthDataNode(1)), vol.array[1])  # input kept
+
+
+def test_proxy_volume_stands_for_its_sequence_and_bad_tables_are_refused(scene) -> None:
+    seq, table, vol = mudi_sequence(scene, frames=3, shape=(8, 12, 12))
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "browser")
+    browser.SetAndObserveMasterSequenceNodeID(seq.GetID())
+    sequences._sequences_logic(scene).UpdateProxyNodesFromSequences(browser)
+    proxy = browser.GetProxyNode(seq)
+    assert sequences.source_sequence(proxy) is seq
+    out = run(scene, proxy, EnhanceRequest(method="cubic", scale=(1, 1, 2), simulate=True))
+    assert out.sequences["sr"].GetNumberOfDataNodes() == 3 and "sqerr" in out.sequences
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(out.sequences["sr"].GetNthDataNode(0)).shape,
+                               vol.array.shape[1:])
+    short = mrml.add_table_node(scene, [{"gx": 1.0, "gy": 0.0, "b": 5.0}], "short")
+    from SuperResMoELib.core.errors import InputError
+
+    with pytest.raises(InputError, match="needs the columns"):
+        EnhanceRun(scene, seq, EnhanceRequest(method="ssmoe", task="aniso"), acquisition=short).start()
+    assert not list(Path(tempfile.gettempdir()).glob("superresmoe-*"))  # nothing left behind
+
+
+def test_sequence_results_survive_a_scene_save(scene, tmp_path) -> None:
+    seq, table, vol = mudi_sequence(scene, frames=3, shape=(8, 12, 12))
+    out = run(scene, seq, EnhanceRequest(method="cubic", scale=(1, 1, 2)))
+    result = out.sequences["sr"]
+    frames = [np.array(slicer.util.arrayFromVolume(result.GetNthDataNode(n))) for n in range(3)]
+    url = save_scene_as_the_dialog_does(scene, tmp_path / "saved")
+    again = slicer.vtkMRMLScene()
+    sequences.register_classes(again)
+    again.SetURL(str(url))
+    assert again.Connect()
+    back = again.GetFirstNodeByName(result.GetName())
+    assert back is not None and back.GetNumberOfDataNodes() == 3
+    for n in range(3):
+        np.testing.assert_allclose(slicer.util.arrayFromVolume(back.GetNthDataNode(n)), frames[n], rtol=1e-5)
+    again.Clear(1)
 
 
 def test_request_round_trip_and_arguments(tmp_path) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from SuperResMoELib.slicer import mrml
+from SuperResMoELib.slicer import mrml, sequences
 from SuperResMoELib.core.errors import ExitCode, SuperResMoEError
 from SuperResMoELib.core.options import request_options
 from SuperResMoELib.io.tables import flatten
@@ -92,6 +92,8 @@ class EnhanceOutcome:
     """
 
     nodes: dict[str, Any] = field(default_factory=dict)
+    #: For a 4D (sequence) input: the result sequences by tag (``nodes`` holds their proxy volumes).
+    sequences: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
@@ -113,7 +115,7 @@ class EnhanceRun:
     """
 
     def __init__(self, scene, input_node, request: EnhanceRequest, reference_node=None, python: str | None = None,
-                 on_progress: ProgressHandler | None = None) -> None:
+                 on_progress: ProgressHandler | None = None, acquisition=None) -> None:
         if request.simulate and reference_node is not None:
             raise EnhanceFailed("give either a reference volume or 'simulate low resolution', not both")
         self.scene = scene
@@ -126,19 +128,29 @@ class EnhanceRun:
         self.process: BackgroundProcess | None = None
         self.stage, self.fraction, self.message = "idle", 0.0, ""
         self.outcome: EnhanceOutcome | None = None
+        #: A table node or a file of the acquisition (``gx gy gz b TI TE`` per frame), for 4D inputs.
+        self.acquisition = acquisition
+        #: The input's volume sequence (4D scans), whose index the results copy.
+        self.input_sequence = sequences.source_sequence(input_node)
 
     # ------------------------------------------------------------- control
     def start(self) -> None:
         """Write the inputs and start the background process."""
-        mrml.volume_from_node(self.input_node)  # clear error now for an empty or vector input
+        if self.input_sequence is None:
+            mrml.volume_from_node(self.input_node)  # clear error now for an empty or vector input
+        else:
+            sequences.volume_from_sequence(self.input_sequence)  # every frame scalar, one grid
         self.folder = Path(tempfile.mkdtemp(prefix="superresmoe-"))
         try:
             self._report("prepare", 0.0, "writing the input to a temporary folder")
-            inp = mrml.write_node(self.input_node, self.folder / "input.nii.gz")
+            inp = self._write(self.input_node, "input")
             ref = None
             if self.reference_node is not None:
-                ref = mrml.write_node(self.reference_node, self.folder / "reference.nii.gz")
+                ref = self._write(self.reference_node, "reference")
             args = self.request.cli_arguments(inp, self.folder / "sr.nii.gz", ref)
+            table = self._acquisition_file()
+            if table is not None:
+                args += ["--table", str(table)]
             self.process = BackgroundProcess(cli_command(args, self.python), env=library_environment()).start()
         except BaseException:
             self.cleanup()
@@ -179,6 +191,31 @@ class EnhanceRun:
         return self.outcome
 
     # ------------------------------------------------------------- helpers
+    def _write(self, node, stem: str) -> Path:
+        """A volume node, or a whole volume sequence (4D NIfTI), into the run folder."""
+        from SuperResMoELib import io
+
+        assert self.folder is not None
+        seq = sequences.source_sequence(node)
+        path = self.folder / f"{stem}.nii.gz"
+        if seq is None:
+            return mrml.write_node(node, path)
+        io.write_volume(sequences.volume_from_sequence(seq), path)
+        return path
+
+    def _acquisition_file(self) -> Path | None:
+        """The acquisition table as a file for ``--table``: a given path as it is, a
+        table node written into the run folder; ``None`` without one."""
+        from SuperResMoELib.io.formats import write_acquisition_table
+
+        assert self.folder is not None
+        if self.acquisition is None or self.acquisition == "":
+            return None
+        if isinstance(self.acquisition, (str, Path)):
+            return Path(self.acquisition)
+        return write_acquisition_table(sequences.acquisition_table(self.acquisition),
+                                       self.folder / "acquisition.txt")
+
     def _report(self, stage: str, fraction: float, message: str) -> None:
         self.stage, self.fraction, self.message = stage, fraction, message
         if self.on_progress is not None:
@@ -215,6 +252,15 @@ class EnhanceRun:
             tag = stem[len("sr_"):] if stem.startswith("sr_") else ("sr" if stem == "sr" else None)
             if tag is None:
                 continue
+            if tag in MAP_TITLES or tag == "sr":
+                name = f"{base} SR ({method})" if tag == "sr" else f"{base} {MAP_TITLES[tag]} ({method})"
+                from SuperResMoELib.io.formats import read_volume
+
+                vol = read_volume(path)
+                if vol.is_4d:  # a 4D scan: a new sequence with the input's index
+                    node = self._add_sequence(tag, vol, name, out)
+                    out.nodes[tag] = node
+                    continue
             if tag == "sr":
                 node = mrml.read_volume_node(self.scene, path, f"{base} SR ({method})", temporary=True)
             elif tag == "routing":
@@ -236,6 +282,27 @@ class EnhanceRun:
             rows = [{"metric": k, "value": v} for k, v in flatten(out.metrics, ".", numeric_only=True).items()]
             out.nodes["metrics"] = mrml.add_table_node(self.scene, rows, f"{base} metrics ({method})")
         return out
+
+    def _add_sequence(self, tag: str, vol, name: str, out: EnhanceOutcome):
+        """A 4D result as a new sequence (and browser); returns its proxy volume."""
+        import numpy as np
+
+        label = tag == "routing"
+        if label:
+            arr = np.asarray(vol.array)
+            vol = vol.with_array(np.where(np.isfinite(arr) & (arr >= 0), np.round(arr) + 1, 0).astype(np.int16))
+        seq, browser, proxy = sequences.add_sequence(self.scene, vol, name, like=self.input_sequence, label=label)
+        for n in (seq, proxy):
+            if n is not None:
+                n.SetAttribute("SuperResMoE.role", tag)
+                n.SetAttribute("SuperResMoE.method", self.request.method)
+        out.sequences[tag] = seq
+        if proxy is not None and label:
+            k = int(out.info.get("n_experts") or max(1, int(np.asarray(vol.array).max())))
+            proxy.GetDisplayNode().SetAndObserveColorNodeID(mrml.expert_color_node(self.scene, k).GetID())
+        elif proxy is not None and tag in ("sqerr", "abserr"):
+            mrml.show_as_error_map(proxy)
+        return proxy
 
     @staticmethod
     def _summary(outcome: EnhanceOutcome) -> str:
