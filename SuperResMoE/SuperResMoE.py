@@ -59,6 +59,7 @@ UI_WIDGETS: dict[str, str] = {
     "methodComboBox": "QComboBox", "methodDescriptionLabel": "QLabel", "checkpointPathLineEdit": "ctkPathLineEdit",
     "deviceComboBox": "QComboBox", "scaleLineEdit": "QLineEdit", "expertSpinBox": "QSpinBox",
     "ssmoeGroupBox": "QGroupBox", "taskComboBox": "QComboBox", "acquisitionLineEdit": "QLineEdit",
+    "acquisitionTableSelector": "qMRMLNodeComboBox", "acquisitionFilePathLineEdit": "ctkPathLineEdit",
     "remixGroupBox": "QGroupBox", "targetSpacingSpinBox": "QDoubleSpinBox", "patchSizeSpinBox": "QSpinBox",
     "moediffGroupBox": "QGroupBox", "diffusionStepsSpinBox": "QSpinBox", "diffusionSamplesSpinBox": "QSpinBox",
     "samplerModeComboBox": "QComboBox", "sliceAxisComboBox": "QComboBox",
@@ -183,7 +184,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self._poll)
 
-        for name in ("inputSelector", "referenceSelector"):
+        for name in ("inputSelector", "referenceSelector", "acquisitionTableSelector"):
             getattr(self.ui, name).connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
         for name in ("methodComboBox", "deviceComboBox", "taskComboBox", "samplerModeComboBox", "sliceAxisComboBox"):
             getattr(self.ui, name).connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
@@ -197,6 +198,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                            else "valueChanged(int)", self.updateParameterNodeFromGUI)
         self.ui.overlapSliderWidget.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
         self.ui.checkpointPathLineEdit.connect("currentPathChanged(QString)", self.updateParameterNodeFromGUI)
+        self.ui.acquisitionFilePathLineEdit.connect("currentPathChanged(QString)", self.updateParameterNodeFromGUI)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.layoutButton.connect("clicked(bool)", self.onShowLayout)
 
@@ -327,6 +329,8 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ui.checkpointPathLineEdit.currentPath = p.checkpoint
             ui.scaleLineEdit.text = p.scale
             ui.acquisitionLineEdit.text = p.acquisition
+            ui.acquisitionTableSelector.setCurrentNode(p.acquisitionTable)
+            ui.acquisitionFilePathLineEdit.currentPath = p.acquisitionFile
             ui.expertSpinBox.value = p.expert
             ui.targetSpacingSpinBox.value = p.targetSpacing
             ui.patchSizeSpinBox.value = p.patchSize
@@ -374,6 +378,8 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.checkpoint = ui.checkpointPathLineEdit.currentPath
             p.scale = ui.scaleLineEdit.text
             p.acquisition = ui.acquisitionLineEdit.text
+            p.acquisitionTable = ui.acquisitionTableSelector.currentNode()
+            p.acquisitionFile = ui.acquisitionFilePathLineEdit.currentPath
             p.expert = int(ui.expertSpinBox.value)
             p.targetSpacing = float(ui.targetSpacingSpinBox.value)
             p.patchSize = int(ui.patchSizeSpinBox.value)
@@ -410,7 +416,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     slicer.util.warningDisplay(warning, windowTitle="SuperResMoE")
             self._run = EnhanceRun(slicer.mrmlScene, p.inputVolume, request,
                                    None if request.simulate else p.referenceVolume,
-                                   on_progress=self._onProgress)
+                                   on_progress=self._onProgress, acquisition=p.acquisition_source())
             self._run.start()
         except Exception as exc:  # noqa: BLE001 - shown to the user
             self._run = None
@@ -547,8 +553,10 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
                     "(SuperResMoE retries with smaller batches, then the CPU).")
         return None
 
-    def process(self, inputVolume, method="cubic", referenceVolume=None, waitForCompletion=True, **options):
-        """Enhance ``inputVolume`` with ``method`` (options as
+    def process(self, inputVolume, method="cubic", referenceVolume=None, waitForCompletion=True,
+                acquisition=None, **options):
+        """Enhance ``inputVolume`` (a volume, or a 4D scan's volume sequence with an
+        ``acquisition`` table node or file) with ``method`` (options as
         :class:`SuperResMoELib.slicer.logic.EnhanceRequest` fields).  With
         ``waitForCompletion`` it blocks and returns the outcome (new nodes,
         metrics, info); otherwise it returns the started run to poll."""
@@ -556,7 +564,8 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
 
         request = request_from_dict({"method": method, **options})
         run = EnhanceRun(slicer.mrmlScene, inputVolume, request, referenceVolume,
-                         on_progress=lambda s, f, m: logging.info("%s %3.0f%% %s", s, 100 * f, m))
+                         on_progress=lambda s, f, m: logging.info("%s %3.0f%% %s", s, 100 * f, m),
+                         acquisition=acquisition)
         if not waitForCompletion:
             run.start()
             return run

@@ -85,9 +85,10 @@ def test_request_and_panel_fields_come_from_the_schema() -> None:
     assert [f.name for f in dataclasses.fields(EnhanceRequest)] == [o.name for o in request_options()]
     assert {o.name for o in request_options()} == set(OPTIONS)
     pytest.importorskip("slicer")
-    from SuperResMoELib.slicer.parameters import PanelDefaults
+    from SuperResMoELib.slicer.parameters import EXTRA_FIELDS, PanelDefaults
 
-    assert [f.name for f in dataclasses.fields(PanelDefaults)] == [o.panel.name for o in panel_options()]
+    assert [f.name for f in dataclasses.fields(PanelDefaults)] == ([o.panel.name for o in panel_options()]
+                                                                   + [name for name, _, _ in EXTRA_FIELDS])
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))

@@ -72,3 +72,14 @@ def test_saved_and_restored_with_the_scene(tmp_path) -> None:
     q = PanelParameters(restored.GetFirstNodeByName("SuperResMoE"))
     assert (q.method, q.overlap, q.device) == ("remix", 0.25, "cpu")
     assert q.inputVolume is not None and q.inputVolume.GetName() == "lr"
+
+
+def test_acquisition_source_prefers_the_table_node() -> None:
+    scene = slicer.vtkMRMLScene()
+    p = new_params(scene)
+    assert p.acquisition_source() is None
+    p.acquisitionFile = "/data/parameters_new.txt"
+    assert p.acquisition_source() == "/data/parameters_new.txt"
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", "acq")
+    p.acquisitionTable = table
+    assert p.acquisition_source() is table

@@ -23,14 +23,17 @@ from SuperResMoELib.core.options import panel_default, panel_options, panel_to_v
 from SuperResMoELib.slicer.logic import EnhanceRequest
 
 #: Node-reference roles (attribute name -> reference role).
-NODE_REFERENCES: tuple[str, ...] = ("inputVolume", "referenceVolume", "outputVolume", "errorVolume", "expertVolume",
-                                    "lowResolutionVolume", "metricsTable")
+NODE_REFERENCES: tuple[str, ...] = ("inputVolume", "referenceVolume", "acquisitionTable", "outputVolume",
+                                    "errorVolume", "expertVolume", "lowResolutionVolume", "metricsTable")
+#: Plain panel settings that are not enhance options (the acquisition file of a 4D input).
+EXTRA_FIELDS: tuple[tuple[str, type, Any], ...] = (("acquisitionFile", str, ""),)
 
 
 def _defaults_class() -> type:
     """:class:`PanelDefaults`: one typed field per panel option of the schema."""
     fields = [(o.panel.name, o.panel.type, dataclasses.field(default=panel_default(o)))  # type: ignore[union-attr]
               for o in panel_options()]
+    fields += [(name, kind, dataclasses.field(default=default)) for name, kind, default in EXTRA_FIELDS]
     return dataclasses.make_dataclass(
         "PanelDefaults", fields,
         namespace={"__doc__": "Plain parameters with their types and defaults, derived from "
@@ -95,6 +98,10 @@ class PanelParameters:
         """
         v = self.values()
         return EnhanceRequest(**{spec.name: panel_to_value(spec, v[name]) for name, spec in _SPECS.items()})
+
+    def acquisition_source(self):
+        """The acquisition of a 4D input: the table node, else the file path, else ``None``."""
+        return self.acquisitionTable or (self.acquisitionFile or None)
 
 
 def _type(f: dataclasses.Field) -> Any:
