@@ -102,49 +102,25 @@ class SuperResMoE(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", onStartupCompleted)
 
 
-def _load_sample(kind: str):
-    """Write one embedded sample (generated offline) and load it as nodes."""
-    import tempfile
-
-    from SuperResMoELib import sample_data
-
-    folder = tempfile.mkdtemp(prefix="superresmoe-sample-")
-    written = sample_data.write_sample_data(folder, kind=kind)
-    nodes = []
-    for path in written["files"]:
-        if str(path).endswith((".nii.gz", ".nrrd", ".nii")):
-            nodes.append(slicer.util.loadVolume(str(path)))
-    return nodes
-
-
-def onStartupCompleted():
-    """Register the sample data and the comparison layout (so a saved scene that
-    uses the layout reopens with it, before the panel is ever shown)."""
-    registerSampleData()
-    try:
-        from SuperResMoELib.slicer.views import register_layout
-
-        manager = slicer.app.layoutManager()
-        if manager is not None:  # none with --no-main-window
-            register_layout(manager.layoutLogic().GetLayoutNode())
-    except Exception:  # noqa: BLE001 - a layout problem must not break Slicer's startup
-        logging.exception("SuperResMoE: registering the comparison layout failed")
-
-
 def registerSampleData():
-    """Register the embedded samples with the Sample Data module: an LR/HR T1
-    pair and a MUDI-like qMRI volume with its acquisition table."""
+    """Register the shipped compact samples with the Sample Data module: an LR/HR
+    T1 pair and a MUDI-like 4D qMRI scan (LR and HR volume sequences and the
+    acquisition table). Plain file sources (:mod:`SuperResMoELib.slicer.samples`),
+    so ``SampleData.downloadSample(name)`` loads them too."""
     try:
         import SampleData
     except ImportError:  # Sample Data module disabled
         return
+    from SuperResMoELib.slicer.samples import sample_sources
+
     icon = os.path.join(_HERE, "Resources", "Icons", "SuperResMoE.png")
-    for kind, name in (("t1", "SuperResMoE T1 pair (LR/HR)"), ("mudi", "SuperResMoE MUDI-like qMRI")):
-        SampleData.SampleDataLogic.registerCustomSampleDataSource(
-            category="SuperResMoE", sampleName=name, uris=[], fileNames=[], nodeNames=[],
-            thumbnailFileName=icon, loadFileType="VolumeFile",
-            customDownloader=lambda source, _kind=kind: _load_sample(_kind),
-        )
+    try:
+        sources = sample_sources(os.path.join(_HERE, "Resources", "SampleData"), icon)
+    except (OSError, ValueError, KeyError) as exc:
+        logging.error("SuperResMoE sample data unavailable: %s", exc)
+        return
+    for source in sources:
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(**source)
 
 
 # ============================================================================ widget

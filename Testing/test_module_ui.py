@@ -105,7 +105,7 @@ def test_method_option_boxes_name_registered_methods() -> None:
 
 def cmake_listed(path: Path) -> list[str]:
     text = re.sub(r"#.*", "", path.read_text())
-    return re.findall(r"[\w./-]+\.(?:py|ui|png|json|safetensors)", text)
+    return re.findall(r"[\w./-]+\.(?:py|ui|png|json|safetensors|nrrd|tsv)", text)
 
 
 def test_module_cmake_lists_every_python_file_and_resource() -> None:

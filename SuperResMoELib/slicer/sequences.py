@@ -34,7 +34,7 @@ def _slicer():
 def register_classes(scene) -> None:
     """Register the sequence browser class where the MRML has not (plain ``slicer-core`` scenes)."""
     slicer = _slicer()
-    if not scene.IsNodeClassRegistered("vtkMRMLSequenceBrowserNode"):
+    if scene.CreateNodeByClass("vtkMRMLSequenceBrowserNode") is None:
         scene.RegisterNodeClass(slicer.vtkMRMLSequenceBrowserNode())
 
 
