@@ -467,47 +467,77 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------ dependencies
     def ensureDependencies(self, confirm=True):
-        """torch through the PyTorch extension; the other packages with pip
-        (after confirmation); Slicer's numpy and SimpleITK are never touched.
-        Returns whether everything is importable now."""
+        """What Enhance needs, with one confirmation (:mod:`SuperResMoELib.slicer.dependencies`):
+        torch at least ``TORCH_REQUIREMENT`` through the PyTorch extension, the other
+        packages with pip at their version floors, Slicer's numpy, scipy, SimpleITK
+        and VTK pinned by a constraints file (never upgraded); ``slicer.packaging.pip_ensure``
+        where this Slicer has it; a restart prompt when an upgraded package was imported
+        already. Returns whether everything is usable now."""
         from SuperResMoELib.slicer import dependencies
 
-        if not dependencies.is_installed(dependencies.TORCH):
-            try:
-                import PyTorchUtils
-            except ImportError:
-                slicer.util.errorDisplay("SuperResMoE needs PyTorch: install the 'PyTorch' extension from the "
-                                         "Extensions Manager, restart Slicer and try again.",
-                                         windowTitle="SuperResMoE")
-                return False
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            try:
-                installed = torchLogic.installTorch(askConfirmation=confirm)
-            except Exception as exc:  # noqa: BLE001 - shown to the user
-                logging.exception("SuperResMoE: installing PyTorch failed")
-                slicer.util.errorDisplay("Installing PyTorch failed.", detailedText=str(exc),
-                                         windowTitle="SuperResMoE")
-                return False
-            if installed is None:
-                return False
-            slicer.util.infoDisplay(dependencies.torch_summary(), windowTitle="SuperResMoE: PyTorch")
-            self.probeDevices()  # the GPUs can be listed now
-        missing = dependencies.missing_packages()
-        if missing:
-            if confirm and not slicer.util.confirmOkCancelDisplay(
-                    "SuperResMoE needs these Python packages, which will be installed now:\n"
-                    + "\n".join(missing) + "\n\n(Slicer's numpy and SimpleITK are left as they are.)",
-                    windowTitle="SuperResMoE"):
-                return False
-            try:
+        plan = dependencies.install_plan()
+        if plan.empty:
+            return True
+        if confirm and not slicer.util.confirmOkCancelDisplay(plan.message, windowTitle="SuperResMoE"):
+            return False
+        if plan.torch and not self._installTorch(dependencies):
+            return False
+        if plan.pip and not self._pipInstall(dependencies, list(plan.pip)):
+            return False
+        return dependencies.install_plan().empty
+
+    def _installTorch(self, dependencies):
+        try:
+            import PyTorchUtils
+        except ImportError:
+            slicer.util.errorDisplay("SuperResMoE needs PyTorch: install the 'PyTorch' extension from the "
+                                     "Extensions Manager, restart Slicer and try again.", windowTitle="SuperResMoE")
+            return False
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        try:
+            if dependencies.is_installed(dependencies.TORCH) and hasattr(torchLogic, "uninstallTorch"):
+                torchLogic.uninstallTorch()  # an installed torch below the floor
+            installed = torchLogic.installTorch(askConfirmation=False,
+                                                torchVersionRequirement=dependencies.TORCH_REQUIREMENT[len("torch"):])
+        except TypeError:  # an older PyTorch extension without version requirements
+            installed = torchLogic.installTorch(askConfirmation=False)
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            logging.exception("SuperResMoE: installing PyTorch failed")
+            slicer.util.errorDisplay("Installing PyTorch failed.", detailedText=str(exc), windowTitle="SuperResMoE")
+            return False
+        if installed is None or not dependencies.torch_ok():
+            slicer.util.errorDisplay(f"SuperResMoE needs {dependencies.TORCH_REQUIREMENT}; the PyTorch extension "
+                                     "did not provide it. Update the PyTorch extension and restart Slicer.",
+                                     windowTitle="SuperResMoE")
+            return False
+        slicer.util.infoDisplay(dependencies.torch_summary(), windowTitle="SuperResMoE: PyTorch")
+        self.probeDevices()  # the GPUs can be listed now
+        return True
+
+    def _pipInstall(self, dependencies, requirements):
+        constraints = os.path.join(slicer.util.tempDirectory("SuperResMoE-pip"), "constraints.txt")
+        with open(constraints, "w", encoding="utf-8") as fh:
+            fh.write(dependencies.constraints_text())
+        restart = dependencies.already_imported(requirements)
+        try:
+            packaging = getattr(slicer, "packaging", None)
+            if packaging is not None and hasattr(packaging, "pip_ensure"):  # Slicer >= 5.12
+                packaging.pip_ensure(requirements, constraints=constraints, prompt_install=False,
+                                     prompt_restart=True, requester="SuperResMoE")
+                restart = []  # pip_ensure asked already
+            else:
                 with slicer.util.WaitCursor():
-                    slicer.util.pip_install(" ".join(f'"{m}"' for m in missing))
-            except Exception as exc:  # noqa: BLE001 - pip failed: tell the user what and why
-                logging.exception("SuperResMoE: installing %s failed", missing)
-                slicer.util.errorDisplay("Installing the Python packages SuperResMoE needs failed:\n"
-                                         + "\n".join(missing), detailedText=str(exc), windowTitle="SuperResMoE")
-                return False
-        return not dependencies.missing_packages() and dependencies.is_installed(dependencies.TORCH)
+                    slicer.util.pip_install(["-c", constraints, *requirements])
+        except Exception as exc:  # noqa: BLE001 - pip failed: tell the user what and why
+            logging.exception("SuperResMoE: installing %s failed", requirements)
+            slicer.util.errorDisplay("Installing the Python packages SuperResMoE needs failed:\n"
+                                     + "\n".join(requirements), detailedText=str(exc), windowTitle="SuperResMoE")
+            return False
+        if restart and slicer.util.confirmYesNoDisplay(
+                "These packages were upgraded while an older version was loaded: " + ", ".join(restart)
+                + ". Restart Slicer now so that the new versions are used?", windowTitle="SuperResMoE"):
+            slicer.util.restart()
+        return True
 
     def probeDevices(self):
         """(Re)start listing the devices in a child process (:mod:`SuperResMoELib.slicer.device_probe`)."""
