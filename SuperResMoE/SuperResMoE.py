@@ -30,6 +30,20 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+try:  # Slicer's translation functions (user-facing strings are ready for translation)
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+
+    def _category(name):
+        """A module category, translated in Slicer's own context (so menus do not split)."""
+        return translate("qSlicerAbstractCoreModule", name)
+except ImportError:  # an old Slicer: shown as written
+    def _(text):
+        return text
+
+    def _category(name):
+        return name
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 for _candidate in (_HERE, os.path.dirname(_HERE)):  # installed beside, or the source tree
     if os.path.isdir(os.path.join(_candidate, "SuperResMoELib")) and _candidate not in sys.path:
@@ -80,19 +94,19 @@ class SuperResMoE(ScriptedLoadableModule):
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "SuperResMoE"
-        self.parent.categories = ["Filtering"]
+        self.parent.title = _("SuperResMoE")
+        self.parent.categories = [_category("Filtering")]
         self.parent.dependencies = []
         self.parent.contributors = ["SuperResMoE developers (SuperResMoE project)"]
-        self.parent.helpText = (
+        self.parent.helpText = _(
             "Super-resolution of low-resolution MRI with mixture-of-experts methods (SS-MoE, REMIx, MoEDiff-SR) and a "
-            "cubic-spline baseline. Pick an input volume and a method, click <b>Enhance</b>; with a reference "
-            "(or 'simulate low resolution') you also get error maps and metrics. "
+            "cubic-spline baseline. Pick an input volume (or a 4D scan's volume sequence) and a method, click "
+            "<b>Enhance</b>; with a reference (or 'simulate low resolution') you also get error maps and metrics. "
             "See the <a href='https://github.com/SuperResMoE/SlicerSuperResMoE#readme'>user guide</a>."
         )
-        self.parent.acknowledgementText = (
-            "Methods: Lin et al. (SS-MoE, MICCAI 2021); Morell-Ortega et al. (REMIx, MIDL 2024). "
-            "Sample data built from the MNI152 2009 template shipped with nilearn."
+        self.parent.acknowledgementText = _(
+            "Methods: Lin et al. (SS-MoE, MICCAI 2021); Morell-Ortega et al. (REMIx, MIDL 2024); Wang et al. "
+            "(MoEDiff-SR). Sample data built from the MNI152 2009 template shipped with nilearn."
         )
         reason = unsupported_reason()
         if reason:
@@ -261,7 +275,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         if self._run is not None:
             self._run.cancel()  # non-blocking; the poll sees it end and loads nothing
-            self.ui.statusLabel.text = "Cancelled: the scene was closed."
+            self.ui.statusLabel.text = _("Cancelled: the scene was closed.")
         if self._params is not None:
             self.removeObserver(self._params.node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self._params = None
@@ -373,13 +387,13 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---------------------------------------------------------- enhance
     def onApplyButton(self):
         if self._run is not None:
-            self.ui.statusLabel.text = "Cancelling..."
+            self.ui.statusLabel.text = _("Cancelling...")
             self._run.cancel()
             return
         from SuperResMoELib.slicer.logic import EnhanceRun
 
         if not self.logic.ensureDependencies(confirm=True):
-            self.ui.statusLabel.text = "Missing Python packages: Enhance needs them (see the user guide)."
+            self.ui.statusLabel.text = _("Missing Python packages: Enhance needs them (see the user guide).")
             return
         if self.logic.devices() is None and self._deviceTimer is not None:
             self._deviceTimer.start()  # a new probe (after installing torch): fill the list when it answers
@@ -396,7 +410,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run.start()
         except Exception as exc:  # noqa: BLE001 - shown to the user
             self._run = None
-            slicer.util.errorDisplay(f"Enhance could not start: {exc}", windowTitle="SuperResMoE")
+            slicer.util.errorDisplay(_("Enhance could not start: {error}").format(error=exc), windowTitle="SuperResMoE")
             return
         self.ui.progressBar.visible = True
         self.ui.progressBar.value = 0
@@ -418,14 +432,14 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             self._showOutcome(run.outcome, run.input_node, run.reference_node)
         except EnhanceCancelled:
-            self.ui.statusLabel.text = "Cancelled; nothing was added to the scene."
+            self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
         except EnhanceFailed as exc:
-            self.ui.statusLabel.text = "Enhance failed (details in the dialog)."
-            slicer.util.errorDisplay("Enhance failed.", detailedText=str(exc), windowTitle="SuperResMoE")
+            self.ui.statusLabel.text = _("Enhance failed (details in the dialog).")
+            slicer.util.errorDisplay(_("Enhance failed."), detailedText=str(exc), windowTitle="SuperResMoE")
         except Exception as exc:  # noqa: BLE001 - loading or showing the results: tell the user
             logging.exception("SuperResMoE: showing the results failed")
-            self.ui.statusLabel.text = f"Showing the results failed: {exc}"
-            slicer.util.errorDisplay("Enhance finished, but showing its results failed.", detailedText=str(exc),
+            self.ui.statusLabel.text = _("Showing the results failed: {error}").format(error=exc)
+            slicer.util.errorDisplay(_("Enhance finished, but showing its results failed."), detailedText=str(exc),
                                      windowTitle="SuperResMoE")
         finally:
             if not (run.process is not None and run.process.running):
@@ -454,7 +468,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._last is None:
             return
         outcome, inputNode, referenceNode = self._last
-        with slicer.util.tryWithErrorDisplay("Showing the comparison layout failed.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Showing the comparison layout failed."), waitCursor=True):
             self.logic.showComparison(outcome, inputNode, referenceNode)
 
 
@@ -490,8 +504,8 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
         try:
             import PyTorchUtils
         except ImportError:
-            slicer.util.errorDisplay("SuperResMoE needs PyTorch: install the 'PyTorch' extension from the "
-                                     "Extensions Manager, restart Slicer and try again.", windowTitle="SuperResMoE")
+            slicer.util.errorDisplay(_("SuperResMoE needs PyTorch: install the 'PyTorch' extension from the "
+                                       "Extensions Manager, restart Slicer and try again."), windowTitle="SuperResMoE")
             return False
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         try:
@@ -503,12 +517,12 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
             installed = torchLogic.installTorch(askConfirmation=False)
         except Exception as exc:  # noqa: BLE001 - shown to the user
             logging.exception("SuperResMoE: installing PyTorch failed")
-            slicer.util.errorDisplay("Installing PyTorch failed.", detailedText=str(exc), windowTitle="SuperResMoE")
+            slicer.util.errorDisplay(_("Installing PyTorch failed."), detailedText=str(exc), windowTitle="SuperResMoE")
             return False
         if installed is None or not dependencies.torch_ok():
-            slicer.util.errorDisplay(f"SuperResMoE needs {dependencies.TORCH_REQUIREMENT}; the PyTorch extension "
-                                     "did not provide it. Update the PyTorch extension and restart Slicer.",
-                                     windowTitle="SuperResMoE")
+            slicer.util.errorDisplay(_("SuperResMoE needs {requirement}; the PyTorch extension did not provide it. "
+                                       "Update the PyTorch extension and restart Slicer.").format(
+                                         requirement=dependencies.TORCH_REQUIREMENT), windowTitle="SuperResMoE")
             return False
         slicer.util.infoDisplay(dependencies.torch_summary(), windowTitle="SuperResMoE: PyTorch")
         self.probeDevices()  # the GPUs can be listed now
@@ -530,12 +544,13 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
                     slicer.util.pip_install(["-c", constraints, *requirements])
         except Exception as exc:  # noqa: BLE001 - pip failed: tell the user what and why
             logging.exception("SuperResMoE: installing %s failed", requirements)
-            slicer.util.errorDisplay("Installing the Python packages SuperResMoE needs failed:\n"
+            slicer.util.errorDisplay(_("Installing the Python packages SuperResMoE needs failed:") + "\n"
                                      + "\n".join(requirements), detailedText=str(exc), windowTitle="SuperResMoE")
             return False
         if restart and slicer.util.confirmYesNoDisplay(
-                "These packages were upgraded while an older version was loaded: " + ", ".join(restart)
-                + ". Restart Slicer now so that the new versions are used?", windowTitle="SuperResMoE"):
+                _("These packages were upgraded while an older version was loaded: {packages}. Restart Slicer now "
+                  "so that the new versions are used?").format(packages=", ".join(restart)),
+                windowTitle="SuperResMoE"):
             slicer.util.restart()
         return True
 

@@ -126,3 +126,22 @@ def test_bundled_checkpoints_are_installed() -> None:
     for f in (ROOT / "SuperResMoELib" / "checkpoints" / "bundled").iterdir():
         if f.suffix in (".json", ".safetensors"):
             assert any(entry.endswith(f"checkpoints/bundled/{f.name}") for entry in listed), f.name
+
+
+def test_user_facing_strings_are_ready_for_translation() -> None:
+    """Dialog texts and status lines are ``_()`` calls (Slicer's ``tr``), never bare or f-string literals."""
+    bare = []
+    for node in ast.walk(module_tree()):
+        texts = []
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
+                "errorDisplay", "warningDisplay", "infoDisplay", "confirmOkCancelDisplay", "confirmYesNoDisplay",
+                "tryWithErrorDisplay") and node.args:
+            texts.append(node.args[0])
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr in ("text", "helpText")
+                                                 and "statusLabel" in ast.unparse(t) or getattr(t, "attr", "") ==
+                                                 "helpText" for t in node.targets):
+            texts.append(node.value)
+        for t in texts:
+            if isinstance(t, (ast.Constant, ast.JoinedStr)):
+                bare.append(f"line {t.lineno}: {ast.unparse(t)[:60]}")
+    assert not bare, bare

@@ -140,7 +140,7 @@ class EnhanceRun:
             mrml.volume_from_node(self.input_node)  # clear error now for an empty or vector input
         else:
             sequences.volume_from_sequence(self.input_sequence)  # every frame scalar, one grid
-        self.folder = Path(tempfile.mkdtemp(prefix="superresmoe-"))
+        self.folder = Path(tempfile.mkdtemp(prefix="superresmoe-", dir=temp_root()))
         try:
             self._report("prepare", 0.0, "writing the input to a temporary folder")
             inp = self._write(self.input_node, "input")
@@ -192,14 +192,15 @@ class EnhanceRun:
 
     # ------------------------------------------------------------- helpers
     def _write(self, node, stem: str) -> Path:
-        """A volume node, or a whole volume sequence (4D NIfTI), into the run folder."""
+        """A volume node, or a whole volume sequence (4D NIfTI), into the run folder,
+        uncompressed (it is read once, by the background process, then deleted)."""
         from SuperResMoELib import io
 
         assert self.folder is not None
         seq = sequences.source_sequence(node)
-        path = self.folder / f"{stem}.nii.gz"
+        path = self.folder / f"{stem}.nii"
         if seq is None:
-            return mrml.write_node(node, path)
+            return mrml.write_node(node, path, compress=False)
         io.write_volume(sequences.volume_from_sequence(seq), path)
         return path
 
@@ -321,6 +322,18 @@ class EnhanceRun:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
+
+
+def temp_root() -> str | None:
+    """Where run folders go: Slicer's temporary folder (*Application settings*) when
+    the application runs, else the system's."""
+    try:
+        import slicer
+    except ImportError:
+        return None
+    app = getattr(slicer, "app", None)
+    path = getattr(app, "temporaryPath", None) if app is not None else None
+    return str(path) if path and Path(str(path)).is_dir() else None
 
 
 def results_html(outcome: EnhanceOutcome) -> str:

@@ -101,9 +101,10 @@ def add_volume_node(scene, volume: Volume, name: str, label: bool = False):
     return node
 
 
-def write_node(node, path: str | os.PathLike) -> Path:
+def write_node(node, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write a volume node to ``path`` (.nii.gz, .nrrd, ...) with a storage
-    node (removed again); the node itself is not changed.
+    node (removed again), compressed unless ``compress`` is false (a file read once
+    soon: writing it uncompressed is several times faster); the node itself is not changed.
 
     Raises:
         OSError: the file could not be written.
@@ -114,7 +115,7 @@ def write_node(node, path: str | os.PathLike) -> Path:
     scene.AddNode(storage)
     try:
         storage.SetFileName(str(path))
-        storage.SetUseCompression(1)
+        storage.SetUseCompression(1 if compress else 0)
         if not storage.WriteData(node):
             raise OSError(f"could not write volume '{node.GetName()}' to {path}")
     finally:
