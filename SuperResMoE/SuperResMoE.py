@@ -74,6 +74,8 @@ UI_WIDGETS: dict[str, str] = {
     "deviceComboBox": "QComboBox", "scaleLineEdit": "QLineEdit", "expertSpinBox": "QSpinBox",
     "ssmoeGroupBox": "QGroupBox", "taskComboBox": "QComboBox", "acquisitionLineEdit": "QLineEdit",
     "acquisitionTableSelector": "qMRMLNodeComboBox", "acquisitionFilePathLineEdit": "ctkPathLineEdit",
+    "outputSelector": "qMRMLNodeComboBox", "logTextEdit": "QPlainTextEdit",
+    "logCollapsibleButton": "ctkCollapsibleButton",
     "remixGroupBox": "QGroupBox", "targetSpacingSpinBox": "QDoubleSpinBox", "patchSizeSpinBox": "QSpinBox",
     "moediffGroupBox": "QGroupBox", "diffusionStepsSpinBox": "QSpinBox", "diffusionSamplesSpinBox": "QSpinBox",
     "samplerModeComboBox": "QComboBox", "sliceAxisComboBox": "QComboBox",
@@ -174,7 +176,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self._poll)
 
-        for name in ("inputSelector", "referenceSelector", "acquisitionTableSelector"):
+        for name in ("inputSelector", "referenceSelector", "acquisitionTableSelector", "outputSelector"):
             getattr(self.ui, name).connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
         for name in ("methodComboBox", "deviceComboBox", "taskComboBox", "samplerModeComboBox", "sliceAxisComboBox"):
             getattr(self.ui, name).connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
@@ -320,6 +322,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ui.scaleLineEdit.text = p.scale
             ui.acquisitionLineEdit.text = p.acquisition
             ui.acquisitionTableSelector.setCurrentNode(p.acquisitionTable)
+            ui.outputSelector.setCurrentNode(p.targetVolume)
             ui.acquisitionFilePathLineEdit.currentPath = p.acquisitionFile
             ui.expertSpinBox.value = p.expert
             ui.targetSpacingSpinBox.value = p.targetSpacing
@@ -369,6 +372,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.scale = ui.scaleLineEdit.text
             p.acquisition = ui.acquisitionLineEdit.text
             p.acquisitionTable = ui.acquisitionTableSelector.currentNode()
+            p.targetVolume = ui.outputSelector.currentNode()
             p.acquisitionFile = ui.acquisitionFilePathLineEdit.currentPath
             p.expert = int(ui.expertSpinBox.value)
             p.targetSpacing = float(ui.targetSpacingSpinBox.value)
@@ -406,7 +410,8 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     slicer.util.warningDisplay(warning, windowTitle="SuperResMoE")
             self._run = EnhanceRun(slicer.mrmlScene, p.inputVolume, request,
                                    None if request.simulate else p.referenceVolume,
-                                   on_progress=self._onProgress, acquisition=p.acquisition_source())
+                                   on_progress=self._onProgress, acquisition=p.acquisition_source(),
+                                   on_log=self._onLog, output_node=p.targetVolume)
             self._run.start()
         except Exception as exc:  # noqa: BLE001 - shown to the user
             self._run = None
@@ -415,8 +420,13 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.visible = True
         self.ui.progressBar.value = 0
         self.ui.resultsTextBrowser.clear()
+        self.ui.logTextEdit.clear()
         self._timer.start()
         self.updateGUIFromParameterNode()
+
+    def _onLog(self, line):
+        """A line of the background process into the log panel."""
+        self.ui.logTextEdit.appendPlainText(line)
 
     def _onProgress(self, stage, fraction, message):
         self.ui.progressBar.value = int(round(100 * fraction))
@@ -434,7 +444,8 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except EnhanceCancelled:
             self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
         except EnhanceFailed as exc:
-            self.ui.statusLabel.text = _("Enhance failed (details in the dialog).")
+            self.ui.statusLabel.text = _("Enhance failed (details in the dialog and the log).")
+            self.ui.logCollapsibleButton.collapsed = False
             slicer.util.errorDisplay(_("Enhance failed."), detailedText=str(exc), windowTitle="SuperResMoE")
         except Exception as exc:  # noqa: BLE001 - loading or showing the results: tell the user
             logging.exception("SuperResMoE: showing the results failed")

@@ -140,3 +140,15 @@ def test_cli_command_runs_the_library_cli(tmp_path) -> None:
                              cwd=tmp_path).start()
     assert proc.wait(timeout=120) == 0
     assert proc.final is not None and proc.final.stage == "done"
+
+
+def test_log_lines_hold_everything_but_progress() -> None:
+    proc = BackgroundProcess(script("""
+        import json, sys
+        print("plain stdout line", flush=True)
+        print(json.dumps({"stage": "enhance", "fraction": 0.5, "message": "x"}), flush=True)
+        print("a warning", file=sys.stderr, flush=True)
+    """)).start()
+    proc.wait(timeout=60)
+    lines = proc.log_lines()
+    assert sorted(lines) == ["a warning", "plain stdout line"] and proc.log_lines() == []

@@ -145,3 +145,15 @@ def test_user_facing_strings_are_ready_for_translation() -> None:
             if isinstance(t, (ast.Constant, ast.JoinedStr)):
                 bare.append(f"line {t.lineno}: {ast.unparse(t)[:60]}")
     assert not bare, bare
+
+
+def test_form_and_grid_layout_items_have_a_cell() -> None:
+    """An item of a form or grid layout without row/column lands on top of another widget."""
+    bad = []
+    for layout in ET.parse(UI).iter("layout"):
+        if layout.get("class") in ("QFormLayout", "QGridLayout"):
+            for item in layout.findall("item"):
+                if item.get("row") is None:
+                    widget = item.find("widget")
+                    bad.append(f"{layout.get('name')}: {widget.get('name') if widget is not None else '?'}")
+    assert not bad, bad

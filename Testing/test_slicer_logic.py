@@ -296,6 +296,51 @@ def test_sequence_results_survive_a_scene_save(scene, tmp_path) -> None:
     again.Clear(1)
 
 
+def test_output_node_is_reused_and_the_log_reaches_the_caller(scene) -> None:
+    node = hr_node(scene)
+    target = mrml.add_volume_node(scene, Volume(np.zeros((2, 2, 2), np.float32), np.eye(4)), "my output")
+    n_before = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    lines = []
+    out = run(scene, node, EnhanceRequest(method="cubic", scale=(1, 1, 2)), on_log=lines.append, output_node=target)
+    assert out.nodes["sr"] is target and target.GetName() == "my output"
+    assert slicer.util.arrayFromVolume(target).shape == (32, 20, 18)  # k doubled
+    assert target.GetModifiedSinceRead() and target.GetStorageNode().GetFileName() == "my output.nii.gz"
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == n_before  # nothing new
+    with pytest.raises(EnhanceFailed, match="must not be the input"):
+        EnhanceRun(scene, node, EnhanceRequest(method="cubic"), output_node=node)
+    seq, _, _ = mudi_sequence(scene, frames=2, shape=(8, 12, 12))
+    with pytest.raises(EnhanceFailed, match="create new"):
+        EnhanceRun(scene, seq, EnhanceRequest(method="cubic"), output_node=target)
+
+
+def test_log_lines_of_the_background_process(scene, tmp_path) -> None:
+    """Warnings the CLI writes (here: options the method ignores) reach on_log."""
+    node = hr_node(scene)
+    lines = []
+    run(scene, node, EnhanceRequest(method="cubic", scale=(1, 1, 2), expert=2), on_log=lines.append)
+    assert any("expert" in line for line in lines), lines
+
+
+def test_results_box_explains_the_run(scene) -> None:
+    from SuperResMoELib.slicer.logic import EnhanceOutcome, explain, results_html
+
+    seq, _, _ = mudi_sequence(scene, frames=3, shape=(8, 12, 12))
+    out = EnhanceOutcome(info={"method": "moediff", "device": "cpu", "input_size_ijk": [12, 12, 8],
+                               "input_spacing_ijk": [2.5, 2.5, 5.0], "output_size_ijk": [30, 30, 40],
+                               "output_spacing_ijk": [1.0, 1.0, 1.0], "output_grid": "output on the reference grid",
+                               "steps": 2, "sampler": "full", "slice_axis": "k", "slice_axis_reason": "least change",
+                               "gates": {"mean": [0.7, 0.2, 0.1], "std": [0.1, 0.05, 0.02], "slices_led": [30, 8, 2]},
+                               "warnings": ["spacing outside the training domain"]},
+                         sequences={"sr": seq})
+    lines = explain(out)
+    assert lines[0] == "input 12 x 12 x 8 voxels of 2.5 x 2.5 x 5 mm -> output 30 x 30 x 40 voxels of 1 x 1 x 1 mm"
+    assert "output grid: output on the reference grid" in lines and any("3 frames enhanced" in x for x in lines)
+    assert any(x.startswith("diffusion: 2 sampler step(s), full mode, slices across k") for x in lines)
+    assert any("E1 0.70 ± 0.10" in x and "slices led: E1 30" in x for x in lines)
+    html = results_html(out)
+    assert "Warning: spacing outside the training domain" in html and "No reference" in html
+
+
 def test_request_round_trip_and_arguments(tmp_path) -> None:
     req = request_from_dict({"method": "remix", "spacing": (1.0,), "expert": 3, "patch_size": 64, "overlap": 0.25,
                              "mixed_precision": False})

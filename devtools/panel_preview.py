@@ -57,11 +57,14 @@ def render_panel(out: str | os.PathLike, width: int = 420) -> Path:
     app, panel = load_panel()
     find = lambda name: panel.findChild(QtWidgets.QWidget, name)  # noqa: E731
     for name, title in (("inputsCollapsibleButton", "Inputs"), ("methodCollapsibleButton", "Method"),
-                        ("advancedCollapsibleButton", "Advanced"), ("resultsCollapsibleButton", "Results")):
+                        ("advancedCollapsibleButton", "Advanced"), ("resultsCollapsibleButton", "Results"),
+                        ("logCollapsibleButton", "Log (collapsed in Slicer)")):
         find(name).setTitle(title)
     find("inputSelector").addItem("qMRI (2.5x2.5x5 mm)")
     find("referenceSelector").addItem("(none)")
-    for title in ("Cubic spline", "SS-MoE", "SR U-Net", "Hard-MoE", "REMIx", "REMIx 1-network"):
+    find("outputSelector").addItem("(create new)")
+    find("acquisitionTableSelector").addItem("qMRI acquisition (table)")
+    for title in ("Cubic spline", "SS-MoE", "SR U-Net", "Hard-MoE", "REMIx", "REMIx 1-network", "MoEDiff-SR"):
         find("methodComboBox").addItem(title)
     find("methodComboBox").setCurrentIndex(1)
     find("methodDescriptionLabel").setText("Self-supervised mixture of experts (Lin et al. 2021): a gater routes "
@@ -70,6 +73,8 @@ def render_panel(out: str | os.PathLike, width: int = 420) -> Path:
     find("taskComboBox").addItems(["aniso", "iso"])
     find("checkpointPathLineEdit").setPlaceholderText("bundled checkpoint")
     find("remixGroupBox").setVisible(False)
+    find("moediffGroupBox").setVisible(False)
+    find("logTextEdit").setMaximumHeight(60)
     find("applyButton").setEnabled(True)
     find("statusLabel").setText("PySide6 preview of the panel (Slicer widgets shown as plain Qt stand-ins)")
     panel.resize(width, panel.sizeHint().height())

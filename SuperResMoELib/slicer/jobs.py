@@ -105,6 +105,8 @@ class BackgroundProcess:
         self.cwd = cwd
         self.proc: subprocess.Popen | None = None
         self._events: queue.Queue[ProgressEvent] = queue.Queue()
+        #: Every output line that is not a progress object (stderr and other stdout), for a log panel.
+        self._log: queue.Queue[str] = queue.Queue()
         self._stderr: list[str] = []
         self._threads: list[threading.Thread] = []
         self.last: ProgressEvent | None = None
@@ -136,12 +138,16 @@ class BackgroundProcess:
             event = parse_progress_line(line)
             if event is not None:
                 self._events.put(event)
+            elif line.strip():
+                self._log.put(line.rstrip("\n"))
 
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
         size = 0
         for line in self.proc.stderr:
             self._stderr.append(line)
+            if line.strip():
+                self._log.put(line.rstrip("\n"))
             size += len(line)
             while size > 2 * STDERR_TAIL_CHARS and len(self._stderr) > 1:
                 size -= len(self._stderr.pop(0))
@@ -167,6 +173,15 @@ class BackgroundProcess:
             if event.stage in ("done", "error"):
                 self.final = event
         return out
+
+    def log_lines(self) -> list[str]:
+        """Output lines (stderr, and stdout lines that are not progress) since the last call (never blocks)."""
+        out = []
+        while True:
+            try:
+                out.append(self._log.get_nowait())
+            except queue.Empty:
+                return out
 
     def wait(self, timeout: float | None = None, on_event: Callable[[ProgressEvent], None] | None = None,
              interval: float = 0.05) -> int:

@@ -115,7 +115,8 @@ class EnhanceRun:
     """
 
     def __init__(self, scene, input_node, request: EnhanceRequest, reference_node=None, python: str | None = None,
-                 on_progress: ProgressHandler | None = None, acquisition=None) -> None:
+                 on_progress: ProgressHandler | None = None, acquisition=None,
+                 on_log: Callable[[str], None] | None = None, output_node=None) -> None:
         if request.simulate and reference_node is not None:
             raise EnhanceFailed("give either a reference volume or 'simulate low resolution', not both")
         self.scene = scene
@@ -132,6 +133,18 @@ class EnhanceRun:
         self.acquisition = acquisition
         #: The input's volume sequence (4D scans), whose index the results copy.
         self.input_sequence = sequences.source_sequence(input_node)
+        #: Called with each line the background process writes (a log panel).
+        self.on_log = on_log
+        #: An existing scalar volume node that receives the SR result (3D), instead of a new node.
+        self.output_node = output_node
+        if output_node is not None:
+            if output_node is input_node or output_node is reference_node or (
+                    self.input_sequence is not None and sequences.source_sequence(output_node) is self.input_sequence):
+                raise EnhanceFailed("the output volume must not be the input or the reference (inputs are never "
+                                    "modified): choose another volume or 'create new'")
+            if self.input_sequence is not None:
+                raise EnhanceFailed("a 4D scan's results are new volume sequences: set the output volume to "
+                                    "'create new'")
 
     # ------------------------------------------------------------- control
     def start(self) -> None:
@@ -164,6 +177,7 @@ class EnhanceRun:
         assert self.process is not None, "start() first"
         for event in self.process.poll():
             self._event(event)
+        self._flush_log()
         if self.process.running:
             return True
         self.process.wait(on_event=self._event)
@@ -223,12 +237,21 @@ class EnhanceRun:
             self.on_progress(stage, fraction, message)
 
     def _event(self, event: ProgressEvent) -> None:
+        self._flush_log()
         if event.stage in ("done", "error"):
             return
         self._report(event.stage, event.fraction, event.message)
 
+    def _flush_log(self) -> None:
+        if self.process is None:
+            return
+        for line in self.process.log_lines():
+            if self.on_log is not None:
+                self.on_log(line)
+
     def _finish(self) -> None:
         assert self.process is not None
+        self._flush_log()
         try:
             code = self.process.returncode
             if self.process.cancelled or code == ExitCode.CANCELLED:
@@ -262,7 +285,9 @@ class EnhanceRun:
                     node = self._add_sequence(tag, vol, name, out)
                     out.nodes[tag] = node
                     continue
-            if tag == "sr":
+            if tag == "sr" and self.output_node is not None:
+                node = mrml.read_into_node(self.output_node, path)
+            elif tag == "sr":
                 node = mrml.read_volume_node(self.scene, path, f"{base} SR ({method})", temporary=True)
             elif tag == "routing":
                 from SuperResMoELib.io.formats import read_volume
@@ -347,6 +372,7 @@ def results_html(outcome: EnhanceOutcome) -> str:
     info = outcome.info
     lines = [f"<b>{escape(str(info.get('method', '')))}</b> on {escape(str(info.get('device', '?')))} "
              f"in {outcome.seconds:.1f} s"]
+    lines += [escape(line) for line in explain(outcome)]
     if info.get("reason"):
         lines.append(escape(str(info["reason"])))
     lines += [f"<b style='color:#c0392b'>Warning: {escape(str(w))}</b>" for w in info.get("warnings", [])]
@@ -355,6 +381,41 @@ def results_html(outcome: EnhanceOutcome) -> str:
     lines += [f"<i>{escape(str(e))}</i>" for e in info.get("events", [])]
     table = f"<table>{rows}</table>" if rows else "<i>No reference: no metrics.</i>"
     return "<br>".join(lines) + "<br>" + table
+
+
+def _ijk(values) -> str:
+    return " x ".join(f"{float(v):g}" for v in values)
+
+
+def explain(outcome: EnhanceOutcome) -> list[str]:
+    """Plain lines that say what the run did: grids (input -> output, and where the
+    output grid came from), the frames of a 4D scan, and the diffusion sampler with
+    its experts' gate weights (MoEDiff-SR)."""
+    info, lines = outcome.info, []
+    if info.get("input_size_ijk") and info.get("output_size_ijk"):
+        lines.append(f"input {_ijk(info['input_size_ijk'])} voxels of {_ijk(info['input_spacing_ijk'])} mm -> "
+                     f"output {_ijk(info['output_size_ijk'])} voxels of {_ijk(info['output_spacing_ijk'])} mm")
+    if info.get("output_grid"):
+        lines.append(f"output grid: {info['output_grid']}")
+    seq = outcome.sequences.get("sr")
+    if seq is not None:
+        lines.append(f"4D scan: {seq.GetNumberOfDataNodes()} frames enhanced; results are volume sequences "
+                     f"(index {seq.GetIndexName()})")
+    if "steps" in info and "sampler" in info:
+        text = f"diffusion: {info['steps']} sampler step(s), {info['sampler']} mode"
+        if info.get("slice_axis"):
+            text += f", slices across {info['slice_axis']}"
+            if info.get("slice_axis_reason"):
+                text += f" ({info['slice_axis_reason']})"
+        lines.append(text)
+        gates = info.get("gates") or {}
+        if gates.get("mean"):
+            parts = [f"E{i + 1} {m:.2f}" + (f" ± {sd:.2f}" if gates.get("std") else "")
+                     for i, (m, sd) in enumerate(zip(gates["mean"], gates.get("std") or [0] * len(gates["mean"])))]
+            led = gates.get("slices_led")
+            lines.append("expert gate weights per slice: " + ", ".join(parts)
+                         + (f"; slices led: {', '.join(f'E{i + 1} {n}' for i, n in enumerate(led))}" if led else ""))
+    return lines
 
 
 def request_from_dict(values: dict[str, Any]) -> EnhanceRequest:

@@ -172,6 +172,34 @@ def read_volume_node(scene, path: str | os.PathLike, name: str | None = None, la
     return node
 
 
+def read_into_node(node, path: str | os.PathLike):
+    """Read a result file into an existing scalar volume node (the panel's chosen
+    output), replacing its voxels and geometry; read as a temporary file like
+    :func:`read_volume_node`, its storage named after the node.
+
+    Raises:
+        InputError: not a scalar volume node.
+        OSError: unreadable file.
+    """
+    slicer = _slicer()
+    if node is None or not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise InputError("the output node must be a scalar volume")
+    scene = node.GetScene()
+    storage = node.GetStorageNode()
+    if storage is None or not storage.IsA("vtkMRMLVolumeArchetypeStorageNode"):
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node, True):
+        raise OSError(f"could not read a volume from {path}")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(safe_file_name(node.GetName()))
+    storage.SetUseCompression(1)
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
 # ------------------------------------------------------------------- colours
 def error_color_node(scene):
     """The colour table of error maps: a 256-step black -> red -> yellow ->

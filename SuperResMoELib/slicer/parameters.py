@@ -23,8 +23,9 @@ from SuperResMoELib.core.options import panel_default, panel_options, panel_to_v
 from SuperResMoELib.slicer.logic import EnhanceRequest
 
 #: Node-reference roles (attribute name -> reference role).
-NODE_REFERENCES: tuple[str, ...] = ("inputVolume", "referenceVolume", "acquisitionTable", "outputVolume",
-                                    "errorVolume", "expertVolume", "lowResolutionVolume", "metricsTable")
+NODE_REFERENCES: tuple[str, ...] = ("inputVolume", "referenceVolume", "acquisitionTable", "targetVolume",
+                                    "outputVolume", "errorVolume", "expertVolume", "lowResolutionVolume",
+                                    "metricsTable")
 #: Plain panel settings that are not enhance options (the acquisition file of a 4D input).
 EXTRA_FIELDS: tuple[tuple[str, type, Any], ...] = (("acquisitionFile", str, ""),)
 
