@@ -118,6 +118,20 @@ class SuperResMoE(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", onStartupCompleted)
 
 
+def onStartupCompleted():
+    """Register the sample data and the comparison layout (so a saved scene that
+    uses the layout reopens with it, before the panel is ever shown)."""
+    registerSampleData()
+    try:
+        from SuperResMoELib.slicer.views import register_layout
+
+        manager = slicer.app.layoutManager()
+        if manager is not None:  # none with --no-main-window
+            register_layout(manager.layoutLogic().GetLayoutNode())
+    except Exception:  # noqa: BLE001 - a layout problem must not break Slicer's startup
+        logging.exception("SuperResMoE: registering the comparison layout failed")
+
+
 def registerSampleData():
     """Register the shipped compact samples with the Sample Data module: an LR/HR
     T1 pair and a MUDI-like 4D qMRI scan (LR and HR volume sequences and the
@@ -276,7 +290,7 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         import vtk
 
         if self._run is not None:
-            self._run.cancel()  # non-blocking; the poll sees it end and loads nothing
+            self._run.cancel(discard=True)  # non-blocking; nothing is loaded, even if it had just finished
             self.ui.statusLabel.text = _("Cancelled: the scene was closed.")
         if self._params is not None:
             self.removeObserver(self._params.node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
@@ -479,8 +493,14 @@ class SuperResMoEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._last is None:
             return
         outcome, inputNode, referenceNode = self._last
-        with slicer.util.tryWithErrorDisplay(_("Showing the comparison layout failed."), waitCursor=True):
-            self.logic.showComparison(outcome, inputNode, referenceNode)
+        try:
+            with slicer.util.WaitCursor():
+                self.logic.showComparison(outcome, inputNode, referenceNode)
+        except Exception as exc:  # noqa: BLE001 - one dialog; the results themselves are in the scene
+            logging.exception("SuperResMoE: showing the comparison layout failed")
+            self.ui.statusLabel.text = _("Showing the comparison layout failed: {error}").format(error=exc)
+            slicer.util.errorDisplay(_("Showing the comparison layout failed."), detailedText=str(exc),
+                                     windowTitle="SuperResMoE")
 
 
 # ============================================================================ logic
@@ -545,10 +565,14 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
             fh.write(dependencies.constraints_text())
         restart = dependencies.already_imported(requirements)
         try:
-            packaging = getattr(slicer, "packaging", None)
-            if packaging is not None and hasattr(packaging, "pip_ensure"):  # Slicer >= 5.12
+            try:  # Slicer >= 5.12 (a submodule: imported explicitly)
+                import slicer.packaging as packaging
+            except ImportError:
+                packaging = None
+            if packaging is not None and hasattr(packaging, "pip_ensure"):
+                # the user agreed already (or asked for the full self-test): also under --testing
                 packaging.pip_ensure(requirements, constraints=constraints, prompt_install=False,
-                                     prompt_restart=True, requester="SuperResMoE")
+                                     prompt_restart=True, requester="SuperResMoE", skip_in_testing=False)
                 restart = []  # pip_ensure asked already
             else:
                 with slicer.util.WaitCursor():
@@ -620,7 +644,10 @@ class SuperResMoELogic(ScriptedLoadableModuleLogic):
         )
         from SuperResMoELib.slicer.views import register_layout
 
+        from SuperResMoELib.slicer.sequences import display_volume
+
         nodes = outcome.nodes
+        inputVolume, referenceVolume = display_volume(inputVolume), display_volume(referenceVolume)
         lr = nodes.get("lr") or inputVolume
         hr = inputVolume if "lr" in nodes else referenceVolume
         layoutManager = slicer.app.layoutManager()

@@ -157,3 +157,14 @@ def test_form_and_grid_layout_items_have_a_cell() -> None:
                     widget = item.find("widget")
                     bad.append(f"{layout.get('name')}: {widget.get('name') if widget is not None else '?'}")
     assert not bad, bad
+
+
+def test_every_mrml_widget_gets_the_scene() -> None:
+    """A qMRML widget without a mrmlSceneChanged -> setMRMLScene connection stays empty in Slicer."""
+    root = ET.parse(UI).getroot()
+    mrml_widgets = {w.get("name") for w in root.iter("widget") if (w.get("class") or "").startswith("qMRML")
+                    and w.get("class") != "qMRMLWidget"}
+    connected = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    assert mrml_widgets and mrml_widgets <= connected, sorted(mrml_widgets - connected)

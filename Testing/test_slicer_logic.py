@@ -341,6 +341,48 @@ def test_results_box_explains_the_run(scene) -> None:
     assert "Warning: spacing outside the training domain" in html and "No reference" in html
 
 
+def test_a_table_left_from_a_4d_run_is_ignored_for_a_3d_input(scene) -> None:
+    _, table, _ = mudi_sequence(scene, frames=3, shape=(8, 12, 12))
+    node = hr_node(scene)
+    out = run(scene, node, EnhanceRequest(method="cubic", scale=(1, 1, 2)), acquisition=table)
+    assert "sr" in out.nodes and not out.sequences
+
+
+def test_discarded_run_loads_nothing_even_when_finished(scene) -> None:
+    node = hr_node(scene)
+    job = EnhanceRun(scene, node, EnhanceRequest(method="cubic", scale=(1, 1, 2)), python=sys.executable)
+    job.start()
+    job.process.proc.wait(timeout=120)  # finished, not polled yet (the scene closes now)
+    n = scene.GetNumberOfNodes()
+    job.cancel(discard=True)
+    with pytest.raises(EnhanceCancelled):
+        while job.poll():
+            pass
+    assert scene.GetNumberOfNodes() == n
+
+
+def test_output_node_gets_a_fresh_storage_node(scene, tmp_path) -> None:
+    node = hr_node(scene)
+    path = mrml.write_node(node, tmp_path / "t.nrrd")
+    target = mrml.read_volume_node(scene, path, "target")
+    old = target.GetStorageNode()
+    old.SetCenterImage(1)  # a reader setting that must not apply to the result
+    mrml.read_into_node(target, mrml.write_node(node, tmp_path / "r.nii.gz"))
+    assert target.GetStorageNode() is not old and old.GetScene() is None
+    np.testing.assert_allclose(mrml.ijk_to_ras(target), mrml.ijk_to_ras(node), atol=1e-4)
+
+
+def test_display_volume_of_a_sequence_is_its_proxy(scene) -> None:
+    seq, _, _ = mudi_sequence(scene, frames=2, shape=(8, 12, 12))
+    assert sequences.display_volume(seq) is None  # no browser yet
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode")
+    browser.SetAndObserveMasterSequenceNodeID(seq.GetID())
+    sequences._sequences_logic(scene).UpdateProxyNodesFromSequences(browser)
+    assert sequences.display_volume(seq) is browser.GetProxyNode(seq)
+    vol = hr_node(scene)
+    assert sequences.display_volume(vol) is vol and sequences.display_volume(None) is None
+
+
 def test_request_round_trip_and_arguments(tmp_path) -> None:
     req = request_from_dict({"method": "remix", "spacing": (1.0,), "expert": 3, "patch_size": 64, "overlap": 0.25,
                              "mixed_precision": False})

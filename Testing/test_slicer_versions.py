@@ -138,3 +138,34 @@ def test_supported_pythons() -> None:
 def test_readme_and_extension_metadata_state_the_minimum() -> None:
     assert "Slicer 5.10" in (ROOT / "README.md").read_text()
     assert "Slicer 5.10" in (ROOT / "CMakeLists.txt").read_text()
+
+
+SUPPORTED_PROBE = """
+import sys, types
+sys.path.insert(0, sys.argv[1])
+import slicer
+calls = []
+slicer.app.connect = lambda signal, slot: calls.append((signal, slot))
+slicer.app.layoutManager = lambda: None
+import importlib.util
+spec = importlib.util.spec_from_file_location("SuperResMoE", sys.argv[2])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+parent = types.SimpleNamespace()
+mod.SuperResMoE(parent)
+assert [c[0] for c in calls] == ["startupCompleted()"], calls
+calls[0][1]()  # what Slicer calls at startup: no SampleData module here, no layout manager
+assert "Enhance" in parent.helpText and parent.categories
+print("ok")
+"""
+
+
+def test_supported_python_registers_the_startup_work(tmp_path) -> None:
+    """On a supported Python the module's metadata is set and its startup callback exists and runs
+    (the stand-in again: Slicer itself cannot run here)."""
+    for name, text in STAND_IN.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    proc = subprocess.run([sys.executable, "-c", SUPPORTED_PROBE, str(tmp_path), str(MODULE)], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

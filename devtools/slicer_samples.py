@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -136,7 +137,7 @@ def build(out: Path = OUT) -> dict:
                     "files": {}}
         for name in (*FILES["t1"], *FILES["mudi"]):
             manifest["files"][name] = {"sha256": sha256(staged / name), "bytes": (staged / name).stat().st_size}
-            (staged / name).replace(out / name)
+            shutil.move(str(staged / name), str(out / name))  # across file systems too
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 

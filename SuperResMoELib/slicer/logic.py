@@ -133,6 +133,8 @@ class EnhanceRun:
         self.acquisition = acquisition
         #: The input's volume sequence (4D scans), whose index the results copy.
         self.input_sequence = sequences.source_sequence(input_node)
+        #: Set by ``cancel(discard=True)``: nothing is loaded.
+        self.discarded = False
         #: Called with each line the background process writes (a log panel).
         self.on_log = on_log
         #: An existing scalar volume node that receives the SR result (3D), instead of a new node.
@@ -184,9 +186,11 @@ class EnhanceRun:
         self._finish()
         return False
 
-    def cancel(self, block: bool = False) -> None:
+    def cancel(self, block: bool = False, discard: bool = False) -> None:
         """End the process tree without waiting for it (the GUI thread calls
-        this); the next :meth:`poll` after it has exited raises :class:`EnhanceCancelled`."""
+        this); the next :meth:`poll` after it has exited raises :class:`EnhanceCancelled`.
+        ``discard``: load nothing even if the process had already finished (the scene is closing)."""
+        self.discarded = self.discarded or discard
         if self.process is not None:
             self.process.cancel(block=block)
 
@@ -219,13 +223,14 @@ class EnhanceRun:
         return path
 
     def _acquisition_file(self) -> Path | None:
-        """The acquisition table as a file for ``--table``: a given path as it is, a
-        table node written into the run folder; ``None`` without one."""
+        """The acquisition table of a 4D input as a file for ``--table``: a given path
+        as it is, a table node written into the run folder; ``None`` without one or
+        for a 3D input (a table left in the panel from an earlier 4D run is ignored)."""
         from SuperResMoELib.io.formats import write_acquisition_table
 
         assert self.folder is not None
-        if self.acquisition is None or self.acquisition == "":
-            return None
+        if self.acquisition is None or self.acquisition == "" or self.input_sequence is None:
+            return None  # a 3D input takes its acquisition from the options, never a table
         if isinstance(self.acquisition, (str, Path)):
             return Path(self.acquisition)
         return write_acquisition_table(sequences.acquisition_table(self.acquisition),
@@ -254,7 +259,7 @@ class EnhanceRun:
         self._flush_log()
         try:
             code = self.process.returncode
-            if self.process.cancelled or code == ExitCode.CANCELLED:
+            if self.process.cancelled or self.discarded or code == ExitCode.CANCELLED:
                 self._report("cancelled", 1.0, "cancelled")
                 raise EnhanceCancelled("cancelled by the user")
             result = self.process.result
@@ -276,15 +281,13 @@ class EnhanceRun:
             tag = stem[len("sr_"):] if stem.startswith("sr_") else ("sr" if stem == "sr" else None)
             if tag is None:
                 continue
-            if tag in MAP_TITLES or tag == "sr":
-                name = f"{base} SR ({method})" if tag == "sr" else f"{base} {MAP_TITLES[tag]} ({method})"
+            if self.input_sequence is not None and (tag in MAP_TITLES or tag == "sr"):
+                # a 4D scan: every result is a new sequence with the input's index
                 from SuperResMoELib.io.formats import read_volume
 
-                vol = read_volume(path)
-                if vol.is_4d:  # a 4D scan: a new sequence with the input's index
-                    node = self._add_sequence(tag, vol, name, out)
-                    out.nodes[tag] = node
-                    continue
+                name = f"{base} SR ({method})" if tag == "sr" else f"{base} {MAP_TITLES[tag]} ({method})"
+                out.nodes[tag] = self._add_sequence(tag, read_volume(path), name, out)
+                continue
             if tag == "sr" and self.output_node is not None:
                 node = mrml.read_into_node(self.output_node, path)
             elif tag == "sr":

@@ -185,14 +185,16 @@ def read_into_node(node, path: str | os.PathLike):
     if node is None or not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
         raise InputError("the output node must be a scalar volume")
     scene = node.GetScene()
-    storage = node.GetStorageNode()
-    if storage is None or not storage.IsA("vtkMRMLVolumeArchetypeStorageNode"):
-        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-        scene.AddNode(storage)
+    old = node.GetStorageNode()
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()  # fresh: none of the old reader settings (centering...)
+    scene.AddNode(storage)
     storage.SetFileName(str(path))
     if not storage.ReadData(node, True):
+        scene.RemoveNode(storage)
         raise OSError(f"could not read a volume from {path}")
     node.SetAndObserveStorageNodeID(storage.GetID())
+    if old is not None and old is not storage:
+        scene.RemoveNode(old)
     storage.SetFileName(safe_file_name(node.GetName()))
     storage.SetUseCompression(1)
     if node.GetDisplayNode() is None:

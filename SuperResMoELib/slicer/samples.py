@@ -6,9 +6,10 @@ The files are the compact samples shipped in ``SuperResMoE/Resources/SampleData`
 Data* source with ``file://`` URIs and checksums, so a tile click and
 ``SampleData.downloadSample(name)`` both load it with Slicer's own readers
 (volumes, the Sequences module's volume sequences, table nodes): nothing to
-install, nothing generated, no temporary files; the loaded files live in
-Slicer's download cache, so a saved scene keeps them.  Cache file names carry
-the file's digest, so an updated sample never reuses a stale cached file.
+install, nothing generated, no temporary files.  (SampleData's ``loadNode``
+drops the loaded nodes' storage nodes, so *Save* writes them with the scene
+like any new node.)  Cache file names carry the file's digest, so an updated
+sample never reuses a stale cached file.
 """
 
 from __future__ import annotations

@@ -60,6 +60,20 @@ def source_sequence(node):
     return None
 
 
+def display_volume(node):
+    """What a slice view can show for ``node``: a sequence's proxy volume (of the first
+    browser whose master it is), else ``node`` itself."""
+    if node is None or not node.IsA("vtkMRMLSequenceNode"):
+        return node
+    scene = node.GetScene()
+    for browser in _browsers(scene) if scene is not None else []:
+        if browser.GetMasterSequenceNode() is node:
+            proxy = browser.GetProxyNode(node)
+            if proxy is not None:
+                return proxy
+    return None
+
+
 def volume_from_sequence(seq) -> Volume:
     """A 4D :class:`Volume` ``(N, K, J, I)`` holding a **copy** of a volume sequence's frames.
 
