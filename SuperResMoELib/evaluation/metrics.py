@@ -27,10 +27,10 @@ from __future__ import annotations
 from typing import Callable, Final, Sequence
 
 import numpy as np
-from skimage.metrics import structural_similarity
 
 from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.volume import Volume
+from SuperResMoELib.evaluation.ssim import ssim_map_mean
 
 #: Standard deviation (voxels) of the Gaussian SSIM window.
 SSIM_SIGMA: float = 2.5
@@ -222,8 +222,10 @@ def ssim_window_size(sigma: float = SSIM_SIGMA) -> int:
 def ssim3d(reference: np.ndarray, prediction: np.ndarray, data_range: float | None = None) -> float:
     """Mean structural similarity of two 3D volumes.
 
-    :func:`skimage.metrics.structural_similarity` with ``gaussian_weights=True,
-    sigma=2.5, use_sample_covariance=False`` on the whole ``(K, J, I)`` arrays.
+    The value of :func:`skimage.metrics.structural_similarity` with
+    ``gaussian_weights=True, sigma=2.5, use_sample_covariance=False`` on the
+    whole ``(K, J, I)`` arrays, computed with separable torch convolutions
+    (:mod:`.ssim`; equal to 1e-4).
 
     Args:
         reference, prediction: ``(K, J, I)`` arrays, each side at least
@@ -243,7 +245,7 @@ def ssim3d(reference: np.ndarray, prediction: np.ndarray, data_range: float | No
             f"SSIM needs at least {win} voxels along each axis (Gaussian window, sigma "
             f"{SSIM_SIGMA}), the volume has shape {ref.shape}; skip SSIM for such small volumes"
         )
-    return _ssim(ref, pred, _data_range(ref, data_range))
+    return float(ssim_map_mean(ref, pred, _data_range(ref, data_range), SSIM_SIGMA, SSIM_TRUNCATE, 3)[0])
 
 
 def ssim_slices(reference: np.ndarray, prediction: np.ndarray, data_range: float | None = None, axis: int = 0) -> float:
@@ -261,25 +263,8 @@ def ssim_slices(reference: np.ndarray, prediction: np.ndarray, data_range: float
     if min(np.delete(ref.shape, axis)) < win:
         raise InputError(f"SSIM needs slices of at least {win} x {win} pixels, the volume has shape {ref.shape}")
     dr = _data_range(ref, data_range)
-    return float(np.mean([_ssim(np.take(ref, n, axis), np.take(pred, n, axis), dr) for n in range(ref.shape[axis])]))
-
-
-def _ssim(ref: np.ndarray, pred: np.ndarray, dr: float) -> float:
-    # SSIM is invariant to scaling both images and the data range by one factor;
-    # a power of two keeps the arithmetic exact and the squares finite.
-    scale = _pow2_scale(ref, pred)
-    try:
-        value = structural_similarity(
-            ref / scale,
-            pred / scale,
-            data_range=dr / scale,
-            gaussian_weights=True,
-            sigma=SSIM_SIGMA,
-            use_sample_covariance=False,
-        )
-    except ValueError as exc:  # pragma: no cover - guarded above
-        raise InputError(f"SSIM failed: {exc}") from exc
-    return float(value)
+    per_slice = ssim_map_mean(np.moveaxis(ref, axis, 0), np.moveaxis(pred, axis, 0), dr, SSIM_SIGMA, SSIM_TRUNCATE, 2)
+    return float(np.mean(per_slice))
 
 
 def correlation(reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray | None = None) -> float:
