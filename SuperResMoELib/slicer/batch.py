@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
                 ref = mrml.read_volume_node(scene, ref_path, f"{stem}_reference")
                 nodes.append(ref)
             outcome = EnhanceRun(scene, node, request, ref).run(wait=True)
+            assert outcome is not None  # run(wait=True) returns the outcome or raises
             nodes += list(outcome.nodes.values())
             written = []
             for tag, out_node in outcome.nodes.items():

@@ -87,7 +87,9 @@ def volume_from_sequence(seq) -> Volume:
     n = seq.GetNumberOfDataNodes()
     if n == 0:
         raise InputError(f"sequence '{seq.GetName()}' has no frames")
-    frames, matrix = [], None
+    frames: list[np.ndarray] = []
+    matrix: np.ndarray | None = None
+    shape: tuple[int, ...] = ()
     for i in range(n):
         frame = seq.GetNthDataNode(i)
         if frame is None or not frame.IsA("vtkMRMLScalarVolumeNode") or frame.GetImageData() is None:
@@ -102,6 +104,7 @@ def volume_from_sequence(seq) -> Volume:
             raise InputError(f"sequence '{seq.GetName()}': frame {i} is not on the grid of frame 0 "
                              f"({arr.shape} vs {shape}); every frame must share one grid")
         frames.append(arr)
+    assert matrix is not None  # n > 0
     return Volume(np.stack(frames), matrix, name=seq.GetName())
 
 
