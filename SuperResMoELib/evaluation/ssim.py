@@ -32,18 +32,19 @@ def gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
     return w / w.sum()
 
 
-def _blur_valid(x, kernel, ndim: int):
-    """Separable valid Gaussian of ``x (B, C, *spatial)`` over its last ``ndim`` axes (grouped per channel)."""
+def _blur_valid(x, kernel, axes: tuple[int, ...]):
+    """Separable valid Gaussian of ``x (1, C, K, J, I)`` along the spatial ``axes``
+    (0, 1, 2 = K, J, I), per channel (grouped 3D convolutions: a 2D stack of slices
+    is blurred along J and I only, on the same fast path)."""
     import torch.nn.functional as F
 
-    conv = F.conv3d if ndim == 3 else F.conv2d
     c = x.shape[1]
     length = kernel.numel()
-    for axis in range(ndim):
-        shape = [1] * ndim
+    for axis in axes:
+        shape = [1, 1, 1]
         shape[axis] = length
         w = kernel.reshape(1, 1, *shape).expand(c, 1, *shape).contiguous()
-        x = conv(x, w, groups=c)
+        x = F.conv3d(x, w, groups=c)
     return x
 
 
@@ -58,34 +59,35 @@ def ssim_map_mean(reference: np.ndarray, prediction: np.ndarray, data_range: flo
     """
     import torch
 
-    ref = np.asarray(reference, dtype=np.float64)
-    pred = np.asarray(prediction, dtype=np.float64)
-    cx, cy = float(ref.mean()), float(pred.mean())
-    scale = max(float(np.abs(ref - cx).max()), float(np.abs(pred - cy).max()), 1e-30)
-    # unit-sized, centred float32; C1, C2 and the means are scaled by the same factor
-    x = torch.from_numpy(((ref - cx) / scale).astype(np.float32))
-    y = torch.from_numpy(((pred - cy) / scale).astype(np.float32))
-    if ndim == 2:
-        x, y = x[:, None], y[:, None]
-    else:
-        x, y = x[None, None], y[None, None]
-    kernel = torch.from_numpy(gaussian_kernel(sigma, truncate).astype(np.float32))
+    def tensor(a: np.ndarray):
+        a = np.asarray(a, dtype=np.float64)
+        return torch.from_numpy(a if a.flags.writeable else a.copy())
+
     with torch.no_grad():
+        x, y = tensor(reference), tensor(prediction)
+        cx, cy = float(x.mean()), float(y.mean())
+        x, y = x - cx, y - cy
+        scale = max(float(x.abs().max()), float(y.abs().max()), 1e-30)
+        # unit-sized, centred float32; C1, C2 and the means are scaled by the same factor
+        x, y = (x / scale).float(), (y / scale).float()
+        x, y = x[None, None], y[None, None]  # (1, 1, K, J, I); slices: K = N
+        kernel = torch.from_numpy(gaussian_kernel(sigma, truncate).astype(np.float32))
         stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)
-        m = _blur_valid(stack, kernel, ndim)
+        del x, y
+        m = _blur_valid(stack, kernel, (0, 1, 2) if ndim == 3 else (1, 2))
         del stack
-        mx, my, mxx, myy, mxy = m.unbind(dim=1)
-        vx = (mxx - mx * mx).double()
-        vy = (myy - my * my).double()
-        vxy = (mxy - mx * my).double()
-        ux = mx.double() + cx / scale
-        uy = my.double() + cy / scale
+        mx, my, mxx, myy, mxy = m[0].unbind(dim=0)
+        vx = mxx - mx * mx
+        vy = myy - my * my
+        vxy = mxy - mx * my
+        ux = mx + cx / scale
+        uy = my + cy / scale
         r = data_range / scale
         c1, c2 = (K1 * r) ** 2, (K2 * r) ** 2
         s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
         if ndim == 2:
-            return s.reshape(s.shape[0], -1).mean(dim=1).numpy()
-        return s.mean().reshape(1).numpy()
+            return s.reshape(s.shape[0], -1).double().mean(dim=1).numpy()
+        return s.double().mean().reshape(1).numpy()
 
 
 def valid_size(shape: tuple[int, ...], sigma: float, truncate: float) -> bool:
