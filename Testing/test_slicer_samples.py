@@ -19,12 +19,10 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is part of 
 from SuperResMoELib.slicer import mrml, sequences  # noqa: E402
 from SuperResMoELib.slicer.logic import EnhanceRequest, EnhanceRun  # noqa: E402
 from SuperResMoELib.slicer.samples import SAMPLES, sample_sources  # noqa: E402
+from SuperResMoELib.slicer.selftest import READER_STORAGE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "SuperResMoE" / "Resources" / "SampleData"
-STORAGE = {"VolumeFile": ("vtkMRMLScalarVolumeNode", "vtkMRMLVolumeArchetypeStorageNode"),
-           "SequenceFile": ("vtkMRMLSequenceNode", "vtkMRMLVolumeSequenceStorageNode"),
-           "TableFile": ("vtkMRMLTableNode", "vtkMRMLTableStorageNode")}
 
 
 @pytest.fixture
@@ -52,7 +50,7 @@ def fetch(source: dict, folder: Path) -> list[Path]:
 def load(scene, source: dict, folder: Path) -> dict:
     nodes = {}
     for path, name, kind in zip(fetch(source, folder), source["nodeNames"], source["loadFileTypes"]):
-        cls, storage_cls = STORAGE[kind]
+        cls, storage_cls = READER_STORAGE[kind]
         node = scene.AddNewNodeByClass(cls, name)
         storage = scene.AddNewNodeByClass(storage_cls)
         storage.SetFileName(str(path))

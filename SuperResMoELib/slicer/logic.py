@@ -318,8 +318,7 @@ class EnhanceRun:
 
         label = tag == "routing"
         if label:
-            arr = np.asarray(vol.array)
-            vol = vol.with_array(np.where(np.isfinite(arr) & (arr >= 0), np.round(arr) + 1, 0).astype(np.int16))
+            vol = vol.with_array(mrml.routing_labels(np.asarray(vol.array)))
         seq, browser, proxy = sequences.add_sequence(self.scene, vol, name, like=self.input_sequence, label=label)
         for n in (seq, proxy):
             if n is not None:

@@ -259,12 +259,18 @@ def show_as_error_map(node, max_value: float | None = None) -> None:
     display.SetWindowLevelMinMax(0.0, max(top, 1e-12))
 
 
+def routing_labels(arr: np.ndarray) -> np.ndarray:
+    """Label values of a routing map (expert per voxel, -1 or NaN = background):
+    expert + 1, background 0, int16 (3D or 4D)."""
+    return np.where(np.isfinite(arr) & (arr >= 0), np.round(arr) + 1, 0).astype(np.int16)
+
+
 def expert_map_node(scene, routing: Volume, name: str, n_experts: int | None = None):
     """A label map node from a routing map (expert per voxel, -1 =
     background): label = expert + 1, with an expert colour table."""
     arr = np.asarray(routing.array)
     k = int(n_experts if n_experts is not None else max(1, int(np.nanmax(arr)) + 1 if arr.size else 1))
-    labels = np.where(np.isfinite(arr) & (arr >= 0), np.round(arr) + 1, 0).astype(np.int16)
+    labels = routing_labels(arr)
     node = add_volume_node(scene, routing.with_array(labels), name, label=True)
     node.GetDisplayNode().SetAndObserveColorNodeID(expert_color_node(scene, k).GetID())
     return node

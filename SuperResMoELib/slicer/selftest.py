@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 #: Environment variable that turns the full self-test on.
 FULL_TEST_VARIABLE = "SUPERRESMOE_FULL_SELF_TEST"
-_STORAGE = {"VolumeFile": ("vtkMRMLScalarVolumeNode", "vtkMRMLVolumeArchetypeStorageNode"),
+#: Node class and storage node class of each Slicer file type the shipped samples use.
+READER_STORAGE = {"VolumeFile": ("vtkMRMLScalarVolumeNode", "vtkMRMLVolumeArchetypeStorageNode"),
             "SequenceFile": ("vtkMRMLSequenceNode", "vtkMRMLVolumeSequenceStorageNode"),
             "TableFile": ("vtkMRMLTableNode", "vtkMRMLTableStorageNode")}
 
@@ -42,7 +43,7 @@ def load_samples(scene, resource_dir: str | Path) -> dict[str, Any]:
     nodes: dict[str, Any] = {}
     for files, names, types in SAMPLES.values():
         for f, name, kind in zip(files, names, types):
-            cls, storage_cls = _STORAGE[kind]
+            cls, storage_cls = READER_STORAGE[kind]
             node = scene.AddNewNodeByClass(cls, scene.GenerateUniqueName(name))
             storage = scene.AddNewNodeByClass(storage_cls)
             storage.SetFileName(str(Path(resource_dir) / f))
