@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from SuperResMoELib.engine import windows as _w
+
 #: Option kinds: how a value is parsed from text and written back.
 KINDS: tuple[str, ...] = ("str", "path", "int", "float", "bool", "floats", "ints", "acquisition", "choice")
 #: Acquisition parameters of one SS-MoE frame, in order.
@@ -212,11 +214,26 @@ ENHANCE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("overlap", ("--overlap",), "float", 0.5, "patch overlap fraction in [0, 1) (default 0.5)",
                "options.overlap", panel=PanelField("overlap", float, None), batch=True),
     OptionSpec("batch_size", ("--batch-size",), "int", None,
-               "patches per batch (default: the method's, e.g. 2 on the CPU and 8 on a GPU for large patches, "
-               "64 / 1024 for SS-MoE's small ones; halved on out-of-memory)", "options.batch_size",
+               f"patches per batch of the sliding windows (default: as many as {_w.CPU_BATCH_VOXELS} input voxels "
+               f"hold on the CPU, {_w.GPU_BATCH_VOXELS} on a GPU; halved on out-of-memory)", "options.batch_size",
                panel=PanelField("batchSize", int, 0)),
-    OptionSpec("mixed_precision", ("--no-amp",), "bool", True, "disable float16 mixed precision on CUDA",
+    OptionSpec("mixed_precision", ("--no-amp",), "bool", True, "disable mixed precision (autocast) on CUDA",
                "options.mixed_precision", panel=PanelField("mixedPrecision", bool, None)),
+    OptionSpec("amp_dtype", ("--amp-dtype",), "choice", _w.AMP_DTYPES[0],
+               "autocast precision on CUDA (default float16; bfloat16 on GPUs that have it)", "options.amp_dtype",
+               choices=_w.AMP_DTYPES),
+    OptionSpec("tiling", ("--tiling",), "choice", _w.STRATEGIES[0],
+               "auto (default): halo-crop tiles for fully convolutional networks (REMIx; equal to one "
+               "whole-volume pass), sliding blended windows for the others; or force halo / sliding",
+               "options.tiling", choices=_w.STRATEGIES),
+    OptionSpec("memory_budget", ("--memory-budget",), "int", None,
+               f"MiB the halo-crop tiles may use (default: {_w.CPU_BUDGET_BYTES >> 20}, or "
+               f"{_w.CPU_BUDGET_FRACTION:g} x the available memory when less, on the CPU; "
+               f"{_w.GPU_BUDGET_FRACTION:g} x the free memory on a GPU)", "options.memory_budget"),
+    OptionSpec("compile", ("--compile",), "bool", False,
+               "run the network through torch.compile (slow first call; off by default)", "options.compile"),
+    OptionSpec("threads", ("--threads",), "int", None,
+               "torch CPU threads (default: the cores given to this process)", "options.threads"),
     OptionSpec("nonfinite", ("--nonfinite",), "choice", "error",
                "NaN/Inf voxels: stop with an error (default) or replace them by 0", "options.nonfinite",
                choices=("error", "zero")),
@@ -235,7 +252,8 @@ OPTIONS: dict[str, OptionSpec] = {o.name: o for o in ENHANCE_OPTIONS}
 #: name -> default.
 DEFAULTS: dict[str, Any] = {o.name: o.default for o in ENHANCE_OPTIONS}
 #: Options shown in the CLI's "patch engine" group (the others: "method").
-ENGINE_OPTIONS: tuple[str, ...] = ("patch_size", "overlap", "batch_size", "mixed_precision", "nonfinite")
+ENGINE_OPTIONS: tuple[str, ...] = ("patch_size", "overlap", "batch_size", "mixed_precision", "amp_dtype", "tiling",
+                                   "memory_budget", "compile", "threads", "nonfinite")
 
 
 def add_enhance_arguments(parser: argparse.ArgumentParser, only: Callable[[OptionSpec], bool] | None = None) -> None:

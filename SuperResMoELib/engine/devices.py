@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
 
 from SuperResMoELib.core.errors import DeviceError
 
+#: Environment variable: torch intra-op threads (default: the cores given to the process).
+ENV_THREADS = "SUPERRESMOE_THREADS"
 #: GPUs with less memory than this get a warning (bytes).
 SMALL_GPU_BYTES = 4 * 1024**3
 
@@ -76,3 +80,65 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def autocast_context(device: torch.device, enabled: bool, dtype: str = "float16") -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` (``"float16"``/``"bfloat16"``) on CUDA when
+    ``enabled``; a no-op elsewhere (the CPU runs float32)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=getattr(torch, dtype))
+    return contextlib.nullcontext()
+
+
+def move_predictor(predictor: object, device: torch.device) -> None:
+    """``predictor.to(device)`` when the predictor has such a method."""
+    mover = getattr(predictor, "to", None)
+    if callable(mover):
+        mover(device)
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; a CPU tensor bound for CUDA goes through pinned
+    memory so that the copy runs asynchronously."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def free_device_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA device (``None`` elsewhere)."""
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def cores_given() -> int:
+    """CPU cores this process may run on (its affinity mask, which a batch
+    scheduler or ``taskset`` narrows), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def match_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads to ``threads`` or :func:`cores_given`
+    (``SUPERRESMOE_THREADS`` overrides), and return the number in use.  torch's
+    own default counts the machine's cores, not those given to the process, and
+    oversubscribes a job that was given fewer."""
+    env = os.environ.get(ENV_THREADS, "").strip()
+    wanted = threads or (int(env) if env.isdigit() and int(env) > 0 else cores_given())
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    return wanted
+
+
+def compile_predictor(predictor: object) -> str:
+    """Replace ``predictor.net`` by ``torch.compile(predictor.net)`` and say
+    so (a predictor without a network module is left as it is)."""
+    net = getattr(predictor, "net", None)
+    if not isinstance(net, torch.nn.Module):
+        return "--compile ignored: this method's predictor has no single network to compile"
+    setattr(predictor, "net", torch.compile(net))
+    return "network compiled with torch.compile (the first batches include the compilation)"

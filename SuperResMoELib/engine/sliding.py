@@ -22,6 +22,19 @@ travel as channels); each becomes a map on the output grid, ``(K', J', I')``
 or ``(A, K', J', I')``, where every voxel takes the value of the patch with the
 largest blending weight there.
 
+Stitching is vectorised: each batch is added with one ``index_add_`` into the
+weighted sum (no Python loop per patch, which on a GPU would mean three kernel
+launches per patch), and per-patch values are kept in a small table indexed by
+window and painted once at the end (the window with the largest weight at a
+voxel is, for separable weights on a Cartesian window layout, the product of
+the per-axis best windows).
+
+Fully convolutional predictors that declare a
+:class:`~SuperResMoELib.engine.windows.HaloSpec` (attribute ``halo_spec``) are
+run by the halo-crop tiler (:mod:`SuperResMoELib.engine.halo`) instead, unless
+the configuration asks for sliding windows; :attr:`EngineOutput.strategy` says
+which ran.
+
 Robustness: volumes smaller than a patch are padded by edge replication and the
 result cropped; progress is reported per batch and cancellation is checked
 between batches; on out-of-memory the batch is halved and retried, and when a
@@ -33,7 +46,6 @@ memory stays bounded by the batch, whatever the volume size.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -43,9 +55,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from SuperResMoELib.engine.devices import is_out_of_memory
 from SuperResMoELib.core.errors import ResourceError
-from SuperResMoELib.engine.windows import EngineConfig, window_starts
+from SuperResMoELib.engine.devices import autocast_context, is_out_of_memory, move_predictor, to_device
+from SuperResMoELib.engine.windows import EngineConfig, HaloSpec, window_starts
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 
 log = logging.getLogger("superresmoe.inference")
@@ -71,6 +83,8 @@ class EngineOutput:
         batch_size: the batch size in use at the end.
         n_patches: number of windows.
         events: human-readable notes (out-of-memory retries, CPU fallback).
+        strategy: ``"sliding"`` or ``"halo"``.
+        tiling: one sentence: what ran and why (tiles, their size, the halo).
     """
 
     image: np.ndarray
@@ -79,6 +93,20 @@ class EngineOutput:
     batch_size: int = 0
     n_patches: int = 0
     events: list[str] = field(default_factory=list)
+    strategy: str = "sliding"
+    tiling: str = ""
+
+
+def blend_factors(shape: Sequence[int], blend: str = "gaussian", sigma_scale: float = 0.125) -> list[torch.Tensor]:
+    """The per-axis float64 factors of :func:`blend_weights` (each peaking at 1)."""
+    out = []
+    for n in shape:
+        if blend == "constant":
+            out.append(torch.ones(n, dtype=torch.float64))
+            continue
+        x = torch.arange(n, dtype=torch.float64) - (n - 1) / 2.0
+        out.append(torch.exp(-0.5 * (x / max(sigma_scale * n, 1e-6)) ** 2))
+    return out
 
 
 def blend_weights(shape: Sequence[int], blend: str = "gaussian", sigma_scale: float = 0.125) -> torch.Tensor:
@@ -88,77 +116,88 @@ def blend_weights(shape: Sequence[int], blend: str = "gaussian", sigma_scale: fl
     if blend == "constant":
         return torch.ones(tuple(shape), dtype=torch.float32)
     w = torch.ones((), dtype=torch.float64)
-    for n in shape:
-        x = torch.arange(n, dtype=torch.float64) - (n - 1) / 2.0
-        g = torch.exp(-0.5 * (x / max(sigma_scale * n, 1e-6)) ** 2)
+    for g in blend_factors(shape, blend, sigma_scale):
         w = w[..., None] * g
     w = w / w.max()
     return w.clamp_min(1e-20).to(torch.float32)
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def _move(predictor: Any, device: torch.device) -> None:
-    mover = getattr(predictor, "to", None)
-    if callable(mover):
-        mover(device)
+def _owners(size: int, starts: Sequence[int], zoom: int, factor: torch.Tensor) -> torch.Tensor:
+    """``(size,)`` index into ``starts`` of the window with the largest weight
+    at each output position along one axis (the first on ties); ``factor`` is
+    the axis' blending factor over an output patch."""
+    p = factor.shape[0]
+    pos = torch.arange(size)[:, None] - torch.as_tensor(list(starts))[None, :] * zoom  # (size, W)
+    inside = (pos >= 0) & (pos < p)
+    w = torch.where(inside, factor[pos.clamp(0, p - 1)], torch.full(pos.shape, -1.0, dtype=torch.float64))
+    return w.argmax(dim=1)
 
 
 class _Stitcher:
-    """Weighted accumulation of output patches (and per-patch maps)."""
+    """Weighted accumulation of output patches; per-window auxiliary values.
 
-    def __init__(self, shape: tuple[int, ...], device: torch.device, weights: torch.Tensor) -> None:
-        self.shape = shape  # (C_out, K', J', I')
+    ``layout`` is the window starts per axis (the windows are their Cartesian
+    product, in k-major order); ``shape`` is ``(C_out, K', J', I')``.
+    """
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device, weights: torch.Tensor,
+                 layout: tuple[list[int], list[int], list[int]], factors: list[torch.Tensor]) -> None:
+        self.shape = shape
         self.device = device
+        self.layout = layout
+        self.factors = factors
         self.sum = torch.zeros(shape, dtype=torch.float32, device=device)
         self.wsum = torch.zeros(shape[1:], dtype=torch.float32, device=device)
         self.weights = weights.to(device)
-        self.best: torch.Tensor | None = None
-        self.maps: dict[str, torch.Tensor] = {}  # name -> (A, K', J', I')
+        self._local: torch.Tensor | None = None  # (P,) flat offsets of an output patch's voxels
+        self.table: dict[str, torch.Tensor] = {}  # name -> (A, nK, nJ, nI) per-window values
         self.flat: set[str] = set()  # names whose values came as (B,): maps without the A axis
 
     def to(self, device: torch.device) -> None:
         self.device = device
         self.sum, self.wsum, self.weights = self.sum.to(device), self.wsum.to(device), self.weights.to(device)
-        if self.best is not None:
-            self.best = self.best.to(device)
-        self.maps = {k: v.to(device) for k, v in self.maps.items()}
+        self._local = None
 
-    def add(self, out: torch.Tensor, starts: Sequence[tuple[int, int, int]], zoom: tuple[int, int, int],
+    def _offsets(self, out_patch: tuple[int, int, int]) -> torch.Tensor:
+        if self._local is None:
+            _, kk, jj, ii = self.shape
+            pk, pj, pi = out_patch
+            d = self.device
+            self._local = (torch.arange(pk, device=d)[:, None, None] * (jj * ii)
+                           + torch.arange(pj, device=d)[None, :, None] * ii
+                           + torch.arange(pi, device=d)[None, None, :]).reshape(-1)
+        return self._local
+
+    def add(self, out: torch.Tensor, starts: torch.Tensor, index: torch.Tensor, zoom: tuple[int, int, int],
             aux: dict[str, torch.Tensor]) -> None:
+        """Add ``out (B, C_out, *out_patch)`` of the windows at LR ``starts (B, 3)``
+        (their position ``index (B, 3)`` in the layout) and their ``aux`` values."""
         out = out.to(self.device, torch.float32)
-        w = self.weights
-        pk, pj, pi = out.shape[-3:]
-        if aux and self.best is None:
-            self.best = torch.zeros(self.shape[1:], dtype=torch.float32, device=self.device)
-        b_count = out.shape[0]
+        b, c = out.shape[:2]
+        _, kk, jj, ii = self.shape
+        st = starts.to(self.device)
+        base = st[:, 0] * (zoom[0] * jj * ii) + st[:, 1] * (zoom[1] * ii) + st[:, 2] * zoom[2]  # (B,)
+        idx = (base[:, None] + self._offsets(tuple(out.shape[2:]))[None, :]).reshape(-1)  # (B*P,)
+        w = self.weights.reshape(-1)
+        vals = (out.reshape(b, c, -1) * w).permute(1, 0, 2).reshape(c, -1)
+        self.sum.view(c, -1).index_add_(1, idx, vals)
+        self.wsum.view(-1).index_add_(0, idx, w.repeat(b))
         for name, v in aux.items():
             if v.ndim == 1:
                 self.flat.add(name)
-        aux = {k: v.detach().reshape(b_count, -1).to(self.device, torch.float32) for k, v in aux.items()}
-        for name, v in aux.items():
-            self.maps.setdefault(name, torch.zeros((v.shape[1],) + self.shape[1:], dtype=torch.float32,
-                                                   device=self.device))
-        for b, (k, j, i) in enumerate(starts):
-            region = (slice(k * zoom[0], k * zoom[0] + pk), slice(j * zoom[1], j * zoom[1] + pj),
-                      slice(i * zoom[2], i * zoom[2] + pi))
-            self.sum[(slice(None),) + region] += out[b] * w
-            self.wsum[region] += w
-            if aux:
-                assert self.best is not None
-                better = w > self.best[region]
-                self.best[region] = torch.where(better, w, self.best[region])
-                for name, values in aux.items():
-                    m = self.maps[name]
-                    m[(slice(None),) + region] = torch.where(better, values[b][:, None, None, None],
-                                                             m[(slice(None),) + region])
+            v = v.detach().reshape(b, -1).to("cpu", torch.float32)
+            t = self.table.setdefault(name, torch.zeros((v.shape[1],) + tuple(len(a) for a in self.layout)))
+            t[:, index[:, 0], index[:, 1], index[:, 2]] = v.T
 
-    def result(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        maps = {k: (v[0] if k in self.flat else v) for k, v in self.maps.items()}
+    def result(self, zoom: tuple[int, int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        maps = {}
+        if self.table:
+            owners = [_owners(n, starts, z, f) for n, starts, z, f in
+                      zip(self.shape[1:], self.layout, zoom, self.factors)]
+            grid = (owners[0][:, None, None], owners[1][None, :, None], owners[2][None, None, :])
+            for name, t in self.table.items():
+                m = t[(slice(None),) + grid]  # (A, K', J', I')
+                maps[name] = m[0] if name in self.flat else m
         return self.sum / self.wsum.clamp_min(1e-12), maps
 
 
@@ -197,33 +236,44 @@ def run_patches(
     if x.ndim != 4:
         raise ValueError(f"engine input must be (C, K, J, I), got shape {tuple(x.shape)}")
     x = x.detach().to("cpu", torch.float32)
+    spec = getattr(predictor, "halo_spec", None)
+    strategy, reason = config.resolve_strategy(spec if isinstance(spec, HaloSpec) else None)
+    if strategy == "halo":
+        from SuperResMoELib.engine.halo import run_halo
+
+        return run_halo(x, predictor, zoom_t, spec, config, torch.device(device), progress, cancel, stage, reason)
     true_shape = tuple(x.shape[1:])
     patch = config.patch()
     pad = [max(0, p - n) for p, n in zip(patch, true_shape)]
     if any(pad):  # volume smaller than a patch: replicate edges, crop later
         x = F.pad(x[None], (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate")[0]
     shape = tuple(x.shape[1:])
-    starts = [(k, j, i) for k in window_starts(shape[0], patch[0], config.overlap)
-              for j in window_starts(shape[1], patch[1], config.overlap)
-              for i in window_starts(shape[2], patch[2], config.overlap)]
+    layout = ([*window_starts(shape[0], patch[0], config.overlap)], [*window_starts(shape[1], patch[1], config.overlap)],
+              [*window_starts(shape[2], patch[2], config.overlap)])
+    grid = torch.cartesian_prod(*[torch.arange(len(a)) for a in layout]).reshape(-1, 3)  # (W, 3) layout index
+    starts_t = torch.stack([torch.as_tensor(layout[a])[grid[:, a]] for a in range(3)], dim=1)  # (W, 3) LR starts
+    n_windows = int(grid.shape[0])
     dev = torch.device(device)
     batch = config.batch_for(dev.type)
     out_patch = tuple(p * z for p, z in zip(patch, zoom_t))
     weights = blend_weights(out_patch, config.blend, config.sigma_scale)
+    factors = blend_factors(out_patch, config.blend, config.sigma_scale)
     events: list[str] = []
     stitcher: _Stitcher | None = None
     cancel = cancel or CancelToken()
-    _move(predictor, dev)
+    move_predictor(predictor, dev)
     done = 0
-    progress(stage, 0.0, f"{len(starts)} patches on {dev}")
+    progress(stage, 0.0, f"{n_windows} patches on {dev}")
+    starts_list = starts_t.tolist()
     with torch.inference_mode():
-        while done < len(starts):
+        while done < n_windows:
             cancel.check()
-            chunk = starts[done: done + batch]
+            stop = min(done + batch, n_windows)
+            chunk = starts_list[done:stop]
             patches = torch.stack([x[:, k:k + patch[0], j:j + patch[1], i:i + patch[2]] for k, j, i in chunk])
             try:
-                with _autocast(dev, config.mixed_precision):
-                    res = predictor(patches.to(dev, non_blocking=True))
+                with autocast_context(dev, config.mixed_precision, config.amp_dtype):
+                    res = predictor(to_device(patches, dev))
                 out, aux = res if isinstance(res, tuple) else (res, {})
                 if tuple(out.shape[-3:]) != out_patch or out.shape[0] != len(chunk):
                     raise ValueError(  # a program error: the predictor does not fit the engine
@@ -234,8 +284,8 @@ def run_patches(
                     out_shape = (int(out.shape[1]),) + tuple(n * z for n, z in zip(shape, zoom_t))
                     nbytes = 4 * math.prod(out_shape) * STITCH_MEMORY_FACTOR
                     sdev = dev if dev.type != "cpu" and nbytes <= config.device_stitch_max_bytes else torch.device("cpu")
-                    stitcher = _Stitcher(out_shape, sdev, weights)
-                stitcher.add(out, chunk, zoom_t, aux)
+                    stitcher = _Stitcher(out_shape, sdev, weights, layout, factors)
+                stitcher.add(out, starts_t[done:stop], grid[done:stop], zoom_t, aux)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
                 if not is_out_of_memory(exc):
                     raise
@@ -248,7 +298,7 @@ def run_patches(
                 elif dev.type != "cpu":
                     events.append(f"out of memory on {dev} with batch size 1: continuing on the CPU")
                     dev = torch.device("cpu")
-                    _move(predictor, dev)
+                    move_predictor(predictor, dev)
                     if stitcher is not None:
                         stitcher.to(dev)
                 else:
@@ -256,13 +306,15 @@ def run_patches(
                         "out of memory on the CPU with batch size 1; use a smaller patch size"
                     ) from None
                 log.warning(events[-1])
-                progress(stage, done / len(starts), events[-1])
+                progress(stage, done / n_windows, events[-1])
                 continue
-            done += len(chunk)
-            progress(stage, done / len(starts), f"{done}/{len(starts)} patches")
+            done = stop
+            progress(stage, done / n_windows, f"{done}/{n_windows} patches")
     assert stitcher is not None
-    image, maps = stitcher.result()
+    image, maps = stitcher.result(zoom_t)
     crop = (slice(None),) + tuple(slice(0, n * z) for n, z in zip(true_shape, zoom_t))
     image_np = image[crop].cpu().numpy()
     maps_np = {k: v[(Ellipsis,) + crop[1:]].cpu().numpy() for k, v in maps.items()}
-    return EngineOutput(image_np, maps_np, str(dev), batch, len(starts), events)
+    tiling = (f"{reason}: {n_windows} windows of {'x'.join(map(str, patch))} voxels, overlap {config.overlap:g}, "
+              f"{config.blend} blending")
+    return EngineOutput(image_np, maps_np, str(dev), batch, n_windows, events, "sliding", tiling)

@@ -49,6 +49,12 @@ class EnhanceOptions:
         checkpoint: path of a checkpoint to use instead of the bundled one.
         expert: force one expert (methods with experts).
         patch_size, overlap, batch_size, mixed_precision: patch engine settings.
+        amp_dtype: the autocast precision on CUDA, ``"float16"`` or ``"bfloat16"``.
+        tiling: ``"auto"``, ``"halo"`` or ``"sliding"``
+            (:mod:`SuperResMoELib.engine.windows`).
+        memory_budget: MiB the halo-crop tiles may use (``None``: the device's default).
+        compile: run the network through ``torch.compile``.
+        threads: torch CPU threads (``None``: the cores given to the process).
         nonfinite: ``"error"`` (default) or ``"zero"``: replace NaN/Inf by 0.
         extra: further method-specific options.
     """
@@ -62,16 +68,35 @@ class EnhanceOptions:
     overlap: float = DEFAULTS["overlap"]
     batch_size: int | None = None
     mixed_precision: bool = DEFAULTS["mixed_precision"]
+    amp_dtype: str = DEFAULTS["amp_dtype"]
+    tiling: str = DEFAULTS["tiling"]
+    memory_budget: int | None = DEFAULTS["memory_budget"]
+    compile: bool = DEFAULTS["compile"]
+    threads: int | None = DEFAULTS["threads"]
     nonfinite: str = DEFAULTS["nonfinite"]
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def engine_config(self, default_patch: int | Sequence[int]) -> "EngineConfig":
-        """Engine settings with the method's default patch size filled in."""
+    def engine_config(self, default_patch: int | Sequence[int], patch: Sequence[int] | None = None,
+                      default_batch: int | None = None) -> "EngineConfig":
+        """The engine settings of these options (validated).
+
+        Args:
+            default_patch: the method's patch size when the user gave none.
+            patch: the patch size to use whatever the user gave (a method that
+                checked or rounded it).
+            default_batch: the method's batch size when the user gave none
+                (``None``: the engine's voxel budget).
+        """
         from SuperResMoELib.engine.windows import EngineConfig
 
-        patch = self.patch_size if self.patch_size is not None else default_patch
-        patch_t = patch if isinstance(patch, int) else tuple(int(p) for p in patch)
-        cfg = EngineConfig(patch_t, self.overlap, self.batch_size, self.mixed_precision)  # type: ignore[arg-type]
+        p = patch if patch is not None else (self.patch_size if self.patch_size is not None else default_patch)
+        patch_t = p if isinstance(p, int) else tuple(int(v) for v in p)
+        budget = None if self.memory_budget is None else int(self.memory_budget) * 2**20
+        batch = self.batch_size if self.batch_size is not None else default_batch
+        # a patch size the user gave asks for patches: sliding windows, unless halo tiles are forced
+        strategy = "sliding" if self.tiling == "auto" and self.patch_size is not None else self.tiling
+        cfg = EngineConfig(patch_t, self.overlap, batch, self.mixed_precision,  # type: ignore[arg-type]
+                           strategy=strategy, memory_budget=budget, amp_dtype=self.amp_dtype)
         cfg.validate()
         return cfg
 

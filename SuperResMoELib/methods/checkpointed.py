@@ -198,7 +198,7 @@ class CheckpointedMethod(Method):
             CancelledError: ``cancel`` was set.
         """
         from SuperResMoELib.checkpoints.domain import domain_warnings
-        from SuperResMoELib.engine.devices import resolve_device
+        from SuperResMoELib.engine.devices import compile_predictor, match_threads, resolve_device
         from SuperResMoELib.methods.driver import run_frames
 
         opts = options or EnhanceOptions()
@@ -208,12 +208,15 @@ class CheckpointedMethod(Method):
         arr = prepare_array(volume, opts.nonfinite)
         target = self.output_grid(volume, opts)
         dev = resolve_device(device)
+        threads = match_threads(opts.threads)
         cancel.check()
         progress("enhance", 0.0, f"loading the {self.title} checkpoint")
         net, path, manifest = self.load(task, opts, dev)
         frames = arr.reshape((-1,) + volume.spatial_shape)
         warnings = domain_warnings(manifest, volume, frames)
         plan = self.plan(volume, frames, target, task, opts, net, manifest, dev, progress, cancel)
+        if opts.compile:
+            plan.events.append(compile_predictor(plan.predictor))
         run = run_frames(plan.inputs, plan.predictor, plan.zoom, plan.config, dev, progress, cancel,
                          total_frames=len(frames), frame_numbers=[int(n) for n in plan.frames],
                          cpu_items=plan.cpu_items, out=plan.out)
@@ -228,7 +231,8 @@ class CheckpointedMethod(Method):
             "method": self.name, "kind": self.kind, "task": task, "checkpoint": str(path), "device": run.device,
             "events": plan.events + run.events, "warnings": warnings, "seconds": time.perf_counter() - t0,
             "frames": len(frames), "frames_per_call": run.groups, "patches": run.n_patches,
-            "patch_size": list(plan.config.patch()), "batch_size": int(run.batch_items), **extra,
+            "patch_size": list(plan.config.patch()), "batch_size": int(run.batch_items),
+            "strategy": run.strategy, "tiling": run.tiling, "threads": threads, **extra,
             **grid_info(volume.grid, target),
         }
         return Result(sr, map_volumes, info)

@@ -72,6 +72,11 @@ class _GroupAdapter:
     def to(self, device: torch.device) -> None:
         self.predictor.to(device)
 
+    @property
+    def halo_spec(self) -> Any:
+        """The frame predictor's :class:`~SuperResMoELib.engine.windows.HaloSpec`, if any."""
+        return getattr(self.predictor, "halo_spec", None)
+
     def _predict(self, items: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         import torch
 
@@ -125,6 +130,8 @@ class FramesOutput:
         n_patches: windows over all groups.
         events: notes (out-of-memory retries, CPU fallback), prefixed by frames.
         groups: frames per engine call, in order.
+        strategy: the engine's tiling strategy (``"sliding"`` or ``"halo"``).
+        tiling: what the engine said it ran, and why (the last group's).
     """
 
     image: np.ndarray
@@ -134,6 +141,8 @@ class FramesOutput:
     n_patches: int = 0
     events: list[str] = field(default_factory=list)
     groups: list[int] = field(default_factory=list)
+    strategy: str = "sliding"
+    tiling: str = ""
 
 
 def frame_prefix(numbers: Sequence[int], total: int) -> str:
@@ -194,7 +203,7 @@ def run_frames(
     numbers = list(frame_numbers) if frame_numbers is not None else list(range(m))
     zoom_t = tuple(int(z) for z in zoom)
     adapter = _GroupAdapter(predictor)
-    items = config.batch_for(device.type)
+    items = _group_items(inputs, adapter, config, device)
     image: np.ndarray | None = out
     maps: dict[str, np.ndarray] = {}
     events: list[str] = []
@@ -229,10 +238,27 @@ def run_frames(
             items = max(1, min(res.batch_size * g, adapter.chunk or res.batch_size * g))
         n_patches += res.n_patches * g  # windows x frames, as when frames ran one by one
         groups.append(g)
+        strategy, tiling = res.strategy, res.tiling
         start = stop
     if image is None:
-        image = np.empty((0,), np.float32)
-    return FramesOutput(image, maps, str(device), int(items), n_patches, events, groups)
+        image, strategy, tiling = np.empty((0,), np.float32), "sliding", ""
+    return FramesOutput(image, maps, str(device), int(items), n_patches, events, groups, strategy, tiling)
+
+
+def _group_items(inputs: np.ndarray, adapter: _GroupAdapter, config: EngineConfig, device: torch.device) -> int:
+    """Network items per engine call to start with: the sliding batch, or for
+    halo-crop tiles as many whole frames as the memory budget holds (at least one)."""
+    from SuperResMoELib.engine.devices import free_device_memory
+    from SuperResMoELib.engine.windows import HaloSpec, default_memory_budget
+
+    spec = adapter.halo_spec
+    if config.resolve_strategy(spec if isinstance(spec, HaloSpec) else None)[0] != "halo":
+        return config.batch_for(device.type)
+    budget = config.memory_budget or default_memory_budget(device.type, free_device_memory(device))
+    voxels = 1
+    for n, mult in zip(inputs.shape[1:], spec.multiple):
+        voxels *= -(-int(n) // mult) * mult
+    return max(1, int(budget // (spec.bytes_per_voxel * voxels)))
 
 
 @dataclass

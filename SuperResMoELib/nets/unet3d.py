@@ -59,6 +59,36 @@ class UNet3DConfig:
         """Spatial sizes must be multiples of this."""
         return 2 ** (self.levels - 1)
 
+    @property
+    def reach(self) -> int:
+        """Input voxels on each side that one output voxel can depend on: the
+        receptive field's half-width, counting every pooling cell and
+        transposed-convolution cell at its worst alignment (an upper bound,
+        checked against the gradients' support in the tests)."""
+        r = self.convs  # level 0: 3^3 convolutions
+        for level in range(1, self.levels):
+            r += 2 ** (level - 1) + self.convs * 2 ** level  # pooling cell, then the level's convolutions
+        for level in range(self.levels - 1, 0, -1):
+            r += 2 ** (level - 1) * (1 + self.convs)  # transposed-conv cell, then the merge block
+        return r
+
+    @property
+    def halo(self) -> int:
+        """:attr:`reach` rounded up to :attr:`multiple`: the halo of a
+        halo-crop tile whose interior equals a whole-volume pass.  An
+        instance-normalised network has none (its output depends on the
+        whole tile): ``-1``."""
+        if self.norm == "instance":
+            return -1
+        m = self.multiple
+        return -(-self.reach // m) * m
+
+    def bytes_per_voxel(self, channels_last: bool = True) -> float:
+        """Upper estimate of inference memory per input voxel of one item
+        (measured on the CPU: width 8, 3 levels, channels-last 171 B; contiguous 244 B)."""
+        floats = 24 + 4 * self.width if channels_last else 40 + 6 * self.width
+        return 4.0 * floats * self.channels
+
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
 
@@ -80,6 +110,15 @@ class ConvBlock(nn.Sequential):
             layers += [nn.Conv3d(c_in if n == 0 else c_out, c_out, 3, padding=1), _norm(norm, c_out),
                        nn.LeakyReLU(LEAKY_SLOPE, inplace=True)]
         super().__init__(*layers)
+
+
+def _consume(layers: nn.Sequential, box: list[torch.Tensor]) -> torch.Tensor:
+    """Run ``layers`` on the one tensor in ``box``, which is emptied first, so
+    that no reference keeps the input alive while later layers run."""
+    h = box.pop()
+    for layer in layers:
+        h = layer(h)
+    return h
 
 
 class ResidualUNet3D(nn.Module):
@@ -124,8 +163,11 @@ class ResidualUNet3D(nn.Module):
         for level, block in enumerate(self.down):
             h = block(h if level == 0 else self.pool(h))
             skips.append(h)
-        for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1])):
-            h = merge(torch.cat([up(h), skip], dim=1))
+        h = skips.pop()
+        for up, merge in zip(self.up, self.merge):
+            # each skip is dropped as soon as it is merged and each input as soon as it
+            # is consumed: inference holds about 4 full-resolution activations, not 6
+            h = _consume(merge, [torch.cat([up(h), skips.pop()], dim=1)])
         return self.out(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

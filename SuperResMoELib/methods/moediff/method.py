@@ -268,7 +268,6 @@ class MoEDiffMethod(CheckpointedMethod):
              cancel: CancelToken) -> FramePlan:
         """Frames resampled and normalised, moved so the slice axis comes first,
         repeated once per sample; tiles of depth 1 through the engine."""
-        from SuperResMoELib.engine.windows import EngineConfig
         from SuperResMoELib.methods.driver import FramePlan
         from SuperResMoELib.methods.remix.checkpoint import intensity_percentile
 
@@ -285,9 +284,8 @@ class MoEDiffMethod(CheckpointedMethod):
         moved = np.moveaxis(resampled, 1 + axis, 1)  # (N, slices, rows, cols)
         inputs = np.ascontiguousarray(np.repeat(moved[run_frames_idx], s, axis=0))
         tile = self._tile(options, net)
-        batch = options.batch_size or (CPU_TILES_PER_BATCH if device.type == "cpu" else GPU_TILES_PER_BATCH)
-        config = EngineConfig((1, tile, tile), options.overlap, batch, options.mixed_precision)
-        config.validate()
+        batch = CPU_TILES_PER_BATCH if device.type == "cpu" else GPU_TILES_PER_BATCH
+        config = options.engine_config((1, tile, tile), patch=(1, tile, tile), default_batch=batch)
         # extra["gating"] = "uniform": every expert at 1/K (the evaluation's ablation; not a user option)
         predictor = _SlicePredictor(net, settings, options.expert, (options.extra or {}).get("gating") == "uniform")
         non_negative = [bool(np.min(f) >= 0) for f in frames]

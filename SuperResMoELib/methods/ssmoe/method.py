@@ -59,12 +59,10 @@ TASK_FACTORS: dict[str, tuple[float, float, float]] = {n: t.float_factors for n,
 TASK_PATCHES: dict[str, tuple[int, int, int]] = {n: t.lr_patch for n, t in SR_TASKS.items()}
 #: Task when neither the task nor the scale is given.
 DEFAULT_TASK = "aniso"
-#: Default network items (patch x frame) per batch (the patches are tiny).  On
-#: the CPU, 64 was the fastest of 32/64/128/256/1024 (2 cores, width 16, 8
-#: frames of 33x78x62: 19-26 s at 64 against 33-37 s at 256 and 50 s at 1024:
-#: bigger batches fall out of cache).
-CPU_BATCH_SIZE = 64
-GPU_BATCH_SIZE = 1024
+#: Network items (patch x frame) per batch come from the engine's voxel budget
+#: (:data:`~SuperResMoELib.engine.windows.CPU_BATCH_VOXELS`): 64 aniso patches
+#: (8x16x16) on the CPU, which was the fastest of 32/64/128/256/1024 on 2 cores
+#: (bigger batches fall out of cache), 1024 on a GPU.
 #: Relative tolerance when matching requested scale factors to a task.
 SCALE_RTOL = 1e-3
 #: Label of background (all-zero) patches in routing maps.
@@ -280,7 +278,6 @@ class SSMoEMethod(CheckpointedMethod):
              net: Any, manifest: Manifest, device: torch.device, progress: ProgressCallback,
              cancel: CancelToken) -> FramePlan:
         """Every frame on the LR grid through the network; the routing map for the mixtures."""
-        from SuperResMoELib.engine.windows import EngineConfig
         from SuperResMoELib.methods.driver import FramePlan
 
         cfg = backbone_config(manifest)
@@ -293,10 +290,7 @@ class SSMoEMethod(CheckpointedMethod):
                              f"experts (0..{n_experts - 1})")
         factor = intensity_factor(manifest)
         rows, acq_info = self._acquisitions(volume, options, net)
-        batch = options.batch_size if options.batch_size is not None else \
-            (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
-        config = EngineConfig(lr_patch, options.overlap, batch, options.mixed_precision)
-        config.validate()
+        config = options.engine_config(lr_patch, patch=lr_patch)
         expert = None if options.expert is None else int(options.expert)
         predictor = _Predictor(net, self.kind, factor, cfg.hr_patch, expert, rows, len(frames))
 
@@ -311,8 +305,7 @@ class SSMoEMethod(CheckpointedMethod):
                     "scale": list(TASK_FACTORS[task])}
             return run.image, maps, info
 
-        cpu_items = options.batch_size if options.batch_size is not None else CPU_BATCH_SIZE
-        return FramePlan(frames, np.arange(len(frames)), predictor, cfg.zoom, config, finish, cpu_items=cpu_items)
+        return FramePlan(frames, np.arange(len(frames)), predictor, cfg.zoom, config, finish)
 
 
 class SRUNetMethod(SSMoEMethod):
