@@ -47,6 +47,20 @@ def test_help_and_version() -> None:
     assert run("--version").stdout.startswith("superresmoe ")
 
 
+def test_help_paths_do_not_import_the_heavy_libraries() -> None:
+    """``--help`` of the program and of every command loads neither torch nor
+    scipy, SimpleITK or nibabel: they load when a command runs."""
+    code = ("import sys, runpy\n"
+            "sys.argv = ['superresmoe'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_module('SuperResMoELib', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'scipy', 'SimpleITK', 'nibabel', 'monai') if m in sys.modules))")
+    for args in ([], ["enhance"], ["evaluate"], ["sample-data"], ["info"], ["demo"]):
+        r = subprocess.run([sys.executable, "-c", code, *args, "--help"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip().splitlines()[-1] == "[]", (args, r.stdout[-300:])
+
+
 def test_enhance_file_geometry_and_units(tmp_path: Path) -> None:
     hr = write_hr(tmp_path / "a.nii.gz")
     r = run("enhance", "-i", str(tmp_path / "a.nii.gz"), "-o", str(tmp_path / "sr.nrrd"), "--scale", "1,2,3",

@@ -34,6 +34,7 @@ SAMPLES = {
     "simulate": True, "simulate_method": "gaussian", "write_maps": False,
     "steps": 5, "samples": 4, "sampler": "top1", "slice_axis": "all", "seed": 7,
     "amp_dtype": "bfloat16", "tiling": "sliding", "memory_budget": 512, "compile": True, "threads": 1,
+    "compression": "max",
 }
 #: Arguments of ``enhance`` that are not options of a method run.
 FILE_ARGUMENTS = {"help", "input", "output", "reference", "table", "progress", "debug"}

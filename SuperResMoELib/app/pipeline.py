@@ -48,6 +48,7 @@ class EnhanceJob:
             by the method's scale factors, enhance the LR, compare with the HR.
         table: acquisition table for a 4D input.
         write_maps: also write the method's maps (routing, gating, ...).
+        compression: output compression (:data:`~SuperResMoELib.io.formats.COMPRESSION_LEVELS`).
         notes: warnings about the request (e.g. options the method ignores),
             reported with the result's ``info["warnings"]``.
     """
@@ -62,6 +63,7 @@ class EnhanceJob:
     simulate_method: str = DEFAULTS["simulate_method"]
     table: Path | None = None
     write_maps: bool = DEFAULTS["write_maps"]
+    compression: str = DEFAULTS["compression"]
     notes: tuple[str, ...] = ()
 
 
@@ -227,7 +229,7 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
         volume, reference = simulate_low_resolution(volume, factors, method=job.simulate_method)
         volume = volume.with_array(volume.array, name=f"{io.volume_stem(job.input)}_lr")
         lr_path = side_path(job.output, "lr")
-        io.write_volume(volume, lr_path)
+        io.write_volume(volume, lr_path, compression=job.compression)
         files.append(str(lr_path))
     elif job.reference is not None:
         reference = io.read_volume(job.reference)
@@ -247,12 +249,12 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
     if derived:
         result.info["output_grid"] = derived
     progress("write", 0.0, f"writing {job.output.name}")
-    io.write_volume(result.volume, job.output)
+    io.write_volume(result.volume, job.output, compression=job.compression)
     files.append(str(job.output))
     if job.write_maps:
         for name, vol in result.maps.items():
             path = side_path(job.output, name)
-            io.write_volume(vol, path)
+            io.write_volume(vol, path, compression=job.compression)
             files.append(str(path))
     metrics: dict[str, Any] = {}
     if reference is not None:
@@ -261,7 +263,7 @@ def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
         progress("evaluate", 0.0, "comparing with the reference")
         for tag, fn in (("sqerr", squared_error_map), ("abserr", absolute_error_map)):
             path = side_path(job.output, tag)
-            io.write_volume(fn(reference, result.volume), path)
+            io.write_volume(fn(reference, result.volume), path, compression=job.compression)
             files.append(str(path))
         metrics = compare_to_reference(reference, result.volume)
         mpath = side_path(job.output, "metrics", ".json")

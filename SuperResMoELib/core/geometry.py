@@ -69,6 +69,51 @@ def _kji_affine(m_ijk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lin, off
 
 
+#: Edge padding before the spline prefilter (as ``scipy.ndimage`` pads for ``mode="nearest"``).
+SPLINE_PAD: int = 12
+
+
+def _cubic_weights(t: np.ndarray) -> np.ndarray:
+    """``(4, n)`` cubic B-spline weights of taps ``floor(x) - 1 .. floor(x) + 2`` for fractions ``t``."""
+    t2, t3 = t * t, t * t * t
+    return np.stack([(1 - t) ** 3 / 6, (3 * t3 - 6 * t2 + 4) / 6, (-3 * t3 + 3 * t2 + 3 * t + 1) / 6, t3 / 6])
+
+
+def _cubic_axis(arr: np.ndarray, axis: int, scale: float, offset: float, size: int) -> np.ndarray:
+    """Cubic B-spline interpolation of ``arr`` along one axis at source indices
+    ``scale * n + offset`` (``n = 0..size-1``), edges extended (``nearest``):
+    edge padding, the exact spline prefilter in float64, four taps per output."""
+    pad = [(0, 0)] * arr.ndim
+    pad[axis] = (SPLINE_PAD, SPLINE_PAD)
+    coef = ndimage.spline_filter1d(np.pad(arr, pad, mode="edge"), 3, axis=axis, output=np.float64, mode="nearest")
+    x = np.clip(scale * np.arange(size, dtype=np.float64) + offset, -SPLINE_PAD + 2.0,
+                arr.shape[axis] + SPLINE_PAD - 3.0) + SPLINE_PAD
+    base = np.floor(x)
+    weights = _cubic_weights(x - base)
+    shape = [1] * arr.ndim
+    shape[axis] = size
+    out = np.zeros(arr.shape[:axis] + (size,) + arr.shape[axis + 1:], dtype=np.float32)
+    for tap in range(4):
+        idx = np.clip(base.astype(np.int64) - 1 + tap, 0, coef.shape[axis] - 1)
+        out += (np.take(coef, idx, axis=axis) * weights[tap].reshape(shape)).astype(np.float32)
+    return out
+
+
+def _separable_cubic(frame: np.ndarray, scales: np.ndarray, offsets: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Cubic resampling of a ``(K, J, I)`` frame by an axis-aligned map
+    (``source = scales * target + offsets`` per axis), one axis at a time; an
+    axis the map leaves as it is is not touched (the prefiltered spline
+    interpolates its samples exactly).  Equals ``scipy.ndimage.affine_transform``
+    (order 3, ``mode="nearest"``) to float32 rounding, at a fraction of its
+    cost: 4 taps per voxel and axis instead of 64 per voxel."""
+    out = frame.astype(np.float32, copy=False)
+    for axis in range(3):
+        if scales[axis] == 1.0 and offsets[axis] == 0.0 and shape[axis] == out.shape[axis]:
+            continue
+        out = _cubic_axis(out, axis, float(scales[axis]), float(offsets[axis]), int(shape[axis]))
+    return out
+
+
 def resample_array(
     array: np.ndarray,
     source: Grid,
@@ -81,7 +126,8 @@ def resample_array(
 
     Each target voxel centre is mapped to RAS and back into the source index
     space; the value there is interpolated with a spline of the given order
-    (``cubic`` = scipy's order-3 B-spline with prefiltering).  Outside the
+    (``cubic`` = scipy's order-3 B-spline with prefiltering; computed one axis
+    at a time when the grids' axes are aligned, which gives the same values).  Outside the
     source, ``mode`` decides (``nearest``: extend the edge voxels; ``constant``:
     ``cval``).
 
@@ -99,7 +145,11 @@ def resample_array(
     lin, off = _kji_affine(index_map(source, target))
     frames = arr.reshape((-1,) + source.shape)
     out = np.empty((frames.shape[0],) + target.shape, dtype=np.float32)
+    separable = order == 3 and mode == "nearest" and lin.ndim == 1
     for n, frame in enumerate(frames):
+        if separable:  # axis-aligned grids (the usual SR case): one axis at a time
+            out[n] = _separable_cubic(frame, lin, off, target.shape)
+            continue
         ndimage.affine_transform(
             frame.astype(np.float32, copy=False),
             lin,

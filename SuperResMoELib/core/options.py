@@ -245,6 +245,9 @@ ENHANCE_OPTIONS: tuple[OptionSpec, ...] = (
                choices=("boxcar", "gaussian", "kspace")),
     OptionSpec("write_maps", ("--no-maps",), "bool", True, "do not write method maps (routing, gating)",
                "job.write_maps"),
+    OptionSpec("compression", ("--compression",), "choice", "fast",
+               "compression of .nii.gz / .nrrd / .mha outputs: fast (default, zlib level 1) or max (level 9)",
+               "job.compression", choices=("fast", "max")),
 )
 
 #: name -> spec.

@@ -177,7 +177,8 @@ class _Stitcher:
         _, kk, jj, ii = self.shape
         st = starts.to(self.device)
         base = st[:, 0] * (zoom[0] * jj * ii) + st[:, 1] * (zoom[1] * ii) + st[:, 2] * zoom[2]  # (B,)
-        idx = (base[:, None] + self._offsets(tuple(out.shape[2:]))[None, :]).reshape(-1)  # (B*P,)
+        pk, pj, pi = (int(n) for n in out.shape[2:])
+        idx = (base[:, None] + self._offsets((pk, pj, pi))[None, :]).reshape(-1)  # (B*P,)
         w = self.weights.reshape(-1)
         vals = (out.reshape(b, c, -1) * w).permute(1, 0, 2).reshape(c, -1)
         self.sum.view(c, -1).index_add_(1, idx, vals)
@@ -236,9 +237,10 @@ def run_patches(
     if x.ndim != 4:
         raise ValueError(f"engine input must be (C, K, J, I), got shape {tuple(x.shape)}")
     x = x.detach().to("cpu", torch.float32)
-    spec = getattr(predictor, "halo_spec", None)
-    strategy, reason = config.resolve_strategy(spec if isinstance(spec, HaloSpec) else None)
-    if strategy == "halo":
+    found = getattr(predictor, "halo_spec", None)
+    spec = found if isinstance(found, HaloSpec) else None
+    strategy, reason = config.resolve_strategy(spec)
+    if strategy == "halo" and spec is not None:
         from SuperResMoELib.engine.halo import run_halo
 
         return run_halo(x, predictor, zoom_t, spec, config, torch.device(device), progress, cancel, stage, reason)

@@ -251,10 +251,10 @@ def plan_tiles(shape: tuple[int, int, int], spec: HaloSpec, max_voxels: int) -> 
         raise InputError(f"the memory budget holds {max_voxels} voxels per tile, but the smallest halo-crop tile "
                          f"needs {need}; raise the memory budget or use the sliding strategy")
     tiles = []
-    pieces = [_cores(n, p, m) for n, p, m in zip(shape, best[2], spec.multiple)]
-    for ck in pieces[0]:
-        for cj in pieces[1]:
-            for ci in pieces[2]:
+    per_axis = [_cores(n, p, m) for n, p, m in zip(shape, best[2], spec.multiple)]
+    for ck in per_axis[0]:
+        for cj in per_axis[1]:
+            for ci in per_axis[2]:
                 core = (ck, cj, ci)
                 tiles.append(Tile(tuple(c[0] for c in core), tuple(c[1] for c in core),  # type: ignore[arg-type]
                                   tuple(max(c[0] - h, 0) for c, h in zip(core, spec.halo)),  # type: ignore[arg-type]

@@ -112,11 +112,11 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
-def _consume(layers: nn.Sequential, box: list[torch.Tensor]) -> torch.Tensor:
+def _consume(layers: nn.Module, box: list[torch.Tensor]) -> torch.Tensor:
     """Run ``layers`` on the one tensor in ``box``, which is emptied first, so
     that no reference keeps the input alive while later layers run."""
     h = box.pop()
-    for layer in layers:
+    for layer in layers.children():
         h = layer(h)
     return h
 

@@ -85,7 +85,8 @@ class _Predictor:
     def to(self, device: torch.device) -> None:
         import torch
 
-        self.net.to(device, memory_format=torch.channels_last_3d)
+        self.net.to(device)
+        self.net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
 
     def __call__(self, items: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         import torch
