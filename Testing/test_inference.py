@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -222,3 +224,27 @@ def test_blend_weights_peak_in_centre() -> None:
     w = blend_weights((8, 8, 8))
     assert w.max() == pytest.approx(1.0) and w.min() > 0
     assert w[3:5, 3:5, 3:5].min() == w.max() or w[4, 4, 4] > w[0, 0, 0]
+
+
+def test_threads_match_the_cores_given(monkeypatch) -> None:
+    from SuperResMoELib.engine.devices import ENV_THREADS, cores_given, match_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(ENV_THREADS, "1")
+        assert match_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.delenv(ENV_THREADS)
+        assert 1 <= cores_given() <= (os.cpu_count() or 1)
+        assert match_threads() == cores_given() == torch.get_num_threads()
+        assert match_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_batches_come_from_a_voxel_budget() -> None:
+    from SuperResMoELib.engine.windows import CPU_BATCH_VOXELS, GPU_BATCH_VOXELS
+
+    assert EngineConfig((8, 16, 16)).batch_for("cpu") == CPU_BATCH_VOXELS // 2048
+    assert EngineConfig((8, 16, 16)).batch_for("cuda") == GPU_BATCH_VOXELS // 2048
+    assert EngineConfig(64).batch_for("cpu") == max(1, CPU_BATCH_VOXELS // 64**3)
+    assert EngineConfig(64, batch_size=5).batch_for("cuda") == 5

@@ -330,9 +330,11 @@ def test_results_box_explains_the_run(scene) -> None:
                                "output_spacing_ijk": [1.0, 1.0, 1.0], "output_grid": "output on the reference grid",
                                "steps": 2, "sampler": "full", "slice_axis": "k", "slice_axis_reason": "least change",
                                "gates": {"mean": [0.7, 0.2, 0.1], "std": [0.1, 0.05, 0.02], "slices_led": [30, 8, 2]},
-                               "warnings": ["spacing outside the training domain"]},
+                               "warnings": ["spacing outside the training domain"],
+                               "tiling": "sliding windows: 40 windows", "threads": 2},
                          sequences={"sr": seq})
     lines = explain(out)
+    assert "engine: sliding windows: 40 windows (threads: 2)" in lines
     assert lines[0] == "input 12 x 12 x 8 voxels of 2.5 x 2.5 x 5 mm -> output 30 x 30 x 40 voxels of 1 x 1 x 1 mm"
     assert "output grid: output on the reference grid" in lines and any("3 frames enhanced" in x for x in lines)
     assert any(x.startswith("diffusion: 2 sampler step(s), full mode, slices across k") for x in lines)

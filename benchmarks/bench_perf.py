@@ -10,6 +10,9 @@ end and writes every measurement to a JSON file:
 * ``remix_vs_whole`` - the same pass / one whole-volume forward pass (edge
   padded to the U-Net's multiple); ``MAXDIFF remix_vs_whole`` is the largest
   absolute difference between the two (normalised intensities, ~0..1);
+* ``remix_tiled_vs_whole`` - our pass with half the memory it needs
+  for one tile (several halo-crop tiles, as a volume too large for memory
+  gets) / the whole-volume pass, with its ``MAXDIFF``;
 * ``remix_sliding_vs_whole`` - the engine's former default (sliding 64^3
   windows, overlap 0.5, Gaussian blending) / the whole-volume pass: the "before";
 * ``remix_end_to_end_s`` (``SECONDS``) - ``superresmoe enhance --method remix``
@@ -91,7 +94,12 @@ def bench_remix(device: str, quick: bool, repeats: int, compile_too: bool = Fals
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from monai.inferers import sliding_window_inference
+
+    try:
+        from monai.inferers import sliding_window_inference
+    except ImportError:
+        raise SystemExit("bench_perf.py needs MONAI for remix_vs_monai: pip install 'superresmoe[bench]' "
+                         "(or pass --only without remix)") from None
 
     from SuperResMoELib.engine.sliding import run_patches
     from SuperResMoELib.engine.windows import EngineConfig
@@ -152,16 +160,24 @@ def bench_remix(device: str, quick: bool, repeats: int, compile_too: bool = Fals
             t = F.pad(xt, (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate").to(dev)
             return contiguous(t)[0, 0, :x.shape[1], :x.shape[2], :x.shape[3]].float().cpu().numpy()
 
+    def ours_tiled() -> Any:  # a budget that forces several tiles: what a volume too large for memory gets
+        budget = int(predictor.halo_spec.bytes_per_voxel * x[0].size / 2)
+        return run_patches(x, Engine(), (1, 1, 1), EngineConfig(mixed_precision=False, memory_budget=budget),
+                           device=dev)
+
     t_whole, ref = best_of(whole, repeats)
     t_ours, res = best_of(ours, repeats)
+    t_tiled, tiled = best_of(ours_tiled, max(1, repeats - 1))
     t_monai, mon = best_of(monai, repeats)
     t_slide, sl = best_of(sliding, max(1, repeats - 1))
     t_contig, _ = best_of(whole_contiguous, max(1, repeats - 1))
     seconds = {"ours": t_ours, "whole": t_whole, "monai": t_monai, "sliding_overlap_0.5": t_slide,
-               "whole_contiguous_layout": t_contig}
+               "whole_contiguous_layout": t_contig, "ours_half_the_memory": t_tiled}
     diffs = {"ours": float(np.abs(res.image[0] - ref).max()), "monai": float(np.abs(mon - ref).max()),
-             "sliding_overlap_0.5": float(np.abs(sl.image[0] - ref).max())}
+             "sliding_overlap_0.5": float(np.abs(sl.image[0] - ref).max()),
+             "ours_half_the_memory": float(np.abs(tiled.image[0] - ref).max())}
     ratios = {"remix_vs_monai": t_ours / t_monai, "remix_vs_whole": t_ours / t_whole,
+              "remix_tiled_vs_whole": t_tiled / t_whole,
               "remix_sliding_vs_whole": t_slide / t_whole, "monai_vs_whole": t_monai / t_whole,
               "channels_last_vs_contiguous": t_whole / t_contig}
     if dev.type == "cuda":  # autocast precisions through our default pass
@@ -186,7 +202,8 @@ def bench_remix(device: str, quick: bool, repeats: int, compile_too: bool = Fals
         ratios["compiled_vs_eager"] = t_comp / t_whole
     return {
         "input_kji": list(x.shape[1:]), "expert": expert, "network": cfg.to_dict(), "device": device,
-        "seconds": seconds, "ours_tiling": res.tiling, "max_abs_diff_vs_whole": diffs, "ratios": ratios,
+        "seconds": seconds, "ours_tiling": res.tiling, "tiled_tiling": tiled.tiling,
+        "max_abs_diff_vs_whole": diffs, "ratios": ratios,
     }
 
 
@@ -279,18 +296,32 @@ def bench_ssmoe(device: str, quick: bool, repeats: int) -> dict:
     ref = reference_patching(net, np.asarray(sub.array), rows, factor, torch.device(device))
     t_ref = time.perf_counter() - t0
     ours = np.asarray(res.volume.array).reshape(ref.shape)
-    t_many, _ = best_of(lambda: method.enhance(vol, EnhanceOptions(), device), max(1, repeats - 1))
-    per_frame = t_many / n_ours
-    peak = float(hr[:n_ref].max())
+    peak = float(hr.max())
+
+    def quality(sr: np.ndarray) -> dict:
+        """PSNR over each frame (peak: the frames' HR maximum) and the mean squared error in the brain."""
+        sr = sr.reshape(hr.shape[:1] + hr.shape[1:])[: len(hr)]
+        return {"psnr": float(np.mean([psnr(hr[n], sr[n], peak) for n in range(len(sr))])),
+                "brain_mse": float(np.mean([np.mean((hr[n] - sr[n])[hr[n] > 0] ** 2) for n in range(len(sr))]))}
+
+    many: dict[str, Any] = {}
+    for overlap in (0.5, 0.25):  # the default, and the faster setting for whole subjects
+        t_many, run = best_of(lambda o=overlap: method.enhance(vol, EnhanceOptions(overlap=o), device),
+                              max(1, repeats - 1))
+        many[f"overlap_{overlap:g}"] = {"seconds": t_many, "seconds_per_frame": t_many / n_ours,
+                                        "subject_1344_frames_min": t_many / n_ours * 1344 / 60,
+                                        "windows_per_frame": run.info["patches"] // n_ours,
+                                        **quality(np.asarray(run.volume.array))}
+    ref_peak = float(hr[:n_ref].max())
     return {
         "lr_kji": list(vol.spatial_shape), "frames_ratio": n_ref, "frames_throughput": n_ours, "device": device,
         "checkpoint": "bundled ssmoe_aniso (width 8, 4 experts)",
-        "seconds": {"ours": t_ours, "reference": t_ref, "ours_many_frames": t_many},
-        "ours_seconds_per_frame": per_frame, "subject_1344_frames_min": per_frame * 1344 / 60,
+        "seconds": {"ours": t_ours, "reference": t_ref},
         "windows_per_frame": {"ours": res.info["patches"] // n_ref, "reference": 8 * 24 * 21},
-        "psnr_vs_hr": {"ours": float(np.mean([psnr(hr[n], ours[n], peak) for n in range(n_ref)])),
-                       "reference": float(np.mean([psnr(hr[n], ref[n], peak) for n in range(n_ref)]))},
+        "psnr_vs_hr": {"ours": float(np.mean([psnr(hr[n], ours[n], ref_peak) for n in range(n_ref)])),
+                       "reference": float(np.mean([psnr(hr[n], ref[n], ref_peak) for n in range(n_ref)]))},
         "max_abs_diff_ours_vs_reference": float(np.abs(ours - ref).max()),
+        "throughput": many, "subject_1344_frames_min": many["overlap_0.5"]["subject_1344_frames_min"],
         "ratios": {"ssmoe_vs_reference": t_ours / t_ref},
     }
 
@@ -329,16 +360,33 @@ def big_remix_child(device: str) -> None:
     from SuperResMoELib.methods import create_method
     from SuperResMoELib.methods.base import EnhanceOptions
 
-    k, j, i = np.meshgrid(np.linspace(-1, 1, 80, dtype=np.float32), np.linspace(-1, 1, 512, dtype=np.float32),
-                          np.linspace(-1, 1, 512, dtype=np.float32), indexing="ij", sparse=True)
-    arr = np.clip(1.2 - (k * k + j * j + i * i), 0, None).astype(np.float32) * 800.0
+    k, j, i = (np.linspace(-1, 1, n, dtype=np.float32) ** 2 for n in (80, 512, 512))
+    arr = np.empty((80, 512, 512), np.float32)  # a head-like blob, built slice by slice (84 MB, no temporaries)
+    ji = j[:, None] + i[None, :]
+    for n in range(80):
+        np.subtract(1.2 - k[n], ji, out=arr[n])
+    np.clip(arr, 0, None, out=arr)
+    arr *= 800.0
     vol = Volume(arr, np.diag([1.0, 1.0, 5.0, 1.0]), name="big")
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = peak_rss_mb()
     t0 = time.perf_counter()
     res = create_method("remix").enhance(vol, EnhanceOptions(), device)
     print(json.dumps({"seconds": time.perf_counter() - t0, "output_kji": list(res.volume.spatial_shape),
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "rss_before_mb": base, "tiling": res.info["tiling"]}))
+                      "peak_rss_mb": peak_rss_mb(), "rss_before_mb": base, "tiling": res.info["tiling"]}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB: ``VmHWM`` (Linux; its own
+    address space only - ``ru_maxrss`` of a child started by ``fork`` + ``exec``
+    also counts the parent's peak at the fork), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
 
 
 def bench_peak_rss(device: str) -> dict:
@@ -381,13 +429,18 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             if part == "remix":
                 r = bench_remix(args.device, args.quick, repeats, args.compile)
-                lines += [f"MAXDIFF remix_vs_whole {r['max_abs_diff_vs_whole']['ours']:.3g}"]
+                lines += [f"MAXDIFF remix_vs_whole {r['max_abs_diff_vs_whole']['ours']:.3g}",
+                          f"MAXDIFF remix_tiled_vs_whole {r['max_abs_diff_vs_whole']['ours_half_the_memory']:.3g}",
+                          f"MAXDIFF remix_sliding_vs_whole {r['max_abs_diff_vs_whole']['sliding_overlap_0.5']:.3g}",
+                          f"MAXDIFF monai_vs_whole {r['max_abs_diff_vs_whole']['monai']:.3g}"]
             elif part == "end_to_end":
                 r = bench_remix_end_to_end(args.device, Path(tmp))
                 lines += [f"SECONDS remix_end_to_end {r['seconds']:.1f}"]
             elif part == "ssmoe":
                 r = bench_ssmoe(args.device, args.quick, repeats)
-                lines += [f"SSMOE_1344_FRAMES_MIN {r['subject_1344_frames_min']:.1f}"]
+                lines += [f"SSMOE_1344_FRAMES_MIN {r['subject_1344_frames_min']:.1f}",
+                          f"SSMOE_1344_FRAMES_MIN_OVERLAP_0.25 "
+                          f"{r['throughput']['overlap_0.25']['subject_1344_frames_min']:.1f}"]
             elif part == "cubic":
                 r = bench_cubic(repeats)
             elif part == "rss":

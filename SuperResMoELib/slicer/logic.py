@@ -391,14 +391,16 @@ def _ijk(values) -> str:
 
 def explain(outcome: EnhanceOutcome) -> list[str]:
     """Plain lines that say what the run did: grids (input -> output, and where the
-    output grid came from), the frames of a 4D scan, and the diffusion sampler with
-    its experts' gate weights (MoEDiff-SR)."""
+    output grid came from), how the engine tiled the volume, the frames of a 4D
+    scan, and the diffusion sampler with its experts' gate weights (MoEDiff-SR)."""
     info, lines = outcome.info, []
     if info.get("input_size_ijk") and info.get("output_size_ijk"):
         lines.append(f"input {_ijk(info['input_size_ijk'])} voxels of {_ijk(info['input_spacing_ijk'])} mm -> "
                      f"output {_ijk(info['output_size_ijk'])} voxels of {_ijk(info['output_spacing_ijk'])} mm")
     if info.get("output_grid"):
         lines.append(f"output grid: {info['output_grid']}")
+    if info.get("tiling"):
+        lines.append(f"engine: {info['tiling']} (threads: {info.get('threads', '?')})")
     seq = outcome.sequences.get("sr")
     if seq is not None:
         lines.append(f"4D scan: {seq.GetNumberOfDataNodes()} frames enhanced; results are volume sequences "
