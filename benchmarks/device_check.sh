@@ -44,27 +44,22 @@ if torch.cuda.is_available():
     print(f"GPU {p.name} {p.total_memory / 2**30:.1f} GiB bf16={torch.cuda.is_bf16_supported()}")
 EOF
 status=0
-step() {  # step NAME LIMIT_S CMD...
-  local name=$1 limit=$2; shift 2
+step() {  # step NAME LIMIT_S LOG CMD...: run CMD with its output in LOG, note its status and time
+  local name=$1 limit=$2 log=$3; shift 3
   local t0; t0=$(date +%s)
-  timeout "$limit" "$@"
+  timeout "$limit" "$@" > "$log" 2>&1
   local rc=$?
   echo "STEP $name rc=$rc $(( $(date +%s) - t0 )) s" | tee -a "$out/summary.txt"
   [ $rc -eq 0 ] || status=1
 }
-if [ "$dry" = 1 ]; then
-  # no GPU: the gpu tests are collected and skipped, which checks that they import
-  step tests 120 "$py" -m pytest -q -m gpu Testing/test_gpu.py Testing/test_training_device.py -p no:cacheprovider \
-    -o addopts="" > "$out/tests.txt" 2>&1
-else
-  step tests 180 "$py" -m pytest -q -m gpu Testing/test_gpu.py Testing/test_training_device.py -p no:cacheprovider \
-    -o addopts="" > "$out/tests.txt" 2>&1
-fi
-tail -3 "$out/tests.txt"
-step perf 210 "$py" benchmarks/bench_perf.py --device "$device" "${perf_args[@]}" --out "$out/perf_$device.json" \
-  > "$out/perf.txt" 2>&1
+# without a GPU the gpu tests are collected and skipped, which still checks that they import
+step tests 150 "$out/tests.txt" "$py" -m pytest -q -m gpu Testing/test_gpu.py Testing/test_training_device.py \
+  -p no:cacheprovider -o addopts=""
+tail -3 "$out/tests.txt" | tee -a "$out/summary.txt"
+step perf 240 "$out/perf.txt" "$py" benchmarks/bench_perf.py --device "$device" "${perf_args[@]}" \
+  --out "$out/perf_$device.json"
 grep -E '^(RATIO|PEAK_RSS_MB|SECONDS|MAXDIFF|SSMOE_)' "$out/perf.txt" | tee -a "$out/summary.txt"
-step engine 90 "$py" benchmarks/bench_engine.py --device "$device" "${engine_args[@]}" --out "$out/engine_$device.md" \
-  > "$out/engine.txt" 2>&1
+step engine 60 "$out/engine.txt" "$py" benchmarks/bench_engine.py --device "$device" "${engine_args[@]}" \
+  --out "$out/engine_$device.md"
 echo "TOTAL $(( $(date +%s) - start )) s status=$status" | tee -a "$out/summary.txt"
 exit $status
