@@ -11,11 +11,39 @@ import argparse
 import dataclasses
 import sys
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 from SuperResMoELib.core.errors import ConfigError, ExitCode, InputError, SuperResMoEError
 
 from .precision import AMP_MODES
+
+
+def _start_run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(distributed context, device, progress reporter)`` of a training command:
+    under ``torchrun`` this rank joins the process group (:mod:`training.distributed`)
+    and only rank 0 logs at INFO and shows progress."""
+    import logging
+
+    from SuperResMoELib.app.progress_report import make_reporter
+
+    from . import distributed
+
+    ctx, device = distributed.setup(args.device)
+    logging.basicConfig(level=logging.INFO if ctx.is_main else logging.WARNING,
+                        format="%(asctime)s %(levelname)s: %(message)s")
+    if ctx.active and ctx.is_main:
+        logging.getLogger("superresmoe.training").info(
+            "distributed training: %d ranks, backend %s, this rank on %s", ctx.world, ctx.backend, device)
+    return ctx, device, make_reporter(args.progress if ctx.is_main else "none")
+
+
+def _finish_run(ctx: Any, summary: str) -> None:
+    """Rank 0 prints the summary; every rank leaves the process group."""
+    from . import distributed
+
+    if ctx.is_main:
+        print(summary + (f" ({ctx.world} ranks)" if ctx.active else ""))
+    distributed.shutdown()
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
@@ -36,26 +64,23 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def cmd_ssmoe(args: argparse.Namespace) -> int:
-    import logging
     from pathlib import Path
-
-    from SuperResMoELib.app.progress_report import make_reporter
 
     from .ssmoe.config import load_config
     from .ssmoe.sources import open_source
     from .domain import ssmoe_domain
-    from .ssmoe.train import SSMoETrainer, export
+    from .ssmoe.train import SSMoETrainer
+    from .ssmoe.train import export as export_network
 
     cfg = load_config(args.config)
     if args.width:
         cfg = dataclasses.replace(cfg, width=args.width)
     open_source(args.data, cfg.data_seed)  # a bad --data fails before any work
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     workdir = Path(args.workdir or f"runs/ssmoe_{args.task}_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
-    reporter = make_reporter(args.progress)
+    ctx, device, reporter = _start_run(args)
     t0 = time.perf_counter()
-    trainer = SSMoETrainer(args.task, cfg, workdir, reporter, data=args.data, device=args.device, amp=args.amp)
+    trainer = SSMoETrainer(args.task, cfg, workdir, reporter, data=args.data, device=device, amp=args.amp)
     timings: dict[str, float] = {}
     data = {"data": trainer.source.description, "task": args.task,
             "config": cfg.description or args.config}
@@ -65,6 +90,10 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
         now = time.perf_counter()
         timings[name] = round(now - since, 1)
         return now
+
+    def export(*a: Any, **kw: Any) -> None:  # rank 0 writes the checkpoints
+        if ctx.is_main:
+            export_network(*a, **kw)
 
     t = time.perf_counter()
     base = trainer.baseline()
@@ -89,16 +118,15 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
         export(hm, "hardmoe", args.task, cfg, cfg.n_experts, export_dir / f"ssmoe_{args.task}_hardmoe",
                {"training_data": data, "domain": domain})
     reporter.close()
-    print(f"SS-MoE {args.task}: done in {time.perf_counter() - t0:.0f} s; phases: {timings}; checkpoints in {export_dir}")
+    _finish_run(ctx, f"SS-MoE {args.task}: done in {time.perf_counter() - t0:.0f} s; phases: {timings}; "
+                     f"checkpoints in {export_dir}")
     return 0
 
 
 def cmd_remix(args: argparse.Namespace) -> int:
-    import logging
     from pathlib import Path
 
     from SuperResMoELib.methods.remix import EXPERTS
-    from SuperResMoELib.app.progress_report import make_reporter
 
     from .config import to_dict
     from .remix.config import load_config
@@ -107,13 +135,12 @@ def cmd_remix(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.width:
         cfg = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, width=args.width))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     workdir = Path(args.workdir or f"runs/remix_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
-    reporter = make_reporter(args.progress)
+    ctx, device, reporter = _start_run(args)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    trainer = REMIxTrainer(cfg, workdir, reporter, device=args.device, amp=args.amp)
+    trainer = REMIxTrainer(cfg, workdir, reporter, device=device, amp=args.amp)
     timings["library"] = round(time.perf_counter() - t0, 1)
     for v in EXPERTS:
         t = time.perf_counter()
@@ -126,10 +153,10 @@ def cmd_remix(args: argparse.Namespace) -> int:
     data = {"data": f"embedded T1 sample subjects {list(cfg.library.subjects)}",
             "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation)}
     written = export(trainer, export_dir / "remix_t1", None if args.no_single else export_dir / "remix_t1_single",
-                     data)
+                     data) if ctx.is_main else []
     reporter.close()
-    print(f"REMIx: done in {time.perf_counter() - t0:.0f} s; phases: {timings}; checkpoints: "
-          f"{', '.join(str(w) for w in written)}")
+    _finish_run(ctx, f"REMIx: done in {time.perf_counter() - t0:.0f} s; phases: {timings}; checkpoints: "
+                     f"{', '.join(str(w) for w in written)}")
     return 0
 
 
@@ -383,10 +410,7 @@ def cmd_domain(args: argparse.Namespace) -> int:
 
 
 def cmd_moediff(args: argparse.Namespace) -> int:
-    import logging
     from pathlib import Path
-
-    from SuperResMoELib.app.progress_report import make_reporter
 
     from .config import to_dict
     from .moediff.config import load_config
@@ -401,21 +425,23 @@ def cmd_moediff(args: argparse.Namespace) -> int:
         if max(cfg.library.subjects) >= n:
             raise InputError(f"the config trains on subjects {list(cfg.library.subjects)} but {args.data} "
                              f"holds {n} volume(s); give a config whose library.subjects index its files")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     workdir = Path(args.workdir or f"runs/moediff_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
-    reporter = make_reporter(args.progress)
+    ctx, device, reporter = _start_run(args)
     t0 = time.perf_counter()
-    trainer = MoEDiffTrainer(cfg, workdir, reporter, device=args.device, amp=args.amp, data=args.data)
+    trainer = MoEDiffTrainer(cfg, workdir, reporter, device=device, amp=args.amp, data=args.data)
     times = {"library": round(time.perf_counter() - t0, 1), **trainer.run()}
     what = f"embedded T1 sample subjects {list(cfg.library.subjects)}" if args.data == "sample" \
         else f"HR T1 volumes {list(cfg.library.subjects)} of {args.data}"
     data = {"data": what, "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation)}
     name = args.name or variant_name(cfg)
-    written = export(trainer, export_dir / name, data, times)
     reporter.close()
-    print(f"MoEDiff-SR: done in {time.perf_counter() - t0:.0f} s; phases: {times}; checkpoint: {written} "
-          f"({written.stat().st_size / 1e6:.1f} MB)")
+    if ctx.is_main:
+        written = export(trainer, export_dir / name, data, times)
+        _finish_run(ctx, f"MoEDiff-SR: done in {time.perf_counter() - t0:.0f} s; phases: {times}; "
+                         f"checkpoint: {written} ({written.stat().st_size / 1e6:.1f} MB)")
+    else:
+        _finish_run(ctx, "")
     return 0
 
 

@@ -10,6 +10,9 @@ A phase trains on a device (``"cpu"``, ``"cuda:0"``, ...; batches are moved
 there as they are drawn) with a mixed-precision mode (:mod:`.precision`); its
 saved state holds CPU tensors and plain numbers only, so a phase started on
 one device resumes on another.
+
+Under ``torchrun`` (:mod:`.distributed`) each rank trains on its shard of every
+batch with gradients averaged over the ranks; rank 0 saves and logs.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from SuperResMoELib.engine.devices import resolve_device
 from SuperResMoELib.io.atomic import write_text_atomic
 
+from . import distributed
 from .precision import Precision
 from .state import load_state, save_state
 
@@ -97,6 +101,7 @@ class Phase:
         self.scheduler = scheduler
         self.set_train = set_train or (lambda: [m.train() for m in modules.values()])
         self.precision = Precision(amp, self.device)
+        self.dist = distributed.current()
 
     def autocast(self):
         """Context of a step's forward pass (:meth:`training.precision.Precision.autocast`)."""
@@ -104,8 +109,14 @@ class Phase:
 
     def optimise(self, loss: torch.Tensor) -> None:
         """Zero the gradients, back-propagate ``loss`` and step the optimiser
-        (through the fp16 gradient scaler when there is one)."""
-        self.precision.step(loss, self.optimizer)
+        (through the fp16 gradient scaler when there is one); under torchrun the
+        gradients are averaged over the ranks first."""
+        sync = None
+        if self.dist.active:
+            def sync() -> None:
+                self.dist.average_gradients(p for m in self.modules.values() for p in m.parameters()
+                                            if p.requires_grad)
+        self.precision.step(loss, self.optimizer, sync)
 
     @property
     def done(self) -> bool:
@@ -119,13 +130,15 @@ class Phase:
         return []
 
     def _save(self, epoch: int, step: int, history: list[dict[str, Any]], sums: dict[str, float]) -> None:
-        info = {"epoch": epoch, "step": step, "history": history, "sums": sums,
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "scaler": self.precision.state_dict()}
-        save_state(self.folder, self.modules, self.optimizer, info)
+        if self.dist.is_main:
+            info = {"epoch": epoch, "step": step, "history": history, "sums": sums,
+                    "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                    "scaler": self.precision.state_dict()}
+            save_state(self.folder, self.modules, self.optimizer, info)
+        self.dist.barrier()
 
     def _write_log(self, history: list[dict[str, Any]]) -> None:
-        if not history:
+        if not history or not self.dist.is_main:
             return
         keys = list(history[0])
         buf = io.StringIO()
@@ -163,13 +176,15 @@ class Phase:
                 self.scheduler.load_state_dict(info["scheduler"])
             self.precision.load_state_dict(info.get("scaler"))
             log.info("%s: resuming at epoch %d step %d", self.cfg.name, epoch + 1, step)
+        self.dist.broadcast(self.modules.values())  # every rank starts from rank 0's weights
         total = self.cfg.epochs * self.cfg.steps_per_epoch
         t_epoch = time.perf_counter()
         while epoch < self.cfg.epochs:
             self.set_train()
             while step < self.cfg.steps_per_epoch:
                 rng = np.random.default_rng([self.seed, epoch, step])
-                losses = step_fn(to_device(batch_fn(rng), self.device))
+                batch = self.dist.shard(batch_fn(rng))  # the whole batch alone; this rank's slice under torchrun
+                losses = self.dist.mean(step_fn(to_device(batch, self.device)))
                 if self.scheduler is not None:
                     self.scheduler.step()
                 for k, v in losses.items():
@@ -197,5 +212,7 @@ class Phase:
             self._write_log(history)
         for m in self.modules.values():
             m.eval()
-        write_text_atomic(self.folder / DONE_FILE, json.dumps({"history": history}, indent=1))
+        if self.dist.is_main:
+            write_text_atomic(self.folder / DONE_FILE, json.dumps({"history": history}, indent=1))
+        self.dist.barrier()
         return history

@@ -10,6 +10,7 @@ plain numbers, saved with the phase state (:meth:`Precision.state_dict`).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -63,14 +64,20 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=DTYPES[self.mode])
 
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Zero the gradients, back-propagate ``loss`` (scaled for fp16), step ``optimizer``."""
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+             sync: Callable[[], None] | None = None) -> None:
+        """Zero the gradients, back-propagate ``loss`` (scaled for fp16), call
+        ``sync`` (e.g. average the gradients over ranks), step ``optimizer``."""
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
+            if sync is not None:
+                sync()
             optimizer.step()
             return
         self.scaler.scale(loss).backward()
+        if sync is not None:
+            sync()  # scaled gradients: every rank has the same scale, the mean stays scaled
         self.scaler.step(optimizer)
         self.scaler.update()
 
