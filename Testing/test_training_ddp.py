@@ -142,3 +142,31 @@ def test_two_rank_remix_training_transcript(tmp_path) -> None:
     b = load_checkpoint(tmp_path / "two" / "checkpoints" / "remix_t1.safetensors").tensors
     for k in a:
         torch.testing.assert_close(a[k].float(), b[k].float(), rtol=2e-3, atol=2e-3, msg=k)  # fp16 export
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["ssmoe", "moediff"])
+def test_two_rank_ssmoe_and_moediff_trainings_finish_and_export(tmp_path, command) -> None:
+    """The other two trainers under ``torchrun`` with 2 ``gloo`` ranks on their
+    tiny configs: every phase runs, rank 0 exports loadable checkpoints."""
+    import json
+
+    from SuperResMoELib.checkpoints.store import load_checkpoint
+
+    from conftest import MOEDIFF_TINY
+    from test_training_ssmoe import TINY as SSMOE_TINY
+
+    config = {"ssmoe": SSMOE_TINY, "moediff": MOEDIFF_TINY}[command]
+    (tmp_path / "tiny.json").write_text(json.dumps(config))
+    extra = ["--task", "aniso", "--k", "2", "--labeler", "quantile"] if command == "ssmoe" else []
+    env = {**_env(), "SUPERRESMOE_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                          "training", command, "--config", str(tmp_path / "tiny.json"), "--workdir",
+                          str(tmp_path / "run"), "--progress", "none", *extra], capture_output=True, text=True,
+                         timeout=900, cwd=ROOT, env=env)
+    assert run.returncode == 0, "\n".join(l for l in run.stderr.splitlines() if not l.startswith("W1"))[-4000:]
+    assert "distributed training: 2 ranks, backend gloo" in run.stderr and "(2 ranks)" in run.stdout
+    exported = sorted((tmp_path / "run" / "checkpoints").glob("*.safetensors"))
+    assert exported, run.stdout[-1000:]
+    for path in exported:
+        assert load_checkpoint(path).tensors

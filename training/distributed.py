@@ -67,13 +67,15 @@ class DistContext:
 
     def shard(self, batch: Any) -> Any:
         """This rank's slice of ``batch`` (tensors split along dim 0; tuples,
-        lists and dicts of them alike; other values kept)."""
+        lists and dicts of them alike; scalars and other values kept)."""
         if not self.active:
             return batch
         if isinstance(batch, torch.Tensor):
-            if batch.ndim == 0 or batch.shape[0] < self.world:
-                raise ConfigError(f"a batch of {batch.shape[0] if batch.ndim else 0} cannot be split over "
-                                  f"{self.world} ranks; use a batch size of at least the number of processes")
+            if batch.ndim == 0 or batch.numel() == 0:  # a scalar or an empty placeholder: every rank's
+                return batch
+            if batch.shape[0] < self.world:
+                raise ConfigError(f"a batch of {batch.shape[0]} cannot be split over {self.world} ranks; use a "
+                                  "batch size of at least the number of processes")
             return torch.tensor_split(batch, self.world)[self.rank]
         if isinstance(batch, (tuple, list)):
             return type(batch)(self.shard(b) for b in batch)
@@ -98,15 +100,15 @@ class DistContext:
             offset += n
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
-        """The ranks' mean of each value (for logs: the loss over the whole batch)."""
-        if not self.active or not values:
+        """The ranks' mean of each value (for logs: the loss over the whole
+        batch); a value only some ranks report (a loss term of samples that
+        only some shards hold) is the mean over those ranks."""
+        if not self.active:
             return values
-        keys = sorted(values)
-        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-        if self.backend == "nccl":
-            t = t.to(f"cuda:{self.local_rank}")
-        dist.all_reduce(t)
-        return {k: float(v) / self.world for k, v in zip(keys, t.cpu().tolist())}
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, {k: float(v) for k, v in values.items()})
+        keys = sorted({k for g in gathered for k in g})
+        return {k: sum(g[k] for g in gathered if k in g) / sum(1 for g in gathered if k in g) for k in keys}
 
     def broadcast(self, modules: Iterable[torch.nn.Module]) -> None:
         """Rank 0's parameters and buffers on every rank."""
