@@ -130,17 +130,24 @@ def cmd_remix(args: argparse.Namespace) -> int:
 
     from .config import to_dict
     from .remix.config import load_config
+    from .hr_source import describe as describe_source
+    from .hr_source import hr_scans
     from .remix.train import REMIxTrainer, export
 
     cfg = load_config(args.config)
     if args.width:
         cfg = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, width=args.width))
+    if args.data != "sample":
+        n = len(hr_scans(args.data))  # a bad folder fails before any work
+        if max(cfg.library.subjects) >= n:
+            raise InputError(f"the config trains on subjects {list(cfg.library.subjects)} but {args.data} "
+                             f"holds {n} subject(s); give a config whose library.subjects index them")
     workdir = Path(args.workdir or f"runs/remix_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
     ctx, device, reporter = _start_run(args)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    trainer = REMIxTrainer(cfg, workdir, reporter, device=device, amp=args.amp)
+    trainer = REMIxTrainer(cfg, workdir, reporter, device=device, amp=args.amp, data=args.data)
     timings["library"] = round(time.perf_counter() - t0, 1)
     for v in EXPERTS:
         t = time.perf_counter()
@@ -150,8 +157,10 @@ def cmd_remix(args: argparse.Namespace) -> int:
     if not args.no_single:
         trainer.single()
         timings["single"] = round(time.perf_counter() - t, 1)
-    data = {"data": f"embedded T1 sample subjects {list(cfg.library.subjects)}",
-            "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation)}
+    what = f"embedded T1 sample subjects {list(cfg.library.subjects)}" if args.data == "sample" \
+        else f"subjects {list(cfg.library.subjects)} of {describe_source(args.data)}"
+    data = {"data": what, "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation),
+            "skipped_subjects": trainer.skipped}
     written = export(trainer, export_dir / "remix_t1", None if args.no_single else export_dir / "remix_t1_single",
                      data) if ctx.is_main else []
     reporter.close()
@@ -368,6 +377,14 @@ def _add_device(p: argparse.ArgumentParser, amp: bool) -> None:
                             "default auto = bf16 on a CUDA GPU that supports it, else fp16, none on the CPU")
 
 
+def _add_hr_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="sample",
+                   help="'sample' (embedded T1 subjects), a folder of your own HR T1 volumes (NIfTI/NRRD/MHA; "
+                        "library.subjects index them in name order) or a BIDS dataset "
+                        "(sub-*/[ses-*/]anat/*_T1w.nii[.gz], subjects in label order); unusable scans are "
+                        "skipped with a warning and counted")
+
+
 def _add_run(p: argparse.ArgumentParser, default_workdir: str) -> None:
     p.add_argument("--config", default="compact",
                    help="compact (CPU), full (GPU) or a JSON file (default compact)")
@@ -414,17 +431,18 @@ def cmd_moediff(args: argparse.Namespace) -> int:
 
     from .config import to_dict
     from .moediff.config import load_config
-    from .moediff.data import hr_files
+    from .hr_source import describe as describe_source
+    from .hr_source import hr_scans
     from .moediff.train import MoEDiffTrainer, export
     from .moediff.variants import moediff_variant, variant_name
 
     cfg = moediff_variant(load_config(args.config), args.gating, args.single_expert, args.extra_inputs,
                           args.joint_epochs)
     if args.data != "sample":
-        n = len(hr_files(args.data))  # a bad folder fails before any work
+        n = len(hr_scans(args.data))  # a bad folder fails before any work
         if max(cfg.library.subjects) >= n:
             raise InputError(f"the config trains on subjects {list(cfg.library.subjects)} but {args.data} "
-                             f"holds {n} volume(s); give a config whose library.subjects index its files")
+                             f"holds {n} subject(s); give a config whose library.subjects index them")
     workdir = Path(args.workdir or f"runs/moediff_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
     ctx, device, reporter = _start_run(args)
@@ -432,8 +450,9 @@ def cmd_moediff(args: argparse.Namespace) -> int:
     trainer = MoEDiffTrainer(cfg, workdir, reporter, device=device, amp=args.amp, data=args.data)
     times = {"library": round(time.perf_counter() - t0, 1), **trainer.run()}
     what = f"embedded T1 sample subjects {list(cfg.library.subjects)}" if args.data == "sample" \
-        else f"HR T1 volumes {list(cfg.library.subjects)} of {args.data}"
-    data = {"data": what, "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation)}
+        else f"subjects {list(cfg.library.subjects)} of {describe_source(args.data)}"
+    data = {"data": what, "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation),
+            "skipped_subjects": trainer.skipped}
     name = args.name or variant_name(cfg)
     reporter.close()
     if ctx.is_main:
@@ -476,14 +495,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "export the checkpoints. Resumable.")
     p.add_argument("--width", type=_positive_int, help="override the config's U-Net width")
     p.add_argument("--no-single", action="store_true", help="skip the 1-network baseline")
+    _add_hr_data(p)
     _add_run(p, "runs/remix_<config>")
     p.set_defaults(func=cmd_remix)
     p = sub.add_parser("moediff", help="train MoEDiff-SR (VQ-VAE, latent cache, joint diffusion)",
                        description="Train MoEDiff-SR: the 2D VQ-VAE, the latent cache, then the condition encoder, "
                                    "gating and three diffusion experts jointly; export one checkpoint. Resumable.")
-    p.add_argument("--data", default="sample",
-                   help="'sample' (embedded T1 subjects) or a folder of your own HR T1 volumes (NIfTI/NRRD/MHA; "
-                        "library.subjects index its files in name order)")
+    _add_hr_data(p)
     p.add_argument("--name", help="checkpoint name (default moediff_t1, moediff_t1_<variant> for the variants)")
     p.add_argument("--gating", choices=("global", "spatial", "uniform"),
                    help="override the config's gating mode (spatial: per-token gates; uniform: 1/K, no routing)")

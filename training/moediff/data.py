@@ -1,5 +1,6 @@
 """MoEDiff-SR training slices: 2D tiles of HR subjects (the embedded sample
-subjects, or the user's own HR T1 folder: :func:`hr_subject`) and their
+subjects, or the user's own HR T1 folder or BIDS dataset:
+:mod:`training.hr_source`) and their
 3T-like degradation (:mod:`.degradation`), cached on disk.
 
 For each training subject, ``crops_per_subject`` cubes of ``crop`` voxels
@@ -27,16 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from SuperResMoELib import sample_data
-from SuperResMoELib.core.errors import InputError
-from SuperResMoELib.core.geometry import isotropic_grid, resample, sub_volume
-from SuperResMoELib.core.volume import Volume
-from SuperResMoELib.io.formats import is_volume_file, read_volume
+from SuperResMoELib.core.geometry import sub_volume
 from SuperResMoELib.core.intensity import robust_max
 from SuperResMoELib.evaluation.segmentation import brain_mask
 from SuperResMoELib.io.paths import user_cache_dir
 
 from ..cache import cached_arrays
+from ..hr_source import source_key, usable_subjects
 from .degradation import MoEDiffDegradation, degrade_block, draw_case
 
 LIBRARY_VERSION = "v1"
@@ -76,45 +74,11 @@ class SliceLibraryConfig:
 
     def key(self) -> str:
         d = {**asdict(self), "version": LIBRARY_VERSION}
-        if self.source != "sample":  # the folder's files and their sizes and times are part of the key
-            d["files"] = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in hr_files(self.source)]
+        if self.source != "sample":  # the scans, their sizes and times are part of the key
+            d["files"] = source_key(self.source)
             d["source"] = str(Path(self.source).resolve())
         text = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def hr_files(folder: str) -> list[Path]:
-    """The HR volumes (NIfTI, NRRD, MHA) of a folder, sorted by name.
-
-    Raises:
-        InputError: not a folder, or no volume in it.
-    """
-    path = Path(folder)
-    if not path.is_dir():
-        raise InputError(f"HR T1 folder {folder} does not exist or is not a folder")
-    files = sorted(p for p in path.iterdir() if is_volume_file(p))
-    if not files:
-        raise InputError(f"HR T1 folder {folder} holds no NIfTI/NRRD/MHA volume")
-    return files
-
-
-def hr_subject(source: str, subject: int, data_seed: int) -> Volume:
-    """HR subject ``subject`` of ``source``: an embedded sample subject, or the
-    ``subject``-th volume of a folder resampled (cubic) to 1 mm isotropic (the
-    degradation's factors are spacings on a 1 mm grid).
-
-    Raises:
-        InputError: a subject index beyond the folder's volumes, a 4D volume.
-    """
-    if source == "sample":
-        return sample_data.t1_subject(subject, data_seed)
-    files = hr_files(source)
-    if subject >= len(files):
-        raise InputError(f"subject {subject} requested but {source} holds only {len(files)} volume(s)")
-    vol = read_volume(files[subject])
-    if vol.is_4d:
-        raise InputError(f"{files[subject]} is 4D; MoEDiff-SR trains on 3D HR T1 volumes")
-    return resample(vol, isotropic_grid(vol.grid, 1.0), "cubic")
 
 
 def _crop_starts(mask: np.ndarray, size: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -135,8 +99,8 @@ def build_library(cfg: SliceLibraryConfig, progress=None) -> dict[str, np.ndarra
     t, m = cfg.tile, cfg.margin
     out: dict[str, list] = {k: [] for k in ("lr", "hr", "extras", "axis", "thick", "subject")}
     total = len(cfg.subjects) * cfg.crops_per_subject
-    for n_s, s in enumerate(cfg.subjects):
-        hr_vol = hr_subject(cfg.source, s, cfg.data_seed)
+    usable, skipped = usable_subjects(cfg.source, cfg.subjects, cfg.data_seed)
+    for n_s, (s, hr_vol) in enumerate(usable):
         arr = np.asarray(hr_vol.array, np.float32)
         scale = robust_max(arr)
         starts = _crop_starts(brain_mask(arr), cfg.crop, cfg.crops_per_subject, rng)
@@ -164,7 +128,8 @@ def build_library(cfg: SliceLibraryConfig, progress=None) -> dict[str, np.ndarra
                 progress("library", done / total, f"subject {s}, crop {n_c + 1}/{cfg.crops_per_subject}")
     return {"lr": np.stack(out["lr"]).astype(np.float16), "hr": np.stack(out["hr"]).astype(np.float16),
             "extras": np.stack(out["extras"]).astype(np.float16), "axis": np.asarray(out["axis"], np.int8),
-            "thick": np.asarray(out["thick"], np.int8), "subject": np.asarray(out["subject"], np.int16)}
+            "thick": np.asarray(out["thick"], np.int8), "subject": np.asarray(out["subject"], np.int16),
+            "skipped_subjects": np.asarray(len(skipped), np.int16)}
 
 
 def slice_library(cfg: SliceLibraryConfig, progress=None) -> dict[str, np.ndarray]:

@@ -164,7 +164,7 @@ class MoEDiffTrainer:
         workdir: the run folder (resumable).
         progress: ``(stage, fraction, message)`` callback.
         device, amp: as :class:`training.remix.train.REMIxTrainer`.
-        data: ``"sample"`` or a folder of HR T1 volumes (:func:`.data.hr_subject`).
+        data: ``"sample"``, a folder of HR T1 volumes or a BIDS dataset (:mod:`training.hr_source`).
     """
 
     def __init__(self, config: MoEDiffConfig, workdir: Path, progress=None,
@@ -176,7 +176,9 @@ class MoEDiffTrainer:
         self.amp = resolve_amp(amp, self.device)
         self.seed = config.seed
         torch.manual_seed(self.seed)
-        lib = slice_library(library_config(config, data), progress)
+        lib = dict(slice_library(library_config(config, data), progress))
+        #: Training subjects whose scans could not be used (:mod:`training.hr_source`).
+        self.skipped = int(lib.pop("skipped_subjects", 0))
         train, val = split_indices(len(lib["lr"]), config.library.validation_fraction, self.seed,
                                    MOEDIFF_SPLIT_SALT)
         self.extra_idx = extra_channels(config.architecture.extra_inputs)

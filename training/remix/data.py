@@ -1,6 +1,7 @@
 """REMIx training pairs: one patch library per expert bin.
 
-For each training T1 subject and bin, ``crops`` cubes of ``crop``³ voxels are
+For each training T1 subject (the embedded sample subjects, or the user's own
+HR scans: a folder or a BIDS dataset, :mod:`training.hr_source`) and bin, ``crops`` cubes of ``crop``³ voxels are
 cut around random brain voxels of the HR image (1 mm template grid); each
 cube goes through its own drawn acquisition (:mod:`.degradation`) and back,
 and the central ``patch``³ of the input (cubic back-interpolation) and of the
@@ -21,11 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from SuperResMoELib import sample_data
 from SuperResMoELib.core.intensity import robust_max
 from SuperResMoELib.io.paths import user_cache_dir
 from SuperResMoELib.evaluation.segmentation import brain_mask
@@ -33,6 +34,7 @@ from SuperResMoELib.core.geometry import sub_volume
 from SuperResMoELib.core.volume import Volume
 
 from ..cache import cached_arrays
+from ..hr_source import source_key, usable_subjects
 from .degradation import DegradationConfig, degrade, draw_acquisition
 
 LIBRARY_VERSION = "v1"
@@ -54,13 +56,20 @@ class RemixLibraryConfig:
     intensity_jitter: float
     seed: int
     data_seed: int
+    #: ``"sample"``, a folder of HR T1 volumes or a BIDS dataset (:mod:`training.hr_source`).
+    source: str = "sample"
 
     def __post_init__(self) -> None:
         if self.patch > self.crop:
             raise ValueError(f"patch ({self.patch}) must not exceed the crop ({self.crop})")
 
     def key(self, bin_mm3: int) -> str:
-        text = json.dumps({**asdict(self), "bin": int(bin_mm3), "version": LIBRARY_VERSION}, sort_keys=True)
+        d = {**asdict(self), "bin": int(bin_mm3), "version": LIBRARY_VERSION}
+        if self.source != "sample":  # the scans, their sizes and times are part of the key
+            d["source"], d["files"] = str(Path(self.source).resolve()), source_key(self.source)
+        else:
+            d.pop("source")  # the sample libraries keep their cache names
+        text = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -84,8 +93,8 @@ def build_bin_library(cfg: RemixLibraryConfig, bin_mm3: int, progress=None) -> d
     m = (cfg.crop - cfg.patch) // 2
     lrs, hrs, subj, vols, orient = [], [], [], [], []
     total = len(cfg.subjects) * cfg.crops
-    for n_s, s in enumerate(cfg.subjects):
-        hr = sample_data.t1_subject(s, cfg.data_seed)
+    usable, skipped = usable_subjects(cfg.source, cfg.subjects, cfg.data_seed)
+    for n_s, (s, hr) in enumerate(usable):
         arr = np.asarray(hr.array)
         scale = robust_max(arr)
         starts = _crop_starts(brain_mask(arr), cfg.crop, cfg.crops, rng)
@@ -105,7 +114,7 @@ def build_bin_library(cfg: RemixLibraryConfig, bin_mm3: int, progress=None) -> d
                 progress("library", done / total, f"bin {bin_mm3} mm^3: subject {s}, crop {n_c + 1}/{cfg.crops}")
     return {"lr": np.stack(lrs)[:, None].astype(np.float16), "hr": np.stack(hrs)[:, None].astype(np.float16),
             "subject": np.asarray(subj, np.int16), "voxel_volume": np.asarray(vols, np.float32),
-            "orientation": np.asarray(orient, np.int8)}
+            "orientation": np.asarray(orient, np.int8), "skipped_subjects": np.asarray(len(skipped), np.int16)}
 
 
 def bin_library(cfg: RemixLibraryConfig, bin_mm3: int, progress=None) -> dict[str, np.ndarray]:

@@ -53,11 +53,11 @@ log = logging.getLogger("superresmoe.training")
 VAL_PAIRS_PER_BIN = 64
 
 
-def library_config(cfg: REMIxConfig) -> RemixLibraryConfig:
-    """The pair libraries' config of a training config."""
+def library_config(cfg: REMIxConfig, source: str = "sample") -> RemixLibraryConfig:
+    """The pair libraries' config of a training config (``source``: :mod:`training.hr_source`)."""
     lib = cfg.library
     return RemixLibraryConfig(lib.subjects, lib.crops_per_subject_and_bin, lib.crop, lib.patch, cfg.degradation,
-                              lib.intensity_jitter, cfg.seed, cfg.data_seed)
+                              lib.intensity_jitter, cfg.seed, cfg.data_seed, source)
 
 
 def psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -75,10 +75,11 @@ class REMIxTrainer:
         progress: ``(stage, fraction, message)`` callback.
         device: training device (``"auto"``, ``"cpu"``, ``"cuda[:i]"``, a :class:`torch.device`).
         amp: mixed precision (``"auto"`` or :data:`training.precision.AMP_MODES`).
+        data: ``"sample"``, a folder of HR T1 volumes or a BIDS dataset (:mod:`training.hr_source`).
     """
 
     def __init__(self, config: REMIxConfig, workdir: Path, progress=None,
-                 device: torch.device | str = "cpu", amp: str | None = "none") -> None:
+                 device: torch.device | str = "cpu", amp: str | None = "none", data: str = "sample") -> None:
         self.cfg = config
         self.workdir = Path(workdir)
         self.progress = progress
@@ -90,12 +91,15 @@ class REMIxTrainer:
         self.experts_init = config.experts.init
         self.loss = CompositeLoss(to_dict(config.loss))
         torch.manual_seed(self.seed)
-        libcfg = library_config(config)
+        libcfg = library_config(config, data)
         frac = config.library.validation_fraction
+        #: Training subjects whose scans could not be used (the first bin's count; every bin reads the same).
+        self.skipped = 0
         self.train: dict[int, dict[str, np.ndarray]] = {}
         self.val: dict[int, dict[str, np.ndarray]] = {}
         for b in libcfg.degradation.bins:
             lib = bin_library(libcfg, b, progress)
+            self.skipped = int(lib.pop("skipped_subjects", 0))
             train, val = split_indices(len(lib["lr"]), frac, self.seed, REMIX_SPLIT_SALT, b)
             self.val[b] = {k: v[val] for k, v in lib.items()}
             self.train[b] = {k: v[train] for k, v in lib.items()}

@@ -1,0 +1,146 @@
+"""Where the HR T1 volumes of a training run come from: the embedded sample
+subjects, a folder of the user's own scans, or a BIDS dataset.
+
+``--data`` takes ``sample`` (the default), a folder holding NIfTI / NRRD / MHA
+volumes (one subject each, sorted by file name), or the root of a BIDS dataset
+(a folder with ``dataset_description.json`` or ``sub-*`` folders), whose scans
+are ``sub-<label>/[ses-<label>/]anat/*_T1w.nii[.gz]`` (one subject per
+``sub-`` label; its first session's first T1w run).  A training config's
+``library.subjects`` index these subjects in that order.
+
+Bad files are never dropped silently: a file that cannot be read, is not 3D,
+or holds no positive voxel is skipped with a warning naming it and the reason,
+and :func:`hr_subject` raises :class:`SkippedSubject` so the library builders
+count it (their logs and cached libraries say how many were skipped).
+Volumes are resampled (cubic) to 1 mm isotropic: the degradations draw
+spacings on a 1 mm grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from SuperResMoELib import sample_data
+from SuperResMoELib.core.errors import InputError, SuperResMoEError
+from SuperResMoELib.core.geometry import isotropic_grid, resample
+from SuperResMoELib.core.volume import Volume
+from SuperResMoELib.io import is_volume_file, read_volume
+
+log = logging.getLogger("superresmoe.training")
+
+#: A BIDS T1w image name (``.nii`` or ``.nii.gz``).
+BIDS_T1W = re.compile(r"^sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?(_[A-Za-z0-9]+-[A-Za-z0-9]+)*_T1w\.nii(\.gz)?$")
+
+
+class SkippedSubject(InputError):
+    """A subject whose scan cannot be used (the message says why)."""
+
+
+@dataclass(frozen=True)
+class HRScan:
+    """One subject's HR scan: its label (file stem, or the BIDS ``sub-`` label) and file."""
+
+    subject: str
+    path: Path
+
+
+def is_bids(root: Path) -> bool:
+    """A BIDS dataset root: ``dataset_description.json`` or ``sub-*`` folders."""
+    return (root / "dataset_description.json").is_file() or any(p.is_dir() for p in root.glob("sub-*"))
+
+
+def bids_scans(root: Path) -> list[HRScan]:
+    """One T1w scan per subject of a BIDS dataset (sorted by subject label)."""
+    scans = []
+    for sub in sorted(p for p in root.glob("sub-*") if p.is_dir()):
+        anat_dirs = [sub / "anat"] + sorted(s / "anat" for s in sub.glob("ses-*") if s.is_dir())
+        found = [f for d in anat_dirs if d.is_dir() for f in sorted(d.iterdir()) if BIDS_T1W.match(f.name)]
+        if found:
+            scans.append(HRScan(sub.name, found[0]))
+        else:
+            log.warning("%s: no *_T1w.nii[.gz] in anat/ (or ses-*/anat/): subject skipped", sub.name)
+    return scans
+
+
+def hr_scans(source: str) -> list[HRScan]:
+    """The scans of a folder or BIDS dataset (see the module docstring).
+
+    Raises:
+        InputError: not a folder, or no scan in it.
+    """
+    root = Path(source)
+    if not root.is_dir():
+        raise InputError(f"HR T1 data {source} does not exist or is not a folder (give a folder of volumes, "
+                         "a BIDS dataset, or 'sample')")
+    if is_bids(root):
+        scans = bids_scans(root)
+        what = "BIDS dataset with no sub-*/[ses-*/]anat/*_T1w.nii[.gz]"
+    else:
+        scans = [HRScan(p.name.split(".")[0], p) for p in sorted(root.iterdir()) if is_volume_file(p)]
+        what = "folder holds no NIfTI/NRRD/MHA volume"
+    if not scans:
+        raise InputError(f"HR T1 data {source}: {what}")
+    return scans
+
+
+def source_key(source: str) -> list[tuple[str, int, int]] | str:
+    """What identifies a source's contents for caches: ``"sample"``, or each
+    scan's path (relative to the root), size and modification time."""
+    if source == "sample":
+        return "sample"
+    root = Path(source).resolve()
+    return [(str(s.path.resolve().relative_to(root)), s.path.stat().st_size, s.path.stat().st_mtime_ns)
+            for s in hr_scans(source)]
+
+
+def describe(source: str) -> str:
+    """One phrase for manifests and logs."""
+    if source == "sample":
+        return "the embedded T1 sample subjects"
+    kind = "BIDS dataset" if is_bids(Path(source)) else "folder"
+    return f"the HR T1 {kind} {Path(source).resolve()} ({len(hr_scans(source))} subjects)"
+
+
+def hr_subject(source: str, subject: int, data_seed: int) -> Volume:
+    """HR subject ``subject`` of ``source`` on a 1 mm isotropic grid.
+
+    Raises:
+        InputError: a subject index beyond the source's subjects.
+        SkippedSubject: the scan is unreadable, not 3D, or has no positive voxel.
+    """
+    if source == "sample":
+        return sample_data.t1_subject(subject, data_seed)
+    scans = hr_scans(source)
+    if not 0 <= subject < len(scans):
+        raise InputError(f"subject {subject} requested but {source} holds {len(scans)} subject(s)")
+    scan = scans[subject]
+    try:
+        vol = read_volume(scan.path)
+    except (SuperResMoEError, OSError, ValueError, EOFError, RuntimeError) as exc:
+        raise SkippedSubject(f"{scan.path}: unreadable ({exc})") from None
+    if vol.is_4d:
+        raise SkippedSubject(f"{scan.path}: 4D; an HR T1 scan is 3D")
+    if not np.any(np.asarray(vol.array) > 0):
+        raise SkippedSubject(f"{scan.path}: no positive voxel")
+    return resample(vol, isotropic_grid(vol.grid, 1.0), "cubic")
+
+
+def usable_subjects(source: str, subjects: tuple[int, ...] | list[int], data_seed: int):
+    """``(subject index, volume)`` of each of ``subjects`` that can be read, in
+    order, and the messages of those skipped (each also logged as a warning)."""
+    ok, skipped = [], []
+    for s in subjects:
+        try:
+            ok.append((s, hr_subject(source, s, data_seed)))
+        except SkippedSubject as exc:
+            skipped.append(str(exc))
+            log.warning("skipped subject %d: %s", s, exc)
+    if not ok:
+        raise InputError(f"none of the training subjects {list(subjects)} of {source} could be used: "
+                         + "; ".join(skipped))
+    return ok, skipped
