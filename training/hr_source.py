@@ -106,8 +106,9 @@ def describe(source: str) -> str:
     return f"the HR T1 {kind} {Path(source).resolve()} ({len(hr_scans(source))} subjects)"
 
 
-def hr_subject(source: str, subject: int, data_seed: int) -> Volume:
-    """HR subject ``subject`` of ``source`` on a 1 mm isotropic grid.
+def hr_subject(source: str, subject: int, data_seed: int, scans: list[HRScan] | None = None) -> Volume:
+    """HR subject ``subject`` of ``source`` on a 1 mm isotropic grid
+    (``scans``: the source's :func:`hr_scans`, when the caller has them).
 
     Raises:
         InputError: a subject index beyond the source's subjects.
@@ -115,7 +116,7 @@ def hr_subject(source: str, subject: int, data_seed: int) -> Volume:
     """
     if source == "sample":
         return sample_data.t1_subject(subject, data_seed)
-    scans = hr_scans(source)
+    scans = hr_scans(source) if scans is None else scans
     if not 0 <= subject < len(scans):
         raise InputError(f"subject {subject} requested but {source} holds {len(scans)} subject(s)")
     scan = scans[subject]
@@ -132,11 +133,13 @@ def hr_subject(source: str, subject: int, data_seed: int) -> Volume:
 
 def usable_subjects(source: str, subjects: tuple[int, ...] | list[int], data_seed: int):
     """``(subject index, volume)`` of each of ``subjects`` that can be read, in
-    order, and the messages of those skipped (each also logged as a warning)."""
+    order, and the messages of those skipped (each also logged as a warning);
+    the source is listed once."""
+    scans = None if source == "sample" else hr_scans(source)
     ok, skipped = [], []
     for s in subjects:
         try:
-            ok.append((s, hr_subject(source, s, data_seed)))
+            ok.append((s, hr_subject(source, s, data_seed, scans)))
         except SkippedSubject as exc:
             skipped.append(str(exc))
             log.warning("skipped subject %d: %s", s, exc)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from SuperResMoELib.core.errors import DeviceError
+from SuperResMoELib.core.errors import DeviceError, ResourceError
 
 #: Environment variable: torch intra-op threads (default: the cores given to the process).
 ENV_THREADS = "SUPERRESMOE_THREADS"
@@ -142,3 +143,29 @@ def compile_predictor(predictor: object) -> str:
         return "--compile ignored: this method's predictor has no single network to compile"
     setattr(predictor, "net", torch.compile(net))
     return "network compiled with torch.compile (the first batches include the compilation)"
+
+
+def recover_from_out_of_memory(exc: BaseException, device: torch.device, predictor: object,
+                               shrink: Callable[[], str | None], smallest: str, cpu_advice: str) -> tuple[torch.device, str]:
+    """The engines' answer to an error while running a predictor.
+
+    Anything but out-of-memory is raised again.  Otherwise the CUDA cache is
+    emptied and ``shrink()`` tries a smaller batch or tile (it returns the
+    event's message, or ``None`` when nothing is smaller than ``smallest``);
+    failing that, a GPU run moves the predictor to the CPU and goes on, and a
+    CPU run stops with :class:`ResourceError` (``cpu_advice`` says what to do).
+
+    Returns:
+        ``(device to continue on, the event's message)``.
+    """
+    if not is_out_of_memory(exc):
+        raise exc
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    note = shrink()
+    if note is not None:
+        return device, note
+    if device.type == "cpu":
+        raise ResourceError(f"out of memory on the CPU with {smallest}; {cpu_advice}") from None
+    move_predictor(predictor, torch.device("cpu"))
+    return torch.device("cpu"), f"out of memory on {device} with {smallest}: continuing on the CPU"

@@ -29,13 +29,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from SuperResMoELib.core.errors import InputError, ResourceError
+from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback
 from SuperResMoELib.engine.devices import (
     autocast_context,
     free_device_memory,
-    is_out_of_memory,
     move_predictor,
+    recover_from_out_of_memory,
     to_device,
 )
 from SuperResMoELib.engine.windows import EngineConfig, HaloSpec, Tile, default_memory_budget, plan_tiles
@@ -133,27 +133,26 @@ def run_halo(
                     progress(stage, (n + 1) / len(tiles), f"{n + 1}/{len(tiles)} tiles")
             break
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
-            if not is_out_of_memory(exc):
-                raise
-            del exc
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-            smallest = len(tiles) > 1 and all(
-                (b - a) <= m for t in tiles for a, b, m in zip(t.core_start, t.core_stop, spec.multiple))
-            try:
-                if smallest:
-                    raise InputError("no smaller tile")
-                plan_tiles(shape, spec, _tile_voxels(budget // 2, spec, items))  # type: ignore[arg-type]
+            def smaller_tiles() -> str | None:
+                nonlocal budget
+                smallest = len(tiles) > 1 and all(
+                    (b - a) <= m for t in tiles for a, b, m in zip(t.core_start, t.core_stop, spec.multiple))
+                try:
+                    if smallest:
+                        return None
+                    plan_tiles(shape, spec, _tile_voxels(budget // 2, spec, items))  # type: ignore[arg-type]
+                except InputError:
+                    return None
                 budget //= 2
-                events.append(f"out of memory on {dev}: retrying with a memory budget of {budget / 2**20:.0f} MiB")
-            except InputError:
-                if dev.type == "cpu":
-                    raise ResourceError("out of memory on the CPU with the smallest halo-crop tile; free memory "
-                                        "or use the sliding strategy with a smaller patch size") from None
-                events.append(f"out of memory on {dev} with the smallest tile: continuing on the CPU")
-                dev = torch.device("cpu")
-                move_predictor(predictor, dev)
+                return f"out of memory on {dev}: retrying with a memory budget of {budget / 2**20:.0f} MiB"
+
+            before = dev
+            dev, note = recover_from_out_of_memory(exc, dev, predictor, smaller_tiles, "the smallest halo-crop tile",
+                                                   "free memory or use the sliding strategy with a smaller patch size")
+            del exc
+            if dev != before:
                 budget = config.memory_budget or default_memory_budget("cpu")
+            events.append(note)
             log.warning(events[-1])
             progress(stage, 0.0, events[-1])
     assert out is not None

@@ -55,8 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from SuperResMoELib.core.errors import ResourceError
-from SuperResMoELib.engine.devices import autocast_context, is_out_of_memory, move_predictor, to_device
+from SuperResMoELib.engine.devices import autocast_context, move_predictor, recover_from_out_of_memory, to_device
 from SuperResMoELib.engine.windows import EngineConfig, HaloSpec, window_starts
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 
@@ -289,24 +288,19 @@ def run_patches(
                     stitcher = _Stitcher(out_shape, sdev, weights, layout, factors)
                 stitcher.add(out, starts_t[done:stop], grid[done:stop], zoom_t, aux)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
-                if not is_out_of_memory(exc):
-                    raise
-                del exc
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-                if batch > 1:
+                def smaller_batch() -> str | None:
+                    nonlocal batch
+                    if batch <= 1:
+                        return None
                     batch = max(1, batch // 2)
-                    events.append(f"out of memory on {dev}: retrying with batch size {batch}")
-                elif dev.type != "cpu":
-                    events.append(f"out of memory on {dev} with batch size 1: continuing on the CPU")
-                    dev = torch.device("cpu")
-                    move_predictor(predictor, dev)
-                    if stitcher is not None:
-                        stitcher.to(dev)
-                else:
-                    raise ResourceError(
-                        "out of memory on the CPU with batch size 1; use a smaller patch size"
-                    ) from None
+                    return f"out of memory on {dev}: retrying with batch size {batch}"
+
+                dev, note = recover_from_out_of_memory(exc, dev, predictor, smaller_batch, "batch size 1",
+                                                       "use a smaller patch size")
+                del exc
+                events.append(note)
+                if stitcher is not None and stitcher.device.type != "cpu" and dev.type == "cpu":
+                    stitcher.to(dev)
                 log.warning(events[-1])
                 progress(stage, done / n_windows, events[-1])
                 continue
