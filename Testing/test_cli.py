@@ -79,7 +79,7 @@ def test_enhance_simulate_writes_maps_and_metrics(tmp_path: Path) -> None:
             "--progress", "none")
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["a_cubic.nii.gz", "a_cubic_abserr.nii.gz", "a_cubic_lr.nii.gz", "a_cubic_metrics.json",
+    assert names == ["a_cubic.json", "a_cubic.nii.gz", "a_cubic_abserr.nii.gz", "a_cubic_lr.nii.gz", "a_cubic_metrics.json",
                      "a_cubic_sqerr.nii.gz", "metrics.csv"]
     m = json.loads((tmp_path / "out" / "a_cubic_metrics.json").read_text())
     assert 0 < m["ssim"] < 1 and m["psnr"] > 10
@@ -109,7 +109,27 @@ def test_folder_batch_with_one_bad_file(tmp_path: Path) -> None:
     r = run("enhance", "-i", str(src), "-o", str(tmp_path / "out"), "--progress", "none")
     assert r.returncode == 7, r.stderr
     assert "c.nii.gz" in r.stderr and "cannot read" in r.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_cubic.nii.gz", "b_cubic.nrrd"]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["a_cubic.json", "a_cubic.nii.gz", "b_cubic.json", "b_cubic.nrrd"]
+    assert "3 input(s) here: 2 done, 0 skipped, 1 failed" in r.stdout
+    side = json.loads((out / "a_cubic.json").read_text())
+    assert side["request"]["method"] == "cubic" and len(side["request"]["input_sha256"]) == 64
+    stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()}
+
+    # a second run skips what is done (nothing rewritten) and still reports the bad file
+    r = run("enhance", "-i", str(src), "-o", str(out), "--progress", "none")
+    assert r.returncode == 7, r.stderr
+    assert "3 input(s) here: 0 done, 2 skipped, 1 failed" in r.stdout
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()} == stamps
+
+    # other settings, or --overwrite, redo it; a changed output is not taken as done
+    r = run("enhance", "-i", str(src / "a.nii.gz"), "-o", str(out), "--scale", "1,1,3", "--progress", "none")
+    assert r.returncode == 0 and "1 done, 0 skipped" in r.stdout, r.stderr
+    r = run("enhance", "-i", str(src / "b.nrrd"), "-o", str(out), "--overwrite", "--progress", "none")
+    assert "1 done, 0 skipped" in r.stdout, r.stderr
+    (out / "b_cubic.nrrd").write_bytes((out / "b_cubic.nrrd").read_bytes()[:-10])  # truncated by hand
+    r = run("enhance", "-i", str(src / "b.nrrd"), "-o", str(out), "--progress", "none")
+    assert "1 done, 0 skipped" in r.stdout, r.stderr
 
 
 def test_reference_folder_and_mismatch(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ spacings on a 1 mm grid.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +29,12 @@ from SuperResMoELib.core.errors import InputError, SuperResMoEError
 from SuperResMoELib.core.geometry import isotropic_grid, resample
 from SuperResMoELib.core.volume import Volume
 from SuperResMoELib.io import is_volume_file, read_volume
+from SuperResMoELib.io.bids import is_bids, subject_dirs, subject_t1w
 
 log = logging.getLogger("superresmoe.training")
 
-#: A BIDS T1w image name (``.nii`` or ``.nii.gz``).
-BIDS_T1W = re.compile(r"^sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?(_[A-Za-z0-9]+-[A-Za-z0-9]+)*_T1w\.nii(\.gz)?$")
+__all__ = ["HRScan", "SkippedSubject", "bids_scans", "describe", "hr_scans", "hr_subject", "is_bids", "source_key",
+           "usable_subjects"]
 
 
 class SkippedSubject(InputError):
@@ -49,17 +49,11 @@ class HRScan:
     path: Path
 
 
-def is_bids(root: Path) -> bool:
-    """A BIDS dataset root: ``dataset_description.json`` or ``sub-*`` folders."""
-    return (root / "dataset_description.json").is_file() or any(p.is_dir() for p in root.glob("sub-*"))
-
-
 def bids_scans(root: Path) -> list[HRScan]:
     """One T1w scan per subject of a BIDS dataset (sorted by subject label)."""
     scans = []
-    for sub in sorted(p for p in root.glob("sub-*") if p.is_dir()):
-        anat_dirs = [sub / "anat"] + sorted(s / "anat" for s in sub.glob("ses-*") if s.is_dir())
-        found = [f for d in anat_dirs if d.is_dir() for f in sorted(d.iterdir()) if BIDS_T1W.match(f.name)]
+    for sub in subject_dirs(root):
+        found = subject_t1w(sub)
         if found:
             scans.append(HRScan(sub.name, found[0]))
         else:

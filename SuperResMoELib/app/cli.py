@@ -32,6 +32,8 @@ from SuperResMoELib.core.errors import (
     SuperResMoEError,
     missing_package_error,
 )
+from SuperResMoELib.app.cluster import add_cluster_arguments
+from SuperResMoELib.app.cohort import DEFAULT_RETRIES
 from SuperResMoELib.core.options import add_enhance_arguments, values_from_namespace
 from SuperResMoELib.core.progress import CancelToken
 from SuperResMoELib.io.tables import append_csv, flatten, write_csv
@@ -59,15 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"superresmoe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("enhance", help="super-resolve image files or folders",
-                       description="Super-resolve files or every image in folders (.nii, .nii.gz, .nrrd, .mha).")
-    p.add_argument("-i", "--input", nargs="+", required=True, type=Path, help="image file(s) or folder(s)")
-    p.add_argument("-o", "--output", required=True, type=Path,
-                   help="output file (one input) or folder (written as <stem>_<method><ext>)")
+    p = sub.add_parser("enhance", help="super-resolve image files, folders or a BIDS dataset",
+                       description="Super-resolve files, every image in folders (.nii, .nii.gz, .nrrd, .mha) or "
+                                   "every T1w scan of a BIDS dataset; here, or on a Dask cluster (--workers, "
+                                   "--scheduler). An input whose output and sidecar show it done with the same "
+                                   "input, method, checkpoint and settings is skipped (--overwrite redoes it).")
+    p.add_argument("-i", "--input", nargs="+", required=True, type=Path,
+                   help="image file(s), folder(s) or a BIDS dataset root")
+    p.add_argument("-o", "--output", type=Path,
+                   help="output file (one input) or folder (written as <stem>_<method><ext>); with --bids the "
+                        "derivatives folder (default <dataset>/derivatives/superresmoe)")
+    p.add_argument("--bids", action="store_true",
+                   help="the input is a BIDS dataset: write derivatives sub-*/[ses-*/]anat/*_desc-<method>_T1w.nii.gz "
+                        "with JSON sidecars and dataset_description.json")
+    p.add_argument("--overwrite", action="store_true", help="enhance inputs again even when already done")
+    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                   help=f"retries of a file that failed for a reason other than its input (default {DEFAULT_RETRIES})")
     p.add_argument("--reference", type=Path, help="HR reference file (or folder with the same file names): "
                    "also write error maps and metrics")
     p.add_argument("--table", type=Path, help="acquisition table for a 4D input (gx gy gz b TI TE per frame)")
     add_enhance_arguments(p)
+    add_cluster_arguments(p)
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="compare predictions with references",
@@ -106,36 +120,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------- commands
 def cmd_enhance(args: argparse.Namespace, progress, cancel: CancelToken) -> tuple[int, Any]:
-    from SuperResMoELib import io
-    from SuperResMoELib.app.pipeline import build_job, run_many
+    from SuperResMoELib.app import cluster, cohort
+    from SuperResMoELib.app.pipeline import build_job
 
-    inputs = io.volume_files(args.input)
-    if not inputs:
-        raise InputError(f"no image files found in {', '.join(map(str, args.input))}")
-    for f in inputs:
-        if not f.exists():
-            raise InputError(f"{f}: file not found")
-    if len(inputs) > 1 and io.is_volume_file(args.output):
-        raise InputError(f"{len(inputs)} inputs need an output folder, got the file name {args.output}")
-    template = build_job(values_from_namespace(args), inputs[0], args.output, reference=args.reference,
+    if args.retries < 0:
+        raise InputError(f"--retries must be 0 or more, got {args.retries}")
+    req = cluster.request_from_namespace(args)
+    first = args.input[0]
+    template = build_job(values_from_namespace(args), first, args.output or first, reference=args.reference,
                          table=args.table)
-    summaries, failures = run_many(inputs, args.output, template, progress, cancel)
-    if failures and not summaries:
-        raise InputError(failures[0][1] if len(failures) == 1 else
-                         f"all {len(failures)} inputs failed; first: {Path(failures[0][0]).name}: {failures[0][1]}")
-    for path, msg in failures:
-        log.error("%s: %s", Path(path).name, msg)
+    planned, out = cohort.plan_jobs(args.input, args.output, template, args.bids)
+    since = cohort.wall_clock()
+    where = "here"
+    if req.wanted:
+        client, local, where = cluster.open_client(req)
+        progress("enhance", 0.0, f"{len(planned)} input(s) {where}")
+        try:
+            outcomes = cohort.run_on_dask(client, planned, args.overwrite, args.retries, progress, cancel)
+        finally:
+            cluster.close(client, local)
+    else:
+        outcomes = cohort.run_here(planned, args.overwrite, args.retries, progress, cancel)
+    stale = cohort.remove_stale_temporaries(planned, since)
+    c = cohort.counts(outcomes)
+    failures = [o for o in outcomes if o["status"] == cohort.FAILED]
+    if failures and c["failed"] == c["total"]:
+        raise InputError(failures[0]["error"] if len(failures) == 1 else
+                         f"all {len(failures)} inputs failed; first: {Path(failures[0]['input']).name}: "
+                         f"{failures[0]['error']}")
+    for o in failures:
+        log.error("%s: %s", Path(o["input"]).name, o["error"])
+    summaries = [o["summary"] for o in outcomes if o["status"] == cohort.DONE]
+    description = None
+    if args.bids:
+        description = str(_write_bids_description(out, args.input[0], template.method, outcomes))
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows = [{"time": finished, "method": s["method"], "input": str(s["input"]), "output": s["output"],
              **flatten(s["metrics"]), "seconds": round(s["seconds"], 3)} for s in summaries]
     tables = []
     if any(s["metrics"] for s in summaries):  # one row per run and input, appended: earlier runs are kept
-        folder = args.output.parent if io.is_volume_file(args.output) else args.output
-        n = append_csv(rows, folder / METRICS_TABLE)
-        tables.append({"path": str(folder / METRICS_TABLE), "rows": n, "added": len(rows)})
+        n = append_csv(rows, out / METRICS_TABLE)
+        tables.append({"path": str(out / METRICS_TABLE), "rows": n, "added": len(rows)})
     code = ExitCode.PARTIAL if failures else ExitCode.OK
-    return code, {"outputs": summaries, "failures": [{"input": p, "error": m} for p, m in failures],
-                  "tables": tables}
+    return code, {"counts": c, "where": where, "outputs": summaries,
+                  "skipped": [{k: o[k] for k in ("input", "output", "reason")} for o in outcomes
+                              if o["status"] == cohort.SKIPPED],
+                  "failures": [{"input": o["input"], "error": o["error"]} for o in failures],
+                  "records": [{k: o[k] for k in ("input", "output", "status", "worker")} for o in outcomes],
+                  "checkpoint_loads": {o["worker"]: o["checkpoint_loads"] for o in outcomes
+                                       if o.get("checkpoint_loads") is not None},
+                  "tables": tables, "stale_temporaries_removed": stale, "dataset_description": description}
+
+
+def _write_bids_description(out: Path, root: Path, method: str, outcomes: list[dict[str, Any]]) -> Path:
+    """``dataset_description.json`` of the derivatives, one ``GeneratedBy``
+    entry per checkpoint the finished outputs' sidecars name."""
+    from SuperResMoELib import __version__
+    from SuperResMoELib.app.provenance import read_sidecar
+    from SuperResMoELib.io.bids import write_dataset_description
+
+    checkpoints: dict[str, dict[str, Any] | None] = {}
+    for o in outcomes:
+        side = read_sidecar(Path(o["output"])) if o["status"] != "failed" else None
+        if side is not None:
+            ck = side.get("checkpoint")
+            checkpoints[json.dumps(ck, sort_keys=True)] = None if ck is None else \
+                {"name": ck.get("name"), "sha256": ck.get("sha256")}
+    path = out / "dataset_description.json"
+    for ck in checkpoints.values() or [None]:
+        path = write_dataset_description(out, root, method, ck, __version__)
+    return path
 
 
 def _print_table(rows: list[dict[str, Any]], keys: Sequence[str], stream=None) -> None:
@@ -276,6 +330,8 @@ def _report(command: str, result: Any) -> None:
     if result is None:
         return
     if command == "enhance":
+        for sk in result["skipped"]:
+            print(f"{sk['input']}: skipped, {sk['reason']}")
         for s in result["outputs"]:
             print(f"{s['input']} -> {s['output']}  ({s['seconds']:.1f} s)")
             if s.get("simulation"):
@@ -292,6 +348,11 @@ def _report(command: str, result: Any) -> None:
                 print("    " + "  ".join(f"{k}={v:.5g}" for k, v in m.items() if isinstance(v, float)))
         for t in result.get("tables", []):
             print(f"metrics table: {t['path']} ({t['added']} row(s) added, {t['rows']} in all)")
+        if result.get("dataset_description"):
+            print(f"BIDS derivatives: {result['dataset_description']}")
+        c = result["counts"]
+        print(f"{c['total']} input(s) {result['where']}: {c['done']} done, {c['skipped']} skipped, "
+              f"{c['failed']} failed")
     elif command == "evaluate":
         keys = [k for k in ("prediction", "psnr", "ssim", "mse", "mse_ssmoe", "rmse", "correlation",
                             "mse_ssmoe_per_frame_mean", "mean_psnr") if any(k in r for r in result["rows"])]

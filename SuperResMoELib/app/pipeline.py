@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -204,12 +204,16 @@ def simulation_factors(method: Method, hr: Volume, options: EnhanceOptions
 
 
 def run_job(job: EnhanceJob, progress: ProgressCallback = no_progress,
-            cancel: CancelToken | None = None) -> dict[str, Any]:
+            cancel: CancelToken | None = None, method: Method | None = None) -> dict[str, Any]:
     """Run one job and return a JSON-serialisable summary
-    (``files``, ``metrics``, ``info``, ``seconds``)."""
+    (``files``, ``metrics``, ``info``, ``seconds``); ``method``: an instance
+    of ``job.method`` to reuse (its cached network), else a new one."""
     t0 = time.perf_counter()
     cancel = cancel or CancelToken()
-    method = create_method(job.method)
+    if method is None:
+        method = create_method(job.method)
+    elif method.name != job.method:
+        raise ValueError(f"run_job: method instance {method.name!r} given for a {job.method!r} job")
     if str(job.device).lower() not in ("auto", "cpu"):  # fail before any work (loads torch)
         from SuperResMoELib.engine.devices import resolve_device
 
@@ -281,38 +285,3 @@ def output_path_for(input_path: Path, output: Path, method: str, many: bool) -> 
     if not many and io.is_volume_file(output):
         return output
     return output / f"{io.volume_stem(input_path)}_{method}{io.volume_suffix(input_path)}"
-
-
-def run_many(inputs: Sequence[Path], output: Path, template: EnhanceJob,
-             progress: ProgressCallback = no_progress,
-             cancel: CancelToken | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """Run ``template`` on every input; a failing file is recorded and the
-    others go on (cancellation, device and checkpoint errors stop everything:
-    they would fail every file the same way).  A reference folder is
-    matched to the inputs by file name.
-
-    Returns:
-        ``(summaries, failures)`` with ``failures`` as ``(input, message)``.
-    """
-    summaries, failures = [], []
-    many = len(inputs) > 1 or not io.is_volume_file(output)
-    for n, path in enumerate(inputs):
-        ref = template.reference
-        if ref is not None and ref.is_dir():  # a folder of references matched by file name
-            ref = ref / path.name
-        job = dataclasses.replace(template, input=path, reference=ref,
-                                  output=output_path_for(path, output, template.method, many))
-        try:
-            summaries.append(run_job(job, _file_progress(progress, n, len(inputs), path), cancel))
-        except InputError as exc:
-            failures.append((str(path), str(exc)))
-            progress("error", 1.0, f"{path.name}: {exc}")
-    return summaries, failures
-
-
-def _file_progress(progress: ProgressCallback, n: int, total: int, path: Path) -> ProgressCallback:
-    def inner(stage: str, fraction: float, message: str = "") -> None:
-        prefix = f"[{n + 1}/{total}] {path.name}: " if total > 1 else ""
-        progress(stage, fraction, prefix + message)
-
-    return inner

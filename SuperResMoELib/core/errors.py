@@ -128,6 +128,8 @@ OPTIONAL_PACKAGES: dict[str, tuple[str, str | None]] = {
     "sklearn": ("scikit-learn", "training"),
     "PySide6": ("PySide6-Essentials", "test"),
     "slicer": ("slicer-core", "test"),
+    "dask": ("dask[distributed]", "cluster"),
+    "distributed": ("dask[distributed]", "cluster"),
 }
 
 

@@ -118,6 +118,10 @@ class OptionSpec:
             lists known only at run time, e.g. the registered methods).
         panel: how the panel stores it (``None``: not on the panel).
         batch: the Slicer batch script offers it too.
+        changes_output: the value changes what is written (the voxels, the
+            files); ``False`` for how the work runs (device, threads, memory,
+            compression level).  A cohort run skips an input whose sidecar
+            records the same values of every option that changes the output.
 
     A ``bool`` option's flag flips its default: ``--simulate`` turns on an
     option that is off by default, ``--no-amp`` turns off one that is on.
@@ -133,6 +137,7 @@ class OptionSpec:
     choices: tuple[str, ...] | Callable[[], Sequence[str]] = ()
     panel: PanelField | None = None
     batch: bool = False
+    changes_output: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -178,7 +183,7 @@ ENHANCE_OPTIONS: tuple[OptionSpec, ...] = (
                choices=_method_names, panel=PanelField("method", str, None), batch=True),
     OptionSpec("checkpoint", ("--checkpoint",), "path", None,
                "checkpoint (.safetensors + .json) instead of the bundled one", "options.checkpoint",
-               panel=PanelField("checkpoint", str, ""), batch=True),
+               panel=PanelField("checkpoint", str, ""), batch=True, changes_output=False),
     OptionSpec("task", ("--task",), "str", None, "method task, e.g. SS-MoE aniso or iso", "options.task",
                methods=SSMOE_FAMILY, panel=PanelField("task", str, ""), batch=True),
     OptionSpec("scale", ("--scale",), "floats", None,
@@ -208,7 +213,7 @@ ENHANCE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("seed", ("--seed",), "int", None, "MoEDiff-SR: seed of the sampler's noise (default 0)", "extra.seed",
                methods=MOEDIFF),
     OptionSpec("device", ("--device",), "str", "auto", "auto, cpu, cuda or cuda:N (default auto)", "job.device",
-               panel=PanelField("device", str, None), batch=True),
+               panel=PanelField("device", str, None), batch=True, changes_output=False),
     OptionSpec("patch_size", ("--patch-size",), "ints", None, "input patch size in voxels (one or k,j,i)",
                "options.patch_size", panel=PanelField("patchSize", int, 0)),
     OptionSpec("overlap", ("--overlap",), "float", 0.5, "patch overlap fraction in [0, 1) (default 0.5)",
@@ -216,7 +221,7 @@ ENHANCE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("batch_size", ("--batch-size",), "int", None,
                f"patches per batch of the sliding windows (default: as many as {_w.CPU_BATCH_VOXELS} input voxels "
                f"hold on the CPU, {_w.GPU_BATCH_VOXELS} on a GPU; halved on out-of-memory)", "options.batch_size",
-               panel=PanelField("batchSize", int, 0)),
+               panel=PanelField("batchSize", int, 0), changes_output=False),
     OptionSpec("mixed_precision", ("--no-amp",), "bool", True, "disable mixed precision (autocast) on CUDA",
                "options.mixed_precision", panel=PanelField("mixedPrecision", bool, None)),
     OptionSpec("amp_dtype", ("--amp-dtype",), "choice", _w.AMP_DTYPES[0],
@@ -229,11 +234,11 @@ ENHANCE_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("memory_budget", ("--memory-budget",), "int", None,
                f"MiB the halo-crop tiles may use (default: {_w.CPU_BUDGET_BYTES >> 20}, or "
                f"{_w.CPU_BUDGET_FRACTION:g} x the available memory when less, on the CPU; "
-               f"{_w.GPU_BUDGET_FRACTION:g} x the free memory on a GPU)", "options.memory_budget"),
+               f"{_w.GPU_BUDGET_FRACTION:g} x the free memory on a GPU)", "options.memory_budget", changes_output=False),
     OptionSpec("compile", ("--compile",), "bool", False,
-               "run the network through torch.compile (slow first call; off by default)", "options.compile"),
+               "run the network through torch.compile (slow first call; off by default)", "options.compile", changes_output=False),
     OptionSpec("threads", ("--threads",), "int", None,
-               "torch CPU threads (default: the cores given to this process)", "options.threads"),
+               "torch CPU threads (default: the cores given to this process)", "options.threads", changes_output=False),
     OptionSpec("nonfinite", ("--nonfinite",), "choice", "error",
                "NaN/Inf voxels: stop with an error (default) or replace them by 0", "options.nonfinite",
                choices=("error", "zero")),
@@ -247,7 +252,7 @@ ENHANCE_OPTIONS: tuple[OptionSpec, ...] = (
                "job.write_maps"),
     OptionSpec("compression", ("--compression",), "choice", "fast",
                "compression of .nii.gz / .nrrd / .mha outputs: fast (default, zlib level 1) or max (level 9)",
-               "job.compression", choices=("fast", "max")),
+               "job.compression", choices=("fast", "max"), changes_output=False),
 )
 
 #: name -> spec.
@@ -257,6 +262,20 @@ DEFAULTS: dict[str, Any] = {o.name: o.default for o in ENHANCE_OPTIONS}
 #: Options shown in the CLI's "patch engine" group (the others: "method").
 ENGINE_OPTIONS: tuple[str, ...] = ("patch_size", "overlap", "batch_size", "mixed_precision", "amp_dtype", "tiling",
                                    "memory_budget", "compile", "threads", "nonfinite")
+
+
+def output_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The values (missing ones at their defaults) of the options that change
+    the output (:attr:`OptionSpec.changes_output`), JSON-ready: tuples as
+    lists, paths as text.  ``checkpoint`` is left out: what identifies a
+    checkpoint is its weights' sha256, recorded beside."""
+    out: dict[str, Any] = {}
+    for name, spec in OPTIONS.items():
+        if not spec.changes_output:
+            continue
+        v = values.get(name, spec.default)
+        out[name] = list(v) if isinstance(v, (tuple, list)) else (str(v) if hasattr(v, "__fspath__") else v)
+    return out
 
 
 def add_enhance_arguments(parser: argparse.ArgumentParser, only: Callable[[OptionSpec], bool] | None = None) -> None:

@@ -72,6 +72,8 @@ class CheckpointedMethod(Method):
 
     def __init__(self) -> None:
         self._cache: tuple[tuple, Any] | None = None
+        #: How many times this instance read a checkpoint's weights (a cached network is not re-read).
+        self.loads = 0
 
     @abc.abstractmethod
     def build_network(self, manifest: Manifest) -> torch.nn.Module:
@@ -147,6 +149,7 @@ class CheckpointedMethod(Method):
             net, manifest = self._cache[1]
             return net, path, manifest
         ckpt = load_checkpoint(path, method=self.checkpoint_method, task=task)
+        self.loads += 1
         manifest = ckpt.manifest
         net = self.build_network(manifest)
         try:
