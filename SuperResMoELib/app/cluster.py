@@ -155,10 +155,18 @@ def security(req: ClusterRequest, scheme: str) -> Any:
     for key, path in named.items():
         if not Path(path).is_file():
             raise InputError(f"--{key.replace('_client', '').replace('_', '-')} {path}: file not found")
+    import dask.config
     from distributed import Security
 
     if named:
         return Security(require_encryption=True, **{k: str(v) for k, v in named.items()})
+    configured = {k: dask.config.get(f"distributed.comm.tls.{k}", None) for k in ("ca-file", "client.cert")}
+    if not all(configured.values()):
+        missing = ", ".join(k for k, v in configured.items() if not v)
+        raise ConfigError(
+            "a tls:// scheduler needs certificates: give --tls-ca-file, --tls-cert and --tls-key, or set "
+            f"distributed.comm.tls.ca-file / client.cert / client.key in Dask's configuration (missing: {missing})"
+        )
     return Security(require_encryption=True)  # the distributed.comm.tls.* configuration
 
 
