@@ -92,7 +92,8 @@ def test_remix_library_from_a_bids_dataset_counts_the_skipped(bids, monkeypatch)
     cfg = library_config(tiny_config(), str(bids))
     cfg = type(cfg)(**{**cfg.__dict__, "subjects": (0, 1, 2)})
     lib = bin_library(cfg, 3)
-    assert int(lib["skipped_subjects"]) == 1 and set(lib["subject"].tolist()) == {0, 1}
+    assert lib.meta["skipped_subjects"] == 1 and set(lib["subject"].tolist()) == {0, 1}
+    assert lib.meta["used_subjects"] == [0, 1] and "sub-04" in lib.meta["skipped"][0]
     assert lib["lr"].shape == (6, 1, 16, 16, 16) and np.isfinite(lib["lr"].astype(np.float32)).all()
     assert cfg.key(3) != library_config(tiny_config()).key(3)  # the data is part of the cache key
 
@@ -109,11 +110,25 @@ def test_training_command_checks_the_data_first(tmp_path) -> None:
                             "--data", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "run")],
                            capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
         assert r.returncode == 3 and "does not exist or is not a folder" in r.stderr, (command, r.stderr[-500:])
-    folder = tmp_path / "one"
-    write_volume(_t1_block(0), folder / "a.nii.gz")
-    r = subprocess.run([sys.executable, "-m", "training", "remix", "--config", str(tmp_path / "tiny.json"),
-                        "--data", str(folder), "--workdir", str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]  # TINY trains on subject 0: the folder's one scan
-    manifest = json.loads((tmp_path / "run" / "checkpoints" / "remix_t1.json").read_text())
-    assert "folder" in manifest["training_data"]["data"] and manifest["training_data"]["skipped_subjects"] == 0
+    folder = tmp_path / "three"
+    for n, name in enumerate("abc"):
+        write_volume(_t1_block(n), folder / f"{name}.nii.gz")
+
+    def remix(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "training", "remix", "--config", str(tmp_path / "tiny.json"),
+                               "--data", str(folder), "--workdir", str(tmp_path / "run"), *extra],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+
+    r = remix("--subjects", "0-3")
+    assert r.returncode == 3 and "holds 3 subject(s)" in r.stderr
+    r = remix("--subjects", "0-1", "--split", "patches", "--validation-subjects", "1")
+    assert r.returncode == 8 and "needs library.split 'subjects'" in r.stderr
+    r = remix("--subjects", "0-1")  # auto on your own data: whole subjects validate
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "split by subjects" in r.stderr
+    data = json.loads((tmp_path / "run" / "checkpoints" / "remix_t1.json").read_text())["training_data"]
+    assert "folder" in data["data"] and data["skipped_subjects"] == 0
+    split = data["split"]
+    assert split["unit"] == "subjects" and split["held_out_subjects"] == ["c"]
+    assert sorted(split["training_subjects"] + split["validation_subjects"]) == ["a", "b"]
+    assert len(split["validation_subjects"]) == 1

@@ -48,7 +48,7 @@ def test_command_runs_the_phases_and_exports_one_checkpoint(trained) -> None:
     for phase in ("vqvae", "joint"):
         assert (root / "run" / phase / "done.json").exists(), phase
     assert (root / "run" / "latents.npz").exists()
-    assert len(list((root / "cache" / "training" / "moediff").glob("slices_*.npz"))) == 1
+    assert len(list((root / "cache" / "training" / "moediff").glob("slices_*/meta.json"))) == 1
     head = (root / "run" / "joint" / "log.csv").read_text().splitlines()
     cols = set(head[0].split(","))
     assert len(head) == 3 and {"loss_experts", "loss_gating", "gating_weight", "gate_ce", "diversity", "task1",
@@ -122,14 +122,14 @@ def test_own_hr_folder_trains_like_the_sample(tmp_path, monkeypatch) -> None:
     from SuperResMoELib import sample_data
     from SuperResMoELib.core.geometry import scaled_grid, sub_volume, resample
     from SuperResMoELib.io.formats import write_volume
-    from training.moediff.data import SliceLibraryConfig, build_library
+    from training.moediff.data import SliceLibraryConfig, slice_library
     from training.moediff.degradation import MoEDiffDegradation
 
     monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
     t = sub_volume(sample_data.t1_subject(0), (60, 80, 60), (124, 144, 124))
     write_volume(resample(t, scaled_grid(t.grid, 1.25), "cubic"), tmp_path / "data" / "a.nii.gz")  # 0.8 mm
     cfg = SliceLibraryConfig((0,), 2, 3, 48, 32, MoEDiffDegradation(), 0.1, 0, 0, str(tmp_path / "data"))
-    lib = build_library(cfg)
+    lib = slice_library(cfg)
     assert lib["lr"].shape == (6, 1, 32, 32) and lib["extras"].shape == (6, 3, 32, 32)
     assert np.isfinite(lib["hr"].astype(np.float32)).all() and float(lib["hr"].astype(np.float32).max()) > 0.5
 

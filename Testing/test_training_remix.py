@@ -72,7 +72,8 @@ def test_training_command_writes_logs_libraries_and_checkpoints(trained) -> None
         assert (root / "run" / phase / "done.json").exists(), phase
     head = (root / "run" / "expert1" / "log.csv").read_text().splitlines()
     assert len(head) == 3 and {"loss", "mae", "ssim", "gradient", "correlation", "val_psnr"} <= set(head[0].split(","))
-    libs = sorted((root / "cache" / "training" / "remix").glob("library_bin*.npz"))
+    libs = sorted((root / "cache" / "training" / "remix").glob("library_bin*"))
+    assert all((p / "meta.json").is_file() and (p / "lr.npy").is_file() for p in libs)
     assert len(libs) == 7
     from SuperResMoELib.checkpoints.store import load_checkpoint
 
@@ -110,9 +111,10 @@ def test_bin_libraries_hold_their_voxel_volumes(trained, monkeypatch) -> None:
         lo, hi = cfg.degradation.voxel_volume_range(b)
         assert np.all((lib["voxel_volume"] >= lo) & (lib["voxel_volume"] < hi))
         assert np.all(lib["hr"].max(axis=(1, 2, 3, 4)) > 0.05)  # crops centred on brain
-    from training.remix.data import build_bin_library
-
-    again = build_bin_library(cfg, 4)  # deterministic: the same pairs again
+    assert isinstance(lib["lr"], np.memmap)  # read from disk on demand
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(trained["root"] / "cache-again"))
+    again = bin_library(cfg, 4)  # deterministic: built again, the same pairs
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(trained["root"] / "cache"))
     np.testing.assert_array_equal(again["lr"], bin_library(cfg, 4)["lr"])
 
 

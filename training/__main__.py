@@ -123,25 +123,60 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hr_library(args: argparse.Namespace, cfg):
+    """``cfg`` with the library overrides of ``--subjects``, ``--split`` and
+    ``--validation-subjects``, checked against ``--data`` before any work.
+
+    Raises:
+        InputError: a bad folder, subjects beyond it.
+        ConfigError: an invalid split (see :func:`training.config.check_validation_subjects`).
+    """
+    from .hr_source import hr_scans, parse_subjects
+
+    n = None if args.data == "sample" else len(hr_scans(args.data))  # a bad folder fails before any work
+    lib = cfg.library
+    changes = {}
+    if args.subjects:
+        changes["subjects"] = parse_subjects(args.subjects, n)
+    if args.split:
+        changes["split"] = args.split
+    if args.validation_subjects:
+        changes["validation_subjects"] = parse_subjects(args.validation_subjects, n)
+    if changes:
+        lib = dataclasses.replace(lib, **changes)  # the library node checks itself again
+        cfg = dataclasses.replace(cfg, library=lib)
+    if n is not None and max(lib.subjects) >= n:
+        raise InputError(f"the config trains on subjects {list(lib.subjects)} but {args.data} holds {n} subject(s); "
+                         "give --subjects (e.g. all) or a config whose library.subjects index them")
+    return cfg
+
+
+def _training_data(args: argparse.Namespace, cfg, trainer) -> dict:
+    """The manifests' ``training_data``: the data, config, degradation,
+    skipped subjects and the split statement (:func:`training.hr_source.split_statement`)."""
+    from .config import to_dict
+    from .hr_source import describe as describe_source
+    from .hr_source import split_statement
+
+    subjects = list(cfg.library.subjects)
+    what = f"embedded T1 sample subjects {subjects}" if args.data == "sample" \
+        else f"subjects {subjects} of {describe_source(args.data)}"
+    return {"data": what, "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation),
+            "skipped_subjects": trainer.skipped, "split": split_statement(args.data, subjects, trainer.split)}
+
+
 def cmd_remix(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from SuperResMoELib.methods.remix import EXPERTS
 
-    from .config import to_dict
     from .remix.config import load_config
-    from .hr_source import describe as describe_source
-    from .hr_source import hr_scans
     from .remix.train import REMIxTrainer, export
 
     cfg = load_config(args.config)
     if args.width:
         cfg = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, width=args.width))
-    if args.data != "sample":
-        n = len(hr_scans(args.data))  # a bad folder fails before any work
-        if max(cfg.library.subjects) >= n:
-            raise InputError(f"the config trains on subjects {list(cfg.library.subjects)} but {args.data} "
-                             f"holds {n} subject(s); give a config whose library.subjects index them")
+    cfg = _hr_library(args, cfg)
     workdir = Path(args.workdir or f"runs/remix_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
     ctx, device, reporter = _start_run(args)
@@ -157,10 +192,7 @@ def cmd_remix(args: argparse.Namespace) -> int:
     if not args.no_single:
         trainer.single()
         timings["single"] = round(time.perf_counter() - t, 1)
-    what = f"embedded T1 sample subjects {list(cfg.library.subjects)}" if args.data == "sample" \
-        else f"subjects {list(cfg.library.subjects)} of {describe_source(args.data)}"
-    data = {"data": what, "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation),
-            "skipped_subjects": trainer.skipped}
+    data = _training_data(args, cfg, trainer)
     written = export(trainer, export_dir / "remix_t1", None if args.no_single else export_dir / "remix_t1_single",
                      data) if ctx.is_main else []
     reporter.close()
@@ -378,11 +410,21 @@ def _add_device(p: argparse.ArgumentParser, amp: bool) -> None:
 
 
 def _add_hr_data(p: argparse.ArgumentParser) -> None:
+    from .split import SPLIT_UNITS
+
     p.add_argument("--data", default="sample",
                    help="'sample' (embedded T1 subjects), a folder of your own HR T1 volumes (NIfTI/NRRD/MHA; "
                         "library.subjects index them in name order) or a BIDS dataset "
                         "(sub-*/[ses-*/]anat/*_T1w.nii[.gz], subjects in label order); unusable scans are "
                         "skipped with a warning and counted")
+    p.add_argument("--subjects", help="train on these subjects instead of the config's library.subjects: 'all' "
+                                      "(every scan of --data) or indices and ranges, e.g. 0-49,60")
+    p.add_argument("--split", choices=SPLIT_UNITS,
+                   help="what validates: whole subjects, random patches of every subject, or auto (the config's "
+                        "default: subjects on your own data, patches on the sample); the manifest states it")
+    p.add_argument("--validation-subjects",
+                   help="the subjects that validate in a split by subject (default: library.validation_fraction "
+                        "of them, drawn with the seed)")
 
 
 def _add_run(p: argparse.ArgumentParser, default_workdir: str) -> None:
@@ -429,30 +471,20 @@ def cmd_domain(args: argparse.Namespace) -> int:
 def cmd_moediff(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .config import to_dict
     from .moediff.config import load_config
-    from .hr_source import describe as describe_source
-    from .hr_source import hr_scans
     from .moediff.train import MoEDiffTrainer, export
     from .moediff.variants import moediff_variant, variant_name
 
     cfg = moediff_variant(load_config(args.config), args.gating, args.single_expert, args.extra_inputs,
                           args.joint_epochs)
-    if args.data != "sample":
-        n = len(hr_scans(args.data))  # a bad folder fails before any work
-        if max(cfg.library.subjects) >= n:
-            raise InputError(f"the config trains on subjects {list(cfg.library.subjects)} but {args.data} "
-                             f"holds {n} subject(s); give a config whose library.subjects index them")
+    cfg = _hr_library(args, cfg)
     workdir = Path(args.workdir or f"runs/moediff_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
     ctx, device, reporter = _start_run(args)
     t0 = time.perf_counter()
     trainer = MoEDiffTrainer(cfg, workdir, reporter, device=device, amp=args.amp, data=args.data)
     times = {"library": round(time.perf_counter() - t0, 1), **trainer.run()}
-    what = f"embedded T1 sample subjects {list(cfg.library.subjects)}" if args.data == "sample" \
-        else f"subjects {list(cfg.library.subjects)} of {describe_source(args.data)}"
-    data = {"data": what, "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation),
-            "skipped_subjects": trainer.skipped}
+    data = _training_data(args, cfg, trainer)
     name = args.name or variant_name(cfg)
     reporter.close()
     if ctx.is_main:

@@ -75,6 +75,25 @@ def each(check: Check) -> Check:
     return Check(f"a list of values {check.what}", ok)
 
 
+def check_validation_subjects(library: Any) -> None:
+    """A library node's ``validation_subjects`` must be some, not all, of its
+    ``subjects`` and need a split by subject.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    given = tuple(library.validation_subjects)
+    if not given:
+        return
+    if library.split == "patches":
+        raise ConfigError("library.validation_subjects needs library.split 'subjects' or 'auto', not 'patches'")
+    extra = sorted(set(given) - set(library.subjects))
+    if extra:
+        raise ConfigError(f"library.validation_subjects {extra} are not in library.subjects {list(library.subjects)}")
+    if set(given) >= set(library.subjects):
+        raise ConfigError("library.validation_subjects leave no subject of library.subjects to train on")
+
+
 def setting(default: Any = dataclasses.MISSING, *checks: Check) -> Any:
     """A dataclass field with ``default`` (none: the key is required) and
     ``checks`` run by :class:`Node` on every construction."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -33,8 +34,8 @@ from SuperResMoELib.io.bids import is_bids, subject_dirs, subject_t1w
 
 log = logging.getLogger("superresmoe.training")
 
-__all__ = ["HRScan", "SkippedSubject", "bids_scans", "describe", "hr_scans", "hr_subject", "is_bids", "source_key",
-           "usable_subjects"]
+__all__ = ["HRScan", "SkippedSubject", "bids_scans", "describe", "each_usable_subject", "hr_scans", "hr_subject",
+           "is_bids", "parse_subjects", "source_key", "split_statement", "subject_labels", "usable_subjects"]
 
 
 class SkippedSubject(InputError):
@@ -125,19 +126,99 @@ def hr_subject(source: str, subject: int, data_seed: int, scans: list[HRScan] | 
     return resample(vol, isotropic_grid(vol.grid, 1.0), "cubic")
 
 
-def usable_subjects(source: str, subjects: tuple[int, ...] | list[int], data_seed: int):
-    """``(subject index, volume)`` of each of ``subjects`` that can be read, in
-    order, and the messages of those skipped (each also logged as a warning);
-    the source is listed once."""
+def each_usable_subject(source: str, subjects: tuple[int, ...] | list[int], data_seed: int,
+                        skipped: list[str]) -> Iterator[tuple[int, Volume]]:
+    """``(subject index, volume)`` of each of ``subjects`` that can be read, one
+    at a time (a large dataset is never held in memory at once); the messages
+    of those skipped are appended to ``skipped`` (each also logged).
+
+    Raises:
+        InputError: none of them could be used (after the last).
+    """
     scans = None if source == "sample" else hr_scans(source)
-    ok, skipped = [], []
+    n_ok = 0
     for s in subjects:
         try:
-            ok.append((s, hr_subject(source, s, data_seed, scans)))
+            vol = hr_subject(source, s, data_seed, scans)
         except SkippedSubject as exc:
             skipped.append(str(exc))
             log.warning("skipped subject %d: %s", s, exc)
-    if not ok:
+            continue
+        n_ok += 1
+        yield s, vol
+    if not n_ok:
         raise InputError(f"none of the training subjects {list(subjects)} of {source} could be used: "
                          + "; ".join(skipped))
-    return ok, skipped
+
+
+def usable_subjects(source: str, subjects: tuple[int, ...] | list[int], data_seed: int):
+    """:func:`each_usable_subject` as a list, and the messages of those skipped."""
+    skipped: list[str] = []
+    return list(each_usable_subject(source, subjects, data_seed, skipped)), skipped
+
+
+def subject_labels(source: str, subjects: list[int] | tuple[int, ...]) -> list[str]:
+    """How the manifests name subjects: ``sample <n>``, or the scan's label
+    (file stem, BIDS ``sub-`` label)."""
+    if source == "sample":
+        return [f"sample {s}" for s in subjects]
+    scans = hr_scans(source)
+    return [scans[s].subject for s in subjects]
+
+
+#: Beside every split statement: what "held out" means for the embedded sample.
+SAMPLE_NOTE = ("the embedded sample subjects are warps of one template: a subject held out from training is not "
+               "a new population, and volumes of one subject are not independent samples for a significance test")
+
+
+def split_statement(source: str, subjects: tuple[int, ...] | list[int], split: dict) -> dict:
+    """What a manifest says about the data split: the unit, the training and
+    validation subjects by label, the held-out subjects (the source's subjects
+    not trained or validated on) and, for the sample, what held out means.
+
+    Args:
+        subjects: the config's ``library.subjects``.
+        split: :func:`training.split.library_split`'s statement.
+    """
+    out = {"unit": split["unit"],
+           "training_subjects": subject_labels(source, split["training_subjects"]),
+           "validation_subjects": subject_labels(source, split["validation_subjects"])}
+    if source == "sample":
+        out["held_out_subjects"] = (f"every embedded sample subject but {sorted(subjects)}; the evaluations use "
+                                    f"subject {sample_data.T1_HELD_OUT}")
+        out["note"] = SAMPLE_NOTE
+    else:
+        scans = hr_scans(source)
+        out["held_out_subjects"] = [scans[i].subject for i in range(len(scans)) if i not in set(subjects)]
+    if split["unit"] == "patches":
+        out["validation"] = "random pairs of the training subjects (not a subject-level split)"
+    return out
+
+
+def parse_subjects(text: str, n: int | None) -> tuple[int, ...]:
+    """``--subjects``: ``all`` (every subject of a source of ``n``), or indices
+    and ranges ``0,2,5-9``.
+
+    Raises:
+        InputError: unparsable, ``all`` without a folder, an index beyond ``n``.
+    """
+    text = text.strip()
+    if text == "all":
+        if n is None:
+            raise InputError("--subjects all needs --data (a folder or BIDS dataset); the sample has no fixed count")
+        return tuple(range(n))
+    out: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            a, _, b = part.partition("-")
+            lo, hi = int(a), int(b) if b else int(a)
+            if lo < 0 or hi < lo:
+                raise ValueError(part)
+            out.extend(range(lo, hi + 1))
+    except ValueError:
+        raise InputError(f"--subjects {text!r}: give 'all' or indices and ranges like 0,2,5-9") from None
+    if not out:
+        raise InputError("--subjects names no subject")
+    if n is not None and max(out) >= n:
+        raise InputError(f"--subjects {text}: the data holds {n} subject(s) (0..{n - 1})")
+    return tuple(sorted(set(out)))

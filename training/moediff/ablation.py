@@ -37,6 +37,7 @@ from SuperResMoELib.io.tables import markdown_table, write_csv
 from ..figures import pyplot, save_figure
 from ..remix.evaluate import HELD_OUT_SUBJECTS
 from .config import MoEDiffConfig, load_config
+from ..library import Library
 from .data import slice_library
 from .evaluate import CAVEAT
 from .train import extra_channels, library_config
@@ -89,8 +90,8 @@ def joint_log(run: Path) -> list[dict[str, float]]:
 
 
 def held_out_tiles(cfg: MoEDiffConfig, subjects: Sequence[int] = HELD_OUT_SUBJECTS[:2], crops: int = 8,
-                   slices: int = 8) -> dict[str, np.ndarray]:
-    """Tiles of held-out ``subjects`` through the training degradation (arrays as
+                   slices: int = 8) -> Library:
+    """Tiles of held-out ``subjects`` through the training degradation (columns as
     :func:`.data.build_library`; cached like a training library)."""
     lib = dataclasses.replace(library_config(cfg), subjects=tuple(int(s) for s in subjects),
                               crops_per_subject=int(crops), slices_per_crop=int(slices),
@@ -98,7 +99,7 @@ def held_out_tiles(cfg: MoEDiffConfig, subjects: Sequence[int] = HELD_OUT_SUBJEC
     return slice_library(lib)
 
 
-def tile_scores(net, tiles: dict[str, np.ndarray], steps: int, batch: int = 32) -> dict[str, np.ndarray]:
+def tile_scores(net, tiles: Library | dict[str, np.ndarray], steps: int, batch: int = 32) -> dict[str, np.ndarray]:
     """PSNR (peak 1 - min of each HR tile) and SSIM of ``net``'s output and of the
     input on each tile ``(N,)``, the corrections ``net`` reads given from ``tiles["extras"]``."""
     import torch

@@ -17,7 +17,9 @@ from SuperResMoELib.core.errors import ConfigError
 from SuperResMoELib.methods.moediff.model import MoEDiffArchitecture
 
 from .. import config as _config
-from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, POSITIVE, Node, PhaseSpec, RunConfig, each, setting
+from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, POSITIVE, Node, PhaseSpec, RunConfig, each, one_of, setting
+from ..config import check_validation_subjects
+from ..split import SPLIT_UNITS
 from .data import tile_margin
 from .degradation import MoEDiffDegradation
 
@@ -33,6 +35,11 @@ class MoEDiffLibrary(Node):
         crop: side of a cube (voxels).
         validation_fraction: fraction of the tiles held out for validation.
         intensity_jitter: intensities scaled by a random factor in ``1 +- this`` per cube.
+        split: what validates (:data:`training.split.SPLIT_UNITS`): whole
+            subjects, random tiles of every subject, or ``auto`` (subjects on
+            your own data, tiles on the embedded sample).
+        validation_subjects: the subjects (of ``subjects``) that validate in a
+            split by subject (default: ``validation_fraction`` of them, seeded).
     """
 
     subjects: tuple[int, ...] = setting(MISSING, NOT_EMPTY, each(NON_NEGATIVE))
@@ -41,6 +48,12 @@ class MoEDiffLibrary(Node):
     crop: int = setting(MISSING, POSITIVE)
     validation_fraction: float = setting(0.1, FRACTION)
     intensity_jitter: float = setting(0.1, FRACTION)
+    split: str = setting("auto", one_of(SPLIT_UNITS))
+    validation_subjects: tuple[int, ...] = setting((), each(NON_NEGATIVE))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_validation_subjects(self)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ the three), at a random position away from the cube's faces by ``margin``
 subject's robust maximum (as at inference) and multiplied by one random factor
 in ``1 +- intensity_jitter`` per cube.
 
-Arrays (float16 images): ``lr``, ``hr`` ``(N, 1, t, t)``; ``extras`` ``(N, 3, t, t)``
+Columns (a memory-mapped :mod:`training.library` in the user cache, built one
+subject at a time; float16 images): ``lr``, ``hr`` ``(N, 1, t, t)``; ``extras`` ``(N, 3, t, t)``
 = the log bias correction and the two in-plane components (in the tile's row,
 column order) of the warp correction, in mm; ``axis`` ``(N,)`` (array axis
 0/1/2 = k/j/i the tile is perpendicular to); ``thick`` ``(N,)`` (1 for a
@@ -25,6 +26,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +35,8 @@ from SuperResMoELib.core.intensity import robust_max
 from SuperResMoELib.evaluation.segmentation import brain_mask
 from SuperResMoELib.io.paths import user_cache_dir
 
-from ..cache import cached_arrays
-from ..hr_source import source_key, usable_subjects
+from ..hr_source import each_usable_subject, source_key
+from ..library import Column, Library, LibraryWriter, cached_library
 from .degradation import MoEDiffDegradation, degrade_block, draw_case
 
 LIBRARY_VERSION = "v1"
@@ -93,14 +95,25 @@ def _tile(arr: np.ndarray, axis: int, index: int, r0: int, c0: int, t: int) -> n
     return s[..., r0:r0 + t, c0:c0 + t]
 
 
-def build_library(cfg: SliceLibraryConfig, progress=None) -> dict[str, np.ndarray]:
-    """The tiles of ``cfg`` (deterministic from the config)."""
+def library_columns(cfg: SliceLibraryConfig) -> dict[str, Column]:
+    """The columns of the slice library (see the module docstring)."""
+    t = cfg.tile
+    return {"lr": Column((1, t, t), "float16"), "hr": Column((1, t, t), "float16"),
+            "extras": Column((3, t, t), "float16"), "axis": Column((), "int8"), "thick": Column((), "int8"),
+            "subject": Column((), "int16")}
+
+
+def build_library(cfg: SliceLibraryConfig, writer: LibraryWriter, progress=None) -> dict[str, Any]:
+    """Write the tiles of ``cfg`` into ``writer`` (deterministic from the
+    config), one subject in memory at a time; returns what the library's
+    ``meta.json`` records (subjects used and skipped)."""
     rng = np.random.default_rng([cfg.seed, LIBRARY_SALT])
     t, m = cfg.tile, cfg.margin
-    out: dict[str, list] = {k: [] for k in ("lr", "hr", "extras", "axis", "thick", "subject")}
     total = len(cfg.subjects) * cfg.crops_per_subject
-    usable, skipped = usable_subjects(cfg.source, cfg.subjects, cfg.data_seed)
-    for n_s, (s, hr_vol) in enumerate(usable):
+    skipped: list[str] = []
+    used = []
+    for n_s, (s, hr_vol) in enumerate(each_usable_subject(cfg.source, cfg.subjects, cfg.data_seed, skipped)):
+        used.append(s)
         arr = np.asarray(hr_vol.array, np.float32)
         scale = robust_max(arr)
         starts = _crop_starts(brain_mask(arr), cfg.crop, cfg.crops_per_subject, rng)
@@ -116,23 +129,18 @@ def build_library(cfg: SliceLibraryConfig, progress=None) -> dict[str, np.ndarra
                 index = int(rng.integers(m, cfg.crop - m))
                 r0, c0 = (int(v) for v in rng.integers(m, cfg.crop - m - t + 1, size=2))
                 in_plane = [a for a in range(3) if a != axis]  # array axes of the tile's rows, columns
-                out["lr"].append(_tile(lr, axis, index, r0, c0, t)[None])
-                out["hr"].append(_tile(hr, axis, index, r0, c0, t)[None])
-                out["extras"].append(np.stack([_tile(deg["log_bias"], axis, index, r0, c0, t)]
-                                              + [_tile(deg["warp"][a], axis, index, r0, c0, t) for a in in_plane]))
-                out["axis"].append(axis)
-                out["thick"].append(int(case["kind"] == "thick"))
-                out["subject"].append(s)
+                writer.append(lr=_tile(lr, axis, index, r0, c0, t)[None], hr=_tile(hr, axis, index, r0, c0, t)[None],
+                              extras=np.stack([_tile(deg["log_bias"], axis, index, r0, c0, t)]
+                                              + [_tile(deg["warp"][a], axis, index, r0, c0, t) for a in in_plane]),
+                              axis=axis, thick=int(case["kind"] == "thick"), subject=s)
             if progress is not None:
                 done = n_s * cfg.crops_per_subject + n_c + 1
                 progress("library", done / total, f"subject {s}, crop {n_c + 1}/{cfg.crops_per_subject}")
-    return {"lr": np.stack(out["lr"]).astype(np.float16), "hr": np.stack(out["hr"]).astype(np.float16),
-            "extras": np.stack(out["extras"]).astype(np.float16), "axis": np.asarray(out["axis"], np.int8),
-            "thick": np.asarray(out["thick"], np.int8), "subject": np.asarray(out["subject"], np.int16),
-            "skipped_subjects": np.asarray(len(skipped), np.int16)}
+    return {"used_subjects": used, "skipped_subjects": len(skipped), "skipped": skipped}
 
 
-def slice_library(cfg: SliceLibraryConfig, progress=None) -> dict[str, np.ndarray]:
-    """The library of ``cfg``, from the user cache or built (and cached) now."""
-    path = user_cache_dir(create=True) / "training" / "moediff" / f"slices_{cfg.key()}.npz"
-    return cached_arrays(path, lambda: build_library(cfg, progress), "MoEDiff-SR slice library")
+def slice_library(cfg: SliceLibraryConfig, progress=None) -> Library:
+    """The library of ``cfg`` (memory-mapped), from the user cache or built (and cached) now."""
+    path = user_cache_dir(create=True) / "training" / "moediff" / f"slices_{cfg.key()}"
+    return cached_library(path, library_columns(cfg), len(cfg.subjects) * cfg.crops_per_subject * cfg.slices_per_crop,
+                          lambda w: build_library(cfg, w, progress), "MoEDiff-SR slice library")

@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from SuperResMoELib.core.errors import ConfigError
 from SuperResMoELib.engine.devices import resolve_device
 from SuperResMoELib.methods.moediff.model import EXTRA_CHANNELS, MoEDiffSR
 from SuperResMoELib.methods.moediff.sampler import common_floor
@@ -70,7 +71,8 @@ from ..cache import cached_arrays
 from ..config import to_dict
 from ..loop import Phase, PhaseConfig
 from ..precision import resolve_amp
-from ..split import split_indices
+from ..library import RowView
+from ..split import library_split
 from .config import MoEDiffConfig
 from .data import SliceLibraryConfig, slice_library
 from .gating_losses import (
@@ -176,22 +178,29 @@ class MoEDiffTrainer:
         self.amp = resolve_amp(amp, self.device)
         self.seed = config.seed
         torch.manual_seed(self.seed)
-        lib = dict(slice_library(library_config(config, data), progress))
+        lib = slice_library(library_config(config, data), progress)
         #: Training subjects whose scans could not be used (:mod:`training.hr_source`).
-        self.skipped = int(lib.pop("skipped_subjects", 0))
-        train, val = split_indices(len(lib["lr"]), config.library.validation_fraction, self.seed,
-                                   MOEDIFF_SPLIT_SALT)
+        self.skipped = int(lib.meta.get("skipped_subjects", 0))
+        try:
+            train, val, split = library_split(np.asarray(lib.arrays["subject"]), config.library.split, data,
+                                              config.library.validation_subjects, config.library.validation_fraction,
+                                              self.seed, MOEDIFF_SPLIT_SALT)
+        except ValueError as exc:
+            raise ConfigError(f"library split: {exc}") from None
+        #: The split's statement for the manifest (:func:`training.split.library_split`).
+        self.split: dict[str, Any] = split
         self.extra_idx = extra_channels(config.architecture.extra_inputs)
-        self.train = {k: v[train] for k, v in lib.items()}
-        self.val = {k: v[val] for k, v in lib.items()}
-        log.info("MoEDiff-SR library: %d training and %d validation tiles", len(train), len(val))
+        self.train: dict[str, RowView] = lib.rows(train)
+        self.val: dict[str, RowView] = lib.rows(val)
+        log.info("MoEDiff-SR library: %d training and %d validation tiles (split by %s)", len(train), len(val),
+                 split["unit"])
         self.model = MoEDiffSR(config.architecture)
         #: Last-epoch validation scores of each phase.
         self.validation: dict[str, dict[str, float]] = {}
         self.histories: dict[str, list[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------ phase 1
-    def _images(self, part: dict[str, np.ndarray], rows: np.ndarray, key: str) -> torch.Tensor:
+    def _images(self, part: dict[str, RowView], rows: np.ndarray, key: str) -> torch.Tensor:
         return torch.from_numpy(part[key][rows].astype(np.float32))
 
     def train_vqvae(self) -> None:
@@ -251,7 +260,7 @@ class MoEDiffTrainer:
 
         gain = self.cfg.architecture.residual_gain
 
-        def encode(part: dict[str, np.ndarray]) -> np.ndarray:
+        def encode(part: dict[str, RowView]) -> np.ndarray:
             out = []
             for s in range(0, len(part["hr"]), 128):
                 res = part["hr"][s:s + 128].astype(np.float32) - part["lr"][s:s + 128].astype(np.float32)

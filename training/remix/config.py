@@ -18,6 +18,8 @@ from SuperResMoELib.nets.unet3d import UNet3DConfig
 
 from .. import config as _config
 from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, POSITIVE, Node, PhaseSpec, RunConfig, each, one_of, setting
+from ..config import check_validation_subjects
+from ..split import SPLIT_UNITS
 from .degradation import DegradationConfig
 
 #: Where experts 2..7 start: expert 1's weights, or the previous expert's (a chain).
@@ -51,6 +53,11 @@ class RemixLibrary(Node):
         patch: side of the central pair patch (voxels), at most ``crop``.
         validation_fraction: fraction of each bin's pairs held out.
         intensity_jitter: intensities scaled by a random factor in ``1 ± this``.
+        split: what validates (:data:`training.split.SPLIT_UNITS`): whole
+            subjects, random pairs of every subject, or ``auto`` (subjects on
+            your own data, pairs on the embedded sample).
+        validation_subjects: the subjects (of ``subjects``) that validate in a
+            split by subject (default: ``validation_fraction`` of them, seeded).
     """
 
     subjects: tuple[int, ...] = setting(MISSING, NOT_EMPTY, each(NON_NEGATIVE))
@@ -59,11 +66,14 @@ class RemixLibrary(Node):
     patch: int = setting(MISSING, POSITIVE)
     validation_fraction: float = setting(MISSING, FRACTION)
     intensity_jitter: float = setting(0.1, FRACTION)
+    split: str = setting("auto", one_of(SPLIT_UNITS))
+    validation_subjects: tuple[int, ...] = setting((), each(NON_NEGATIVE))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.patch > self.crop:
             raise ConfigError(f"patch ({self.patch}) must not exceed crop ({self.crop})")
+        check_validation_subjects(self)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ Intensities: both images are divided by the subject's robust maximum
 (:func:`SuperResMoELib.core.intensity.robust_max`, as at inference) and multiplied
 by one random factor in ``1 ± intensity_jitter``, so the network learns to be
 indifferent to the few-percent error of estimating that maximum on a blurred
-input.  Arrays are stored as float16: ``lr``, ``hr`` ``(N, 1, p, p, p)``,
+input.  Columns (a memory-mapped :mod:`training.library` in the user cache,
+built one subject at a time): ``lr``, ``hr`` ``(N, 1, p, p, p)`` float16,
 ``subject`` ``(N,)``, ``voxel_volume`` ``(N,)`` mm³, ``orientation`` ``(N,)``
 (index into :data:`ORIENTATION_CODES`).
 """
@@ -23,7 +24,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -33,8 +34,8 @@ from SuperResMoELib.evaluation.segmentation import brain_mask
 from SuperResMoELib.core.geometry import sub_volume
 from SuperResMoELib.core.volume import Volume
 
-from ..cache import cached_arrays
-from ..hr_source import source_key, usable_subjects
+from ..hr_source import each_usable_subject, source_key
+from ..library import Column, Library, LibraryWriter, cached_library
 from .degradation import DegradationConfig, degrade, draw_acquisition
 
 LIBRARY_VERSION = "v1"
@@ -87,14 +88,25 @@ def _crop_starts(mask: np.ndarray, size: int, n: int, rng: np.random.Generator) 
     return np.clip(centres - size // 2, 0, hi)
 
 
-def build_bin_library(cfg: RemixLibraryConfig, bin_mm3: int, progress=None) -> dict[str, np.ndarray]:
-    """The pairs of one bin (deterministic from the config and the bin)."""
+def library_columns(cfg: RemixLibraryConfig) -> dict[str, Column]:
+    """The columns of a bin's library (see the module docstring)."""
+    p = (1, cfg.patch, cfg.patch, cfg.patch)
+    return {"lr": Column(p, "float16"), "hr": Column(p, "float16"), "subject": Column((), "int16"),
+            "voxel_volume": Column((), "float32"), "orientation": Column((), "int8")}
+
+
+def build_bin_library(cfg: RemixLibraryConfig, bin_mm3: int, writer: LibraryWriter, progress=None) -> dict[str, Any]:
+    """Write the pairs of one bin into ``writer`` (deterministic from the
+    config and the bin), one subject in memory at a time; returns what the
+    library's ``meta.json`` records (subjects used and skipped)."""
     rng = np.random.default_rng([cfg.seed, LIBRARY_SALT, int(bin_mm3)])
     m = (cfg.crop - cfg.patch) // 2
-    lrs, hrs, subj, vols, orient = [], [], [], [], []
+    sl = (slice(m, m + cfg.patch),) * 3
     total = len(cfg.subjects) * cfg.crops
-    usable, skipped = usable_subjects(cfg.source, cfg.subjects, cfg.data_seed)
-    for n_s, (s, hr) in enumerate(usable):
+    skipped: list[str] = []
+    used = []
+    for n_s, (s, hr) in enumerate(each_usable_subject(cfg.source, cfg.subjects, cfg.data_seed, skipped)):
+        used.append(s)
         arr = np.asarray(hr.array)
         scale = robust_max(arr)
         starts = _crop_starts(brain_mask(arr), cfg.crop, cfg.crops, rng)
@@ -103,21 +115,17 @@ def build_bin_library(cfg: RemixLibraryConfig, bin_mm3: int, progress=None) -> d
             lr_grid, info = draw_acquisition(block.grid, bin_mm3, cfg.degradation, rng)
             _, back = degrade(block, lr_grid, info, cfg.degradation, rng, noise_scale=scale)
             c = float(rng.uniform(1.0 - cfg.intensity_jitter, 1.0 + cfg.intensity_jitter)) / scale
-            sl = (slice(m, m + cfg.patch),) * 3
-            lrs.append(np.asarray(back.array)[sl] * c)
-            hrs.append(np.asarray(block.array)[sl] * c)
-            subj.append(s)
-            vols.append(info["voxel_volume_mm3"])
-            orient.append(ORIENTATION_CODES.index(info["orientation"]))
+            writer.append(lr=(np.asarray(back.array)[sl] * c)[None], hr=(np.asarray(block.array)[sl] * c)[None],
+                          subject=s, voxel_volume=info["voxel_volume_mm3"],
+                          orientation=ORIENTATION_CODES.index(info["orientation"]))
             if progress is not None:
                 done = n_s * cfg.crops + n_c + 1
                 progress("library", done / total, f"bin {bin_mm3} mm^3: subject {s}, crop {n_c + 1}/{cfg.crops}")
-    return {"lr": np.stack(lrs)[:, None].astype(np.float16), "hr": np.stack(hrs)[:, None].astype(np.float16),
-            "subject": np.asarray(subj, np.int16), "voxel_volume": np.asarray(vols, np.float32),
-            "orientation": np.asarray(orient, np.int8), "skipped_subjects": np.asarray(len(skipped), np.int16)}
+    return {"used_subjects": used, "skipped_subjects": len(skipped), "skipped": skipped}
 
 
-def bin_library(cfg: RemixLibraryConfig, bin_mm3: int, progress=None) -> dict[str, np.ndarray]:
-    """The library of ``bin_mm3``, from the user cache or built (and cached) now."""
-    path = user_cache_dir(create=True) / "training" / "remix" / f"library_bin{bin_mm3}_{cfg.key(bin_mm3)}.npz"
-    return cached_arrays(path, lambda: build_bin_library(cfg, bin_mm3, progress), f"REMIx {bin_mm3} mm^3 library")
+def bin_library(cfg: RemixLibraryConfig, bin_mm3: int, progress=None) -> Library:
+    """The library of ``bin_mm3`` (memory-mapped), from the user cache or built (and cached) now."""
+    path = user_cache_dir(create=True) / "training" / "remix" / f"library_bin{bin_mm3}_{cfg.key(bin_mm3)}"
+    return cached_library(path, library_columns(cfg), len(cfg.subjects) * cfg.crops,
+                          lambda w: build_bin_library(cfg, bin_mm3, w, progress), f"REMIx {bin_mm3} mm^3 library")

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from SuperResMoELib.checkpoints.store import save_checkpoint
+from SuperResMoELib.core.errors import ConfigError
 from SuperResMoELib.engine.devices import resolve_device
 from SuperResMoELib.methods.remix import EXPERTS, remix_manifest
 from SuperResMoELib.nets.unet3d import ResidualUNet3D
@@ -42,7 +43,8 @@ from SuperResMoELib.nets.unet3d import ResidualUNet3D
 from ..config import PhaseSpec, to_dict
 from ..loop import Phase, PhaseConfig
 from ..precision import resolve_amp
-from ..split import REMIX_SPLIT_SALT, split_indices
+from ..library import RowView
+from ..split import REMIX_SPLIT_SALT, library_split
 from .config import REMIxConfig
 from .data import RemixLibraryConfig, bin_library
 from .losses import CompositeLoss
@@ -95,15 +97,22 @@ class REMIxTrainer:
         frac = config.library.validation_fraction
         #: Training subjects whose scans could not be used (the first bin's count; every bin reads the same).
         self.skipped = 0
-        self.train: dict[int, dict[str, np.ndarray]] = {}
-        self.val: dict[int, dict[str, np.ndarray]] = {}
+        #: The split's statement for the manifests (:func:`training.split.library_split`).
+        self.split: dict[str, Any] = {}
+        self.train: dict[int, dict[str, RowView]] = {}
+        self.val: dict[int, dict[str, RowView]] = {}
         for b in libcfg.degradation.bins:
             lib = bin_library(libcfg, b, progress)
-            self.skipped = int(lib.pop("skipped_subjects", 0))
-            train, val = split_indices(len(lib["lr"]), frac, self.seed, REMIX_SPLIT_SALT, b)
-            self.val[b] = {k: v[val] for k, v in lib.items()}
-            self.train[b] = {k: v[train] for k, v in lib.items()}
-            log.info("bin %d mm^3: %d training and %d validation pairs", b, len(train), len(val))
+            self.skipped = int(lib.meta.get("skipped_subjects", 0))
+            try:
+                train, val, self.split = library_split(np.asarray(lib.arrays["subject"]), config.library.split,
+                                                       data, config.library.validation_subjects, frac, self.seed,
+                                                       REMIX_SPLIT_SALT, b)
+            except ValueError as exc:
+                raise ConfigError(f"library split: {exc}") from None
+            self.val[b], self.train[b] = lib.rows(val), lib.rows(train)
+            log.info("bin %d mm^3: %d training and %d validation pairs (split by %s)", b, len(train), len(val),
+                     self.split["unit"])
         self.nets: dict[str, ResidualUNet3D] = {}
         #: Last-epoch validation scores of each trained phase (``val_loss``, ``val_psnr``, ``val_psnr_input``).
         self.validation: dict[str, dict[str, float]] = {}
