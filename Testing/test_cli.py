@@ -132,6 +132,18 @@ def test_folder_batch_with_one_bad_file(tmp_path: Path) -> None:
     assert "1 done, 0 skipped" in r.stdout, r.stderr
 
 
+def test_a_file_that_cannot_be_written_is_retried_then_reported(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    write_hr(src / "a.nii.gz")
+    write_hr(src / "b.nii.gz", seed=1)
+    (tmp_path / "out" / "a_cubic.nii.gz" / "in-the-way").mkdir(parents=True)
+    r = run("enhance", "-i", str(src), "-o", str(tmp_path / "out"), "--retries", "1", "--progress", "none")
+    assert r.returncode == 7, r.stderr
+    assert "attempt 1 of 2 failed" in r.stderr and "after 2 attempt(s)" in r.stderr
+    assert "2 input(s) here: 1 done, 0 skipped, 1 failed" in r.stdout
+    assert not [p.name for p in (tmp_path / "out").iterdir() if ".tmp" in p.name]
+
+
 def test_reference_folder_and_mismatch(tmp_path: Path) -> None:
     write_hr(tmp_path / "lr.nii.gz", shape=(12, 26, 22))
     write_hr(tmp_path / "ref.nii.gz", shape=(24, 26, 20))

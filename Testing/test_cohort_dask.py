@@ -5,14 +5,16 @@
 Checks: every output present and valid (readable, on the SR grid, its
 sidecar's sha256), nothing written twice (an output's inode never changes
 once it appears), a corrupt input reported while the rest finish (exit code
-7), each worker loading the checkpoint once, and a second run skipping
-everything.
+7), a file whose output cannot be written retried and reported, each worker
+loading the checkpoint once, and a second run skipping
+everything but the one file that failed before.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,6 +131,8 @@ def test_killed_worker_loses_nothing_and_a_rerun_skips_all(tmp_path: Path, dask_
     sched_file, worker_a, _ = dask_cluster
     inputs = _inputs(tmp_path / "in")
     out = tmp_path / "out"
+    blocked = out / "s09_remix.nii.gz"
+    (blocked / "in-the-way").mkdir(parents=True)  # a folder where s09's output goes: writing it fails each time
     watcher = _Watcher(out)
     watcher.start()
     from distributed import Client
@@ -152,16 +156,18 @@ def test_killed_worker_loses_nothing_and_a_rerun_skips_all(tmp_path: Path, dask_
     res = _result(stdout)
     c = res["counts"]
     print(f"\nkilled worker A after {killed_after} output(s); counts {c}; exit code {proc.returncode}")
-    assert c["total"] == N_FILES + 1 and c["failed"] == 1 and c["done"] + c["skipped"] == N_FILES
+    assert c["total"] == N_FILES + 1 and c["failed"] == 2 and c["done"] + c["skipped"] == N_FILES - 1
     assert killed_after < N_FILES and on_a, "the worker was killed after the run had finished"
     taken_over = {Path(r["input"]).name: r["worker"] for r in res["records"]
                   if any(Path(r["input"]).name in k for k in on_a)}
     print(f"tasks on worker A when it was killed: {on_a}; finished by: {taken_over}")
     assert taken_over and set(taken_over.values()) == {names["wB"]}
-    assert [Path(f["input"]).name for f in res["failures"]] == ["zz_corrupt.nii.gz"]
-    assert "zz_corrupt.nii.gz" in stderr
+    errors = {Path(f["input"]).name: f["error"] for f in res["failures"]}
+    assert sorted(errors) == ["s09.nii.gz", "zz_corrupt.nii.gz"] and "zz_corrupt.nii.gz" in stderr
+    assert "IsADirectoryError" in errors["s09.nii.gz"] and "after 3 attempt(s)" in errors["s09.nii.gz"]
+    assert "cannot read" in errors["zz_corrupt.nii.gz"]  # an unusable input: reported at once, not retried
     assert not watcher.rewritten, f"written twice: {watcher.rewritten}"
-    for path in inputs:
+    for path in inputs[:-1]:
         sr_path = out / f"{path.name[:3]}_remix.nii.gz"
         sr = io.read_volume(sr_path)
         assert sr.spatial_shape == (42, 40, 40) and np.isfinite(sr.array).all()
@@ -173,10 +179,14 @@ def test_killed_worker_loses_nothing_and_a_rerun_skips_all(tmp_path: Path, dask_
     assert res["checkpoint_loads"] and set(res["checkpoint_loads"].values()) == {1}  # once per worker
 
     stamps = {p.name: p.stat().st_ino for p in out.iterdir()}
+    shutil.rmtree(blocked)
     proc = _enhance(tmp_path / "in", out, sched_file)  # only worker B is left
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 7, stderr
     c = _result(stdout)["counts"]
-    print(f"second run: counts {c}")
-    assert c == {"total": N_FILES + 1, "done": 0, "skipped": N_FILES, "failed": 1}
-    assert {p.name: p.stat().st_ino for p in out.iterdir()} == stamps
+    print(f"second run (the folder in s09's way removed): counts {c}")
+    assert c == {"total": N_FILES + 1, "done": 1, "skipped": N_FILES - 1, "failed": 1}
+    now = {p.name: p.stat().st_ino for p in out.iterdir()}
+    assert {k: v for k, v in now.items() if not k.startswith("s09")} == \
+        {k: v for k, v in stamps.items() if not k.startswith("s09")}  # nothing done was rewritten
+    assert io.read_volume(blocked).spatial_shape == (42, 40, 40)

@@ -189,7 +189,7 @@ def run_here(planned: Sequence[Planned], overwrite: bool = False, retries: int =
                     raise
                 log.warning("%s: attempt %d of %d failed: %s: %s", Path(p.job.input).name, attempt + 1,
                             retries + 1, type(exc).__name__, exc)
-                outcome = _outcome(p.job, FAILED, error=f"{type(exc).__name__}: {exc} (after {attempt + 1} attempts)")
+                outcome = _outcome(p.job, FAILED, error=f"{type(exc).__name__}: {exc} (after {attempt + 1} attempt(s))")
         if outcome["status"] == FAILED:
             progress("error", 1.0, f"{Path(p.job.input).name}: {outcome['error']}")
         outcomes.append(outcome)
@@ -239,8 +239,9 @@ def _collect(future: Any, planned: Planned, retries: int) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - reported, the others go on
         if _fatal(exc):
             raise
-        outcome = _outcome(planned.job, FAILED, error=f"{type(exc).__name__}: {exc} (after {retries + 1} attempt(s), "
-                                                      "or its worker was lost each time)")
+        why = ("the workers running it died each time (Dask's allowed-failures)" if type(exc).__name__ == "KilledWorker"
+               else f"after {retries + 1} attempt(s)")
+        outcome = _outcome(planned.job, FAILED, error=f"{type(exc).__name__}: {exc} ({why})")
         outcome["worker"] = "?"
         return outcome
 
