@@ -121,7 +121,7 @@ def test_metrics_table_is_appended_and_listed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     for method in ("cubic", "cubic"):
         r = run("enhance", "-i", tmp_path / "a.nii.gz", "-o", out, "--method", method, "--scale", "1,1,2",
-                "--simulate", "--progress", "none")
+                "--simulate", "--overwrite", "--progress", "none")  # the same request again: redone, not skipped
         assert r.returncode == 0, r.stderr
         assert f"metrics table: {out / 'metrics.csv'}" in r.stdout
     rows = list(csv.DictReader(open(out / "metrics.csv")))

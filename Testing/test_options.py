@@ -37,7 +37,17 @@ SAMPLES = {
     "compression": "max",
 }
 #: Arguments of ``enhance`` that are not options of a method run.
-FILE_ARGUMENTS = {"help", "input", "output", "reference", "table", "progress", "debug"}
+FILE_ARGUMENTS = {"help", "input", "output", "reference", "table", "progress", "debug",
+                  "bids", "overwrite", "retries"}  # run-level: which files, and how a cohort run treats them
+
+
+def _cluster_arguments() -> set[str]:
+    """The Dask options (declared once, in SuperResMoELib.app.cluster)."""
+    from SuperResMoELib.app.cluster import add_cluster_arguments
+
+    p = argparse.ArgumentParser()
+    add_cluster_arguments(p)
+    return {a.dest for a in p._actions} - {"help"}
 
 
 def _enhance_parser() -> argparse.ArgumentParser:
@@ -67,8 +77,10 @@ def test_every_option_has_a_sample_and_a_non_default_one() -> None:
 
 
 def test_the_cli_offers_exactly_the_schema() -> None:
-    dests = {a.dest for a in _enhance_parser()._actions} - FILE_ARGUMENTS
+    dests = {a.dest for a in _enhance_parser()._actions} - FILE_ARGUMENTS - _cluster_arguments()
     assert dests == set(OPTIONS)
+    assert _cluster_arguments() == {"scheduler", "workers", "dashboard", "tls_ca_file", "tls_cert", "tls_key",
+                                    "insecure"}
 
 
 def test_defaults_are_the_schema_defaults() -> None:

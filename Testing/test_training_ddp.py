@@ -75,10 +75,12 @@ def _run(script: Path, work: Path, ranks: int, **extra: str) -> subprocess.Compl
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT, env={**_env(), **extra})
 
 
-def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float) -> None:
+def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float, what: str) -> None:
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=tol, atol=tol, msg=k)
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    print(f"\n{what}: max |difference| {worst:.3g} over {len(a)} tensors (tolerance {tol:g})")
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +101,9 @@ def test_two_ranks_equal_one_process_on_the_union_batch(single) -> None:
     assert "rank 0 world 2 backend gloo" in r.stdout and "rank 1 world 2 backend gloo" in r.stdout
     assert "rank 0 batch 4" in r.stdout and "rank 1 batch 4" in r.stdout  # each rank its half of the batch
     _close(load_file(str(base / "ddp" / "grads.safetensors")), load_file(str(base / "single" / "grads.safetensors")),
-           1e-6)  # one step: the mean of the ranks' gradients is the gradient over the union batch
+           1e-6, "two ranks vs one process, gradients of one step")  # the mean of the ranks' = the union batch's
     _close(load_file(str(base / "ddp" / "final.safetensors")), load_file(str(base / "single" / "final.safetensors")),
-           1e-5)  # 8 Adam steps later
+           1e-5, "two ranks vs one process, weights after 8 Adam steps")
     assert (base / "ddp" / "p" / "done.json").exists() and (base / "ddp" / "p" / "log.csv").exists()
 
 
@@ -113,7 +115,8 @@ def test_a_killed_rank_resumes_to_the_same_weights(single) -> None:
     assert (work / "p" / "state.json").exists()  # the state saved at step 4
     again = _run(script, work, 2)
     assert again.returncode == 0, again.stderr[-3000:]
-    _close(load_file(str(work / "final.safetensors")), load_file(str(base / "single" / "final.safetensors")), 1e-5)
+    _close(load_file(str(work / "final.safetensors")), load_file(str(base / "single" / "final.safetensors")), 1e-5,
+           "a rank killed at step 5, resumed, vs one process, final weights")
 
 
 def test_two_rank_remix_training_transcript(tmp_path) -> None:
