@@ -233,12 +233,25 @@ def cmd_evaluate_remix(args: argparse.Namespace) -> int:
     bins = [b for b in deg.bins if not args.bins or b in args.bins]
     reporter = make_reporter(args.progress)
     t0 = time.perf_counter()
-    rows = evaluate_cases(checkpoints, bins, args.cases, deg, device=args.device,
-                          options={"overlap": args.overlap}, progress=reporter)
+    if "table1" in args.tables:
+        rows = evaluate_cases(checkpoints, bins, args.cases, deg, device=args.device,
+                              options={"overlap": args.overlap}, progress=reporter)
+        extra = {"checkpoints": checkpoints, "cases_per_bin": args.cases, "overlap": args.overlap,
+                 "seconds": round(time.perf_counter() - t0, 1)}
+        print(write_report(Path(args.out), rows, extra))
+    if "outgen" in args.tables:
+        from .outgen.evaluate import t1_rows, write_t1_report
+        from .remix.evaluate import EXPERTS_LABEL, SINGLE_LABEL
+
+        t0 = time.perf_counter()
+        methods = [(label, name, checkpoints[kind]) for label, name, kind in
+                   ((SINGLE_LABEL, "remix1", "single"), (EXPERTS_LABEL, "remix", "experts")) if kind in checkpoints]
+        og = t1_rows(methods, args.device, {"overlap": args.overlap}, block_mm=args.outgen_block, progress=reporter)
+        print(write_t1_report(Path(args.out), "remix_outgen", "REMIx on the out-of-generator T1 head", og,
+                              (EXPERTS_LABEL, SINGLE_LABEL),
+                              {"checkpoints": checkpoints, "overlap": args.overlap, "block_mm": args.outgen_block,
+                               "seconds": round(time.perf_counter() - t0, 1)}))
     reporter.close()
-    extra = {"checkpoints": checkpoints, "cases_per_bin": args.cases, "overlap": args.overlap,
-             "seconds": round(time.perf_counter() - t0, 1)}
-    print(write_report(Path(args.out), rows, extra))
     return 0
 
 
@@ -350,15 +363,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     reporter = make_reporter(args.progress)
     task = args.task
     rows = np.arange(0, n_rows, args.rows_step)
-    main = {"cubic": ("cubic", None)}
+    main: dict[str, tuple[str, str | None]] = {"cubic": ("cubic", None)}
     for label, name, file in (("SR U-Net", "srunet", f"ssmoe_{task}_srunet"),
                               ("Hard MoE", "hardmoe", f"ssmoe_{task}_hardmoe"),
                               ("SS-MoE", "ssmoe", f"ssmoe_{task}")):
         if (ck / f"{file}.json").exists():
             main[label] = (name, str(ck / f"{file}.safetensors"))
     report = []
+    held_out = None
     if "table1" in args.tables:
         r, scores, secs = per_volume_mse(task, main, rows, device=args.device, progress=reporter, data=args.data)
+        held_out = scores
         extra = {label: {"checkpoint": p, "weights": _n_weights(p)} for label, (_, p) in main.items() if p}
         report.append(write_report(out, f"ssmoe_{task}_table1", f"Table 1 ({task}): per-volume MSE", scores, r,
                                    secs, extra))
@@ -374,6 +389,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         extra2 = {label: {"checkpoint": p, "weights": _n_weights(p)} for label, (_, p) in found.items()}
         report.append(write_report(out, f"ssmoe_{task}_ablations", f"Ablations ({task}): experts and labelers",
                                    s2, r2, t2, extra2))
+    if "outgen" in args.tables:
+        from .outgen import OUTGEN_NOTE
+        from .outgen.evaluate import ratio_rows
+
+        n_og = len(open_source("outgen").table())
+        og_rows, og, og_secs = per_volume_mse(task, main, list(range(0, n_og, args.outgen_rows_step)),
+                                              device=args.device, progress=reporter, data="outgen")
+        report.append(write_report(out, f"ssmoe_{task}_outgen", f"Out-of-generator qMRI head ({task}): "
+                                   "per-volume MSE", og, og_rows, og_secs,
+                                   {"note": OUTGEN_NOTE}, what="volumes of the out-of-generator qMRI head"))
+        if held_out is not None:
+            from SuperResMoELib.io.atomic import write_text_atomic
+            from SuperResMoELib.io.tables import markdown_table, write_csv
+
+            ratios = ratio_rows(held_out, og)
+            write_csv(ratios, out / f"ssmoe_{task}_sets.csv")
+            md = (f"### Mean per-volume MSE over the SR U-Net's ({task})\n\nHeld out: the held-out sample subject "
+                  f"(a warp of the training template, held out from training, not a new population); "
+                  f"{OUTGEN_NOTE}.\n\n" + markdown_table(ratios, ["method", "held_out", "out_of_generator"], "{:.3f}"))
+            write_text_atomic(out / f"ssmoe_{task}_sets.md", md)
+            report.append(md)
     reporter.close()
     print("\n".join(report))
     return 0
@@ -596,8 +632,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate every N-th volume (default 1: all)")
     p.add_argument("--ablation-rows-step", type=_positive_int, default=4,
                    help="volume step of the ablation tables (default 4)")
-    p.add_argument("--tables", nargs="+", choices=("table1", "ablations"), default=["table1", "ablations"],
-                   help="which tables to compute (default both; ablations need their checkpoints)")
+    p.add_argument("--tables", nargs="+", choices=("table1", "ablations", "outgen"),
+                   default=["table1", "ablations", "outgen"],
+                   help="which tables to compute (default all): table1 on the held-out sample subject(s), the "
+                        "SS-MoE ablations (they need their checkpoints), outgen: the out-of-generator set "
+                        "(training/outgen: the qMRI head for SS-MoE, the T1 head for REMIx)")
+    p.add_argument("--outgen-rows-step", type=_positive_int, default=1,
+                   help="SS-MoE: evaluate every N-th volume of the out-of-generator head (default 1: all 96)")
+    p.add_argument("--outgen-block", type=_positive_int,
+                   help="REMIx: only a central block of this many mm of the out-of-generator head (default: "
+                        "its whole brain box)")
     _add_device(p, amp=False)
     _add_progress(p)
     p.set_defaults(func=cmd_evaluate)

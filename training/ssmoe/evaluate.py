@@ -122,7 +122,8 @@ def histogram_figure(scores: dict[str, np.ndarray], path: Path, title: str, bins
 
 
 def write_report(out: Path, name: str, title: str, scores: dict[str, np.ndarray], rows: np.ndarray,
-                 seconds: dict[str, float], extra: dict[str, Any] | None = None) -> str:
+                 seconds: dict[str, float], extra: dict[str, Any] | None = None,
+                 what: str = "volumes of the held-out subject") -> str:
     """Markdown + CSV (stats, Wilcoxon, per-volume scores) + figure; returns the Markdown."""
     out.mkdir(parents=True, exist_ok=True)
     st, wx = stats_rows(scores), wilcoxon_rows(scores)
@@ -134,11 +135,12 @@ def write_report(out: Path, name: str, title: str, scores: dict[str, np.ndarray]
     per = [{"row": int(r), **{k: float(v[i]) for k, v in scores.items()}} for i, r in enumerate(rows)]
     write_csv(per, out / f"{name}_per_volume.csv")
     histogram_figure(scores, out / f"{name}_mse_hist.png", title)
-    md = f"### {title}\n\n{len(rows)} volumes of the held-out subject; per-volume MSE "
+    md = f"### {title}\n\n{len(rows)} {what}; per-volume MSE "
     md += "= mean over all voxels of (GT − SR)²·[GT ≠ 0], data units.\n\n"
     md += markdown_table(st, ["method", *STAT_KEYS, "seconds"]) + "\n"
     if wx:
-        md += "Two-sided paired Wilcoxon signed-rank tests:\n\n"
+        md += ("Two-sided paired Wilcoxon signed-rank tests (the volumes of one subject are not independent "
+               "samples: the p-values describe this subject's volumes, not a population):\n\n")
         md += markdown_table(wx, ["a", "b", "p_value", "median_difference", "a_better_fraction"], "{:.3g}") + "\n"
     md += f"![per-volume MSE]({name}_mse_hist.png)\n"
     if extra:

@@ -141,9 +141,14 @@ class FolderSource:
 
 
 def open_source(spec: str, data_seed: int = 0) -> MudiSource:
-    """``"sample"`` or ``"mudi:<folder>"``."""
+    """``"sample"``, ``"mudi:<folder>"`` or ``"outgen"`` (the out-of-generator
+    qMRI head, :mod:`training.outgen.qmri`; evaluation only)."""
     if spec == "sample":
         return SampleSource(data_seed)
+    if spec == "outgen":
+        from ..outgen.qmri import OutgenSource
+
+        return OutgenSource()
     if spec.startswith("mudi:"):
         return FolderSource(spec[len("mudi:"):])
-    raise InputError(f"unknown data {spec!r}; use 'sample' or 'mudi:<folder>'")
+    raise InputError(f"unknown data {spec!r}; use 'sample', 'mudi:<folder>' or 'outgen'")

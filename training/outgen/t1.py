@@ -1,0 +1,95 @@
+"""The out-of-generator T1 head and its four LR scans (see :mod:`training.outgen`).
+
+HR: 1 mm, the ``t1`` head of :mod:`.head`.  Signal of an inversion-recovery
+gradient echo from the tissue fractions, ``PD |1 - 2 exp(-TI/T1) +
+exp(-TR/T1)|`` (TI 1000, TR 2300 ms) with the fraction-weighted relaxation
+*rate* and PD of :data:`TISSUE_T1`, times ``1 + 0.04 n`` (``n`` a smooth
+unit random texture, 3 mm), times a tilted quadratic bias field
+(``exp`` of up to ±0.18), scaled so white matter is near 1000.
+
+LR scans (:data:`SCANS`): along each axis of spacing ``s > 1`` mm, a
+trapezoid slice profile of FWHM ``s`` and one sample per slice at its centre
+(:mod:`.acquisition`); then Gaussian noise of 1.5 % of white matter.  Each scan's HR is the head on the 1 mm grid its
+slices cover.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from SuperResMoELib.core.geometry import scaled_grid
+from SuperResMoELib.core.volume import Volume
+
+from .acquisition import crop_whole, sample_slices, trapezoid
+from .head import head_fractions
+
+#: Tissue values of this set's T1 model (3 T, ms; PD relative to CSF).
+TISSUE_T1: dict[str, dict[str, float]] = {
+    "gm": {"PD": 0.82, "T1": 1330.0},
+    "wm": {"PD": 0.69, "T1": 830.0},
+    "csf": {"PD": 1.00, "T1": 4300.0},
+}
+TI_MS, TR_MS = 1000.0, 2300.0
+TEXTURE, TEXTURE_MM = 0.04, 3.0
+BIAS_MAX = 0.18
+NOISE_FRACTION = 0.015
+#: The four LR scans: name -> spacing (i, j, k) mm.
+SCANS: dict[str, tuple[float, float, float]] = {
+    "1x1x5 mm": (1.0, 1.0, 5.0), "1x4x1 mm": (1.0, 4.0, 1.0), "2x2x2 mm": (2.0, 2.0, 2.0), "1x1x3 mm": (1.0, 1.0, 3.0),
+}
+SEED = 20261201
+
+
+def _signal(t1: float, pd: float) -> float:
+    return pd * abs(1.0 - 2.0 * math.exp(-TI_MS / t1) + math.exp(-TR_MS / t1))
+
+
+@functools.lru_cache(maxsize=1)
+def t1_head() -> Volume:
+    """The HR T1 head (float32, 1 mm, white matter near 1000)."""
+    from scipy import ndimage
+
+    fr, grid = head_fractions("t1", 1.0)
+    total = sum(fr.values())
+    inside = total > 1e-3
+    w = {t: np.divide(fr[t], total, out=np.zeros_like(fr[t]), where=inside) for t in fr}
+    rate = sum(w[t] / TISSUE_T1[t]["T1"] for t in w)
+    pd = sum(w[t] * TISSUE_T1[t]["PD"] for t in w)
+    t1 = np.divide(1.0, rate, out=np.full_like(rate, 1e9), where=rate > 0)
+    s = pd * np.abs(1.0 - 2.0 * np.exp(-TI_MS / t1) + np.exp(-TR_MS / t1)) * np.clip(total, 0.0, 1.0)
+    rng = np.random.default_rng([SEED, 1])
+    tex = ndimage.gaussian_filter(rng.standard_normal(grid.shape), TEXTURE_MM)
+    tex /= tex.std()
+    k, j, i = (np.linspace(-1.0, 1.0, n) for n in grid.shape)
+    kk, jj, ii = np.meshgrid(k, j, i, indexing="ij")
+    u = 0.8 * ii + 0.5 * jj - 0.3 * kk
+    v = -0.4 * ii + 0.7 * jj + 0.6 * kk
+    bias = np.exp(BIAS_MAX * (0.6 * u**2 - 0.5 * v + 0.3 * u * v) / 1.4)
+    arr = s * (1.0 + TEXTURE * tex) * bias * (1000.0 / _signal(TISSUE_T1["wm"]["T1"], TISSUE_T1["wm"]["PD"]))
+    return Volume(np.clip(arr, 0.0, None).astype(np.float32), grid.ijk_to_ras, name="outgen_t1")
+
+
+def acquire(hr: Volume, spacing_ijk: tuple[float, float, float], rng: np.random.Generator,
+            noise_sigma: float) -> tuple[Volume, Volume]:
+    """``(lr, hr cropped to the LR slices)`` of one scan: the trapezoid slice
+    profile (:mod:`.acquisition`), Gaussian noise ``noise_sigma``."""
+    factors = tuple(int(round(s)) for s in spacing_ijk[::-1])  # KJI
+    hr_arr = crop_whole(np.asarray(hr.array), factors)  # type: ignore[arg-type]
+    lr = sample_slices(hr_arr, factors, trapezoid)  # type: ignore[arg-type]
+    lr = lr + rng.normal(0.0, noise_sigma, lr.shape)
+    hr_c = Volume(hr_arr, hr.ijk_to_ras, name=hr.name)
+    grid = scaled_grid(hr_c.grid, tuple(1.0 / s for s in spacing_ijk))
+    return Volume(lr.astype(np.float32), grid.ijk_to_ras, name=f"{hr.name}_lr"), hr_c
+
+
+def scans(head: Volume | None = None) -> dict[str, tuple[Volume, Volume]]:
+    """The four ``(lr, hr)`` scans of :data:`SCANS` (seeded noise, fixed data)."""
+    hr = t1_head() if head is None else head
+    wm_level = 1000.0
+    out = {}
+    for n, (name, sp) in enumerate(SCANS.items()):
+        out[name] = acquire(hr, sp, np.random.default_rng([SEED, 2, n]), NOISE_FRACTION * wm_level)
+    return out
