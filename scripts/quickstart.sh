@@ -43,7 +43,7 @@ stamp="$venv/.superresmoe-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || \
    ! "$venv/bin/python" -c "import SuperResMoELib, training, pytest, matplotlib" 2>/dev/null; then
-  echo "[quickstart] installing SuperResMoE (editable) with test and training extras"
+  echo "[quickstart] installing SuperResMoE (editable) with all its extras (test, training, bench, cluster)"
   "${pip[@]}" install -e ".[all]"
   echo "$want" > "$stamp"
 fi
