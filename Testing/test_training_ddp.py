@@ -119,6 +119,7 @@ def test_a_killed_rank_resumes_to_the_same_weights(single) -> None:
            "a rank killed at step 5, resumed, vs one process, final weights")
 
 
+@pytest.mark.slow  # 24 s; the two-rank gradient, weight and kill-resume checks above run in CI
 def test_two_rank_remix_training_transcript(tmp_path) -> None:
     """``torchrun --nproc_per_node 2 -m training remix`` on the tiny config: both
     ranks train every phase (batch 2 = 1 per rank), rank 0 logs and exports, and

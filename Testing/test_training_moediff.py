@@ -76,6 +76,7 @@ def test_rerun_resumes_without_training(trained) -> None:
     assert time.perf_counter() - t0 < 120
 
 
+@pytest.mark.slow  # 34 s; the phase loop's kill-resume runs in CI (test_training_loop, test_training_ddp)
 def test_kill_and_resume_is_bit_identical(trained) -> None:
     root, env = trained["root"], trained["env"]
     cfg = json.loads(json.dumps(MOEDIFF_TINY))

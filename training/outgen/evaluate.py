@@ -43,18 +43,12 @@ def t1_rows(methods: Sequence[tuple[str, str, str | None]], device: str = "auto"
         methods: ``(label, registry name, checkpoint or None)`` of each network.
         options: engine options (``overlap``, ...) and method extras.
         names: scans of :data:`~.t1.SCANS` to run (default all).
-        block_mm: keep only a central block of this many mm along each axis
-            (a small case for tests; default: the whole brain box).
+        block_mm: only the head's central cube of this many mm (a small case
+            for tests; default: the whole head cut to its brain box).
     """
     from training.remix.evaluate import brain_box, scores
-    from SuperResMoELib.core.geometry import sub_volume
 
-    head = brain_box(t1_head())
-    if block_mm is not None:
-        n = np.asarray(head.array.shape)
-        size = np.minimum(n, int(block_mm))
-        lo = (n - size) // 2
-        head = sub_volume(head, lo, lo + size)
+    head = brain_box(t1_head()) if block_mm is None else t1_head(block_mm)
     names = list(names or SCANS)
     instances = {name: create_method(name) for _, name, _ in methods}
     rows: list[dict[str, Any]] = []

@@ -116,14 +116,27 @@ def template_points(pose: HeadPose, grid: Grid) -> np.ndarray:
     return t_ijk[:3].reshape((3, *grid.shape))
 
 
-def head_fractions(name: str, spacing_mm: float) -> tuple[dict[str, np.ndarray], Grid]:
+def central_block(grid: Grid, block_mm: float) -> Grid:
+    """The central ``block_mm`` cube (at most the grid) of an axis-aligned grid."""
+    n = np.asarray(grid.shape)
+    size = np.minimum(n, max(1, int(round(block_mm / float(grid.spacing[0])))))
+    lo = (n - size) // 2
+    origin = (grid.ijk_to_ras @ np.append(lo[::-1].astype(float), 1.0))[:3]
+    return Grid.from_spacing(tuple(int(v) for v in size), tuple(grid.spacing), tuple(origin))
+
+
+def head_fractions(name: str, spacing_mm: float, block_mm: float | None = None
+                   ) -> tuple[dict[str, np.ndarray], Grid]:
     """Tissue fractions ``{"gm", "wm", "csf"}`` ``(K, J, I)`` float32 of head
-    ``name`` (:data:`HEADS`) on its grid of ``spacing_mm``."""
+    ``name`` (:data:`HEADS`) on its grid of ``spacing_mm`` (only its central
+    ``block_mm`` cube when given: a small case)."""
     from scipy import ndimage
 
     pose = HEADS[name]
     maps, _ = template_fractions()
     grid = head_grid(pose, spacing_mm)
+    if block_mm is not None:
+        grid = central_block(grid, block_mm)
     pts = template_points(pose, grid)[::-1]  # (k, j, i) order for map_coordinates
     sigma = 0.0 if spacing_mm <= 1.0 else math.sqrt(spacing_mm**2 - 1.0) / 2.355
     out = {}

@@ -47,12 +47,14 @@ def _signal(t1: float, pd: float) -> float:
     return pd * abs(1.0 - 2.0 * math.exp(-TI_MS / t1) + math.exp(-TR_MS / t1))
 
 
-@functools.lru_cache(maxsize=1)
-def t1_head() -> Volume:
-    """The HR T1 head (float32, 1 mm, white matter near 1000)."""
+@functools.lru_cache(maxsize=2)
+def t1_head(block_mm: float | None = None) -> Volume:
+    """The HR T1 head (float32, 1 mm, white matter near 1000); only its central
+    ``block_mm`` cube when given (a small case: the texture and bias are laid
+    out over the block)."""
     from scipy import ndimage
 
-    fr, grid = head_fractions("t1", 1.0)
+    fr, grid = head_fractions("t1", 1.0, block_mm)
     total = sum(fr.values())
     inside = total > 1e-3
     w = {t: np.divide(fr[t], total, out=np.zeros_like(fr[t]), where=inside) for t in fr}
