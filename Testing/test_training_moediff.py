@@ -199,6 +199,7 @@ def test_variants_train_and_export(tmp_path, monkeypatch, moediff_tiny, variant,
         assert out.gates.shape == (2, 3, 32, 32)
 
 
+@pytest.mark.slow  # 37 s: the paper-protocol evaluation command (run with -m slow)
 def test_evaluation_writes_the_tables_curve_and_figures(trained) -> None:
     root, env = trained["root"], trained["env"]
     out = root / "report"
@@ -222,6 +223,7 @@ def test_evaluation_writes_the_tables_curve_and_figures(trained) -> None:
         assert (out / png).stat().st_size > 5000, png
 
 
+@pytest.mark.slow  # 16 s: the Table 1 ablation command (run with -m slow)
 def test_table1_ablation_reads_the_runs_and_scores_held_out_tiles(trained) -> None:
     """A correction-reading cell trained by the real command at a shorter joint budget, then
     ``moediff-table1`` over it and the plain run: convergence figure, scores, refusal of a bad folder."""
