@@ -28,8 +28,9 @@ import pytest
 pytest.importorskip("distributed")
 
 from SuperResMoELib import io  # noqa: E402
-from SuperResMoELib.app.provenance import file_sha256, read_sidecar  # noqa: E402
+from SuperResMoELib.app.provenance import read_sidecar  # noqa: E402
 from SuperResMoELib.core.volume import Volume  # noqa: E402
+from SuperResMoELib.io.hashing import sha256_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 N_FILES = 10
@@ -172,8 +173,8 @@ def test_killed_worker_loses_nothing_and_a_rerun_skips_all(tmp_path: Path, dask_
         sr = io.read_volume(sr_path)
         assert sr.spatial_shape == (42, 40, 40) and np.isfinite(sr.array).all()
         side = read_sidecar(sr_path)
-        assert side is not None and side["output"]["sha256"] == file_sha256(sr_path)
-        assert side["request"]["input_sha256"] == file_sha256(path)
+        assert side is not None and side["output"]["sha256"] == sha256_file(sr_path)
+        assert side["request"]["input_sha256"] == sha256_file(path)
         assert side["checkpoint"]["sha256"] and side["request"]["method"] == "remix"
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]  # a killed write leaves nothing behind
     assert res["checkpoint_loads"] and set(res["checkpoint_loads"].values()) == {1}  # once per worker

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
@@ -130,7 +131,7 @@ def cmd_enhance(args: argparse.Namespace, progress, cancel: CancelToken) -> tupl
     template = build_job(values_from_namespace(args), first, args.output or first, reference=args.reference,
                          table=args.table)
     planned, out = cohort.plan_jobs(args.input, args.output, template, args.bids)
-    since = cohort.wall_clock()
+    since = time.time()
     where = "here"
     if req.wanted:
         client, local, where = cluster.open_client(req)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -145,26 +144,22 @@ def process(planned: Planned, overwrite: bool = False, progress: ProgressCallbac
         Exception: any other failure (the caller retries it).
     """
     from SuperResMoELib.app.pipeline import run_job
-    from SuperResMoELib.app.provenance import done_reason, write_sidecar
+    from SuperResMoELib.app.provenance import done_reason, request, write_sidecar
 
     job = planned.job
     try:
+        wanted = request(job)  # the input's hashes, read once for the check and the sidecar
         if not overwrite:
-            done, reason = done_reason(job)
+            done, reason = done_reason(job, wanted)
             if done:
                 progress("skip", 1.0, f"{Path(job.input).name}: {reason}")
                 return _outcome(job, SKIPPED, reason=reason)
         method = worker_method(job.method)
         summary = run_job(job, progress, cancel, method=method)
-        write_sidecar(job, summary, planned.extra)
+        write_sidecar(job, summary, planned.extra, wanted)
         return _outcome(job, DONE, summary=summary, checkpoint_loads=getattr(method, "loads", None))
     except InputError as exc:
         return _outcome(job, FAILED, error=str(exc))
-
-
-def _dask_task(planned: Planned, overwrite: bool) -> dict[str, Any]:
-    """What a Dask worker runs for one input."""
-    return process(planned, overwrite)
 
 
 def _fatal(exc: BaseException) -> bool:
@@ -207,7 +202,7 @@ def run_on_dask(client: Any, planned: Sequence[Planned], overwrite: bool = False
     from distributed import wait
 
     cancel = cancel or CancelToken()
-    futures = {client.submit(_dask_task, p, overwrite, key=f"superresmoe-{n:06d}-{Path(p.job.input).name}",
+    futures = {client.submit(process, p, overwrite, key=f"superresmoe-{n:06d}-{Path(p.job.input).name}",
                              retries=retries, pure=False): n for n, p in enumerate(planned)}
     outcomes: list[dict[str, Any] | None] = [None] * len(planned)
     pending = set(futures)
@@ -277,8 +272,3 @@ def counts(outcomes: Sequence[dict[str, Any]]) -> dict[str, int]:
     for o in outcomes:
         c[o["status"]] += 1
     return c
-
-
-def wall_clock() -> float:
-    """``time.time()`` (the reference for :func:`remove_stale_temporaries`)."""
-    return time.time()

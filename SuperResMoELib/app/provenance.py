@@ -23,7 +23,6 @@ recorded sha256.  Anything else reruns it (:func:`done_reason` says why not).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 from datetime import datetime, timezone
@@ -34,19 +33,10 @@ from SuperResMoELib import __version__
 from SuperResMoELib.core.errors import SuperResMoEError
 from SuperResMoELib.core.options import output_settings
 from SuperResMoELib.io.atomic import write_text_atomic
+from SuperResMoELib.io.hashing import sha256_file
 
 #: Bumped when the sidecar's layout changes (an older sidecar never matches).
 SIDECAR_FORMAT = 1
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sidecar_path(output: Path) -> Path:
@@ -57,7 +47,7 @@ def sidecar_path(output: Path) -> Path:
 
 
 def _sha(path: Path | None) -> str | None:
-    return None if path is None else file_sha256(Path(path))
+    return None if path is None else sha256_file(Path(path))
 
 
 def request(job: Any) -> dict[str, Any]:
@@ -124,21 +114,23 @@ def read_sidecar(output: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def done_reason(job: Any) -> tuple[bool, str]:
+def done_reason(job: Any, wanted: dict[str, Any] | None = None) -> tuple[bool, str]:
     """``(True, why)`` when ``job.output`` is done (see the module docstring),
-    else ``(False, what differs)``."""
+    else ``(False, what differs)``; ``wanted``: :func:`request` of the job when
+    the caller has it."""
     output = Path(job.output)
     if not output.is_file():
         return False, "no output yet"
     side = read_sidecar(output)
     if side is None:
         return False, f"{sidecar_path(output).name} missing or unreadable"
-    recorded, wanted = side.get("request"), request(job)
+    recorded = side.get("request")
+    wanted = request(job) if wanted is None else wanted
     if recorded != wanted:
         differs = sorted(k for k in wanted if not isinstance(recorded, dict) or recorded.get(k) != wanted[k])
         return False, f"the request differs ({', '.join(differs) or 'format'})"
     out = side.get("output") or {}
-    if out.get("sha256") != file_sha256(output):
+    if out.get("sha256") != sha256_file(output):
         return False, "the output's sha256 is not the recorded one"
     for extra in out.get("files", []):
         if not Path(extra).is_file():
@@ -152,9 +144,11 @@ def done_reason(job: Any) -> tuple[bool, str]:
     return True, f"done earlier ({side.get('finished', '?')}, same input, method, checkpoint and settings)"
 
 
-def write_sidecar(job: Any, summary: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+def write_sidecar(job: Any, summary: dict[str, Any], extra: dict[str, Any] | None = None,
+                  wanted: dict[str, Any] | None = None) -> Path:
     """Write the sidecar of a finished job atomically (last, after every other
-    output of the input); ``extra``: further top-level keys (BIDS ``Sources``)."""
+    output of the input); ``extra``: further top-level keys (BIDS ``Sources``);
+    ``wanted``: :func:`request` of the job when the caller has it."""
     info = summary.get("info", {})
     output = Path(job.output)
     record: dict[str, Any] = {
@@ -163,10 +157,10 @@ def write_sidecar(job: Any, summary: dict[str, Any], extra: dict[str, Any] | Non
         "input": {"path": str(job.input)},
         "reference": None if job.reference is None else {"path": str(job.reference)},
         "table": None if job.table is None else {"path": str(job.table)},
-        "request": request(job),
+        "request": request(job) if wanted is None else wanted,
         "task": info.get("task"),
         "checkpoint": checkpoint_entry(info.get("checkpoint")),
-        "output": {"path": str(output), "sha256": file_sha256(output),
+        "output": {"path": str(output), "sha256": sha256_file(output),
                    "files": [f for f in summary.get("files", []) if Path(f) != output]},
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),

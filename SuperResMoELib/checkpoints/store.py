@@ -37,6 +37,7 @@ from SuperResMoELib.checkpoints.manifest import (  # re-exported: the store's AP
 )
 from SuperResMoELib.checkpoints.manifest import STORAGE_DTYPE_NAMES, Manifest, _now_iso
 from SuperResMoELib.core.errors import CheckpointError, DeviceError
+from SuperResMoELib.io.hashing import sha256_file as sha256_file  # re-exported
 from SuperResMoELib.io.paths import ENV_CACHE as ENV_CACHE  # re-exported
 from SuperResMoELib.io.paths import user_cache_dir
 
@@ -56,8 +57,6 @@ PICKLE_MAX_PROTOCOL: int = 5
 SAFETENSORS_LENGTH_BYTES: int = 8
 #: Largest safetensors JSON header accepted (the format's own limit, 100 MB).
 SAFETENSORS_MAX_HEADER: int = 100_000_000
-#: Chunk size (bytes) for hashing files.
-HASH_CHUNK_BYTES: int = 1 << 20
 #: Environment variable: extra checkpoint folders, ``os.pathsep`` separated.
 ENV_CHECKPOINTS: str = "SUPERRESMOE_CHECKPOINTS"
 #: Storage dtypes a manifest may record (:data:`STORAGE_DTYPE_NAMES`) as torch dtypes.
@@ -107,15 +106,6 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     if suffix in (WEIGHTS_SUFFIX, MANIFEST_SUFFIX):
         p = p.with_suffix("")
     return p.with_name(p.name + WEIGHTS_SUFFIX), p.with_name(p.name + MANIFEST_SUFFIX)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _looks_like_safetensors(data: bytes) -> bool:
