@@ -11,7 +11,7 @@ What differs from the generator, and what does not:
   the pose, scale, shape, tissue model, contrast, bias, noise and
   acquisitions away from the generator, not the brain itself.
 * **Pose, scale and shape** (:data:`.head.HEADS`): a rigid rotation of
-  7-13 degrees about every axis, an anisotropic scale of 0.92-1.07, a
+  7-13 degrees about every axis, an anisotropic scale of 0.93-1.06, a
   translation, and a smooth polynomial shape change -- where the generator
   uses a velocity-field warp of the template in its own pose.
 * **T1 head** (:mod:`.t1`): an inversion-recovery signal computed from
