@@ -70,3 +70,20 @@ def test_native_probability_zero_draws_only_resampled_grids_and_small_voxels_fal
     infos = [draw_acquisition(HR_GRID, 1, cfg, rng)[1] for _ in range(30)]
     assert all(i["native"] is (i["voxel_volume_mm3"] > 1.0) for i in infos)
     assert {i["native"] for i in infos} == {True, False}
+
+
+def test_isotropic_acquisitions_have_cubic_voxels_of_the_bins_volume() -> None:
+    """``isotropic_probability`` = 1: every draw has equal edges ``v^(1/3)``
+    (a 2x2x2 mm-like blur for the large bins); 0 keeps the shipped draws."""
+    cfg = DegradationConfig(isotropic_probability=1.0, native_probability=0.5)
+    rng = np.random.default_rng(3)
+    for b in (1, 4, 7):
+        lr_grid, info = draw_acquisition(HR_GRID, b, cfg, rng)
+        assert info["isotropic"] and not info["native"] and describe(info).startswith("isotropic ")
+        np.testing.assert_allclose(lr_grid.spacing, [info["voxel_volume_mm3"] ** (1 / 3)] * 3, rtol=1e-9)
+        lo, hi = cfg.voxel_volume_range(b)
+        assert lo <= info["voxel_volume_mm3"] < hi
+    off = DegradationConfig()
+    a = draw_acquisition(HR_GRID, 5, off, np.random.default_rng(9))
+    b = draw_acquisition(HR_GRID, 5, DegradationConfig(isotropic_probability=0.0), np.random.default_rng(9))
+    assert not a[1]["isotropic"] and a[0].same_as(b[0])

@@ -15,7 +15,7 @@ import pytest
 
 from SuperResMoELib import sample_data as sd
 from SuperResMoELib.sample_data.fields import _warp_field
-from SuperResMoELib.sample_data.mudi_physics import _reference_wm_signal
+from SuperResMoELib.sample_data.mudi_physics import reference_wm_signal
 from SuperResMoELib.sample_data.template import _template_arrays
 from SuperResMoELib.core.errors import InputError
 from SuperResMoELib.core.geometry import scaled_grid
@@ -248,7 +248,7 @@ def test_tissue_contrast_follows_the_equation(mudi):
     }
     order = sorted(pure, key=pure.get, reverse=True)
     assert order == ["csf", "gm", "wm"]
-    assert pure["wm"] == pytest.approx(_reference_wm_signal())
+    assert pure["wm"] == pytest.approx(reference_wm_signal())
     # voxels dominated by one tissue, recognised by their maps
     t1, adc = mudi.maps["T1"], mudi.maps["ADC"]
     select = {
@@ -339,7 +339,7 @@ def test_hr_noise_does_not_depend_on_the_other_rows(mudi):
     assert resid.size > 1000
     assert np.std(resid) == pytest.approx(mudi.noise_sigma, rel=0.1)
     assert abs(np.mean(resid)) < 0.1 * mudi.noise_sigma
-    assert mudi.noise_sigma == pytest.approx(sd.MUDI_NOISE_FRACTION * _reference_wm_signal())
+    assert mudi.noise_sigma == pytest.approx(sd.MUDI_NOISE_FRACTION * reference_wm_signal())
 
 
 @pytest.mark.parametrize("task, factors", [("aniso", (1, 1, 2)), ("iso", (2, 2, 2))])
@@ -435,3 +435,38 @@ def test_write_sample_data(tmp_path, t1_calls, mudi1):
     np.testing.assert_allclose(table.values, mudi1.table.values[:4], rtol=1e-9)
     with pytest.raises(InputError):
         sd.write_sample_data(tmp_path, kind="bogus")
+
+
+# ------------------------------------------------------------ wide variation
+def test_wide_variation_subject_differs_in_pose_values_and_noise(mudi, cache):
+    """A ``wide`` subject: its own cache kind, its drawn pose turns the brain,
+    its tissue values and noise come from the drawn ranges; the standard
+    subject of the same index is untouched."""
+    from SuperResMoELib.sample_data.mudi_maps import subject_draw
+
+    var = sd.MUDI_VARIATIONS["wide"]
+    wide = sd.mudi_subject(0, 0, "wide")
+    assert wide.meta["variation"] == "wide" and var.cache_kind() in wide.meta["cache_file"]
+    assert var.cache_kind().startswith("mudi-wide-") and sd.MUDI_VARIATIONS["standard"].cache_kind() == "mudi"
+    draw = subject_draw(0, 0, var)
+    assert var.noise_fraction[0] <= draw.noise_fraction <= var.noise_fraction[1]
+    assert wide.noise_sigma == pytest.approx(draw.noise_fraction * reference_wm_signal())
+    for tissue in draw.factors.values():
+        for f in tissue.values():
+            assert np.exp(-2 * var.param_log_sd) - 1e-9 <= f <= np.exp(2 * var.param_log_sd) + 1e-9
+    # the brain's principal axes turn by about the drawn rotation (not 0, not more than the range allows)
+
+    def axes(subject):
+        pts = np.argwhere(subject.mask) * sd.MUDI_SPACING_MM
+        return np.linalg.eigh(np.cov((pts - pts.mean(0)).T))[1]
+
+    cosines = np.abs(np.sum(axes(mudi) * axes(wide), axis=0))
+    turned = np.degrees(np.arccos(np.clip(cosines, 0, 1))).max()
+    assert 1.0 < turned < 3 * var.rotation_deg
+    assert wide.grid.shape != mudi.grid.shape  # the wider margin
+    m = wide.mask
+    border = sum(int(face.sum()) for a in range(3) for face in (np.take(m, 0, a), np.take(m, -1, a)))
+    assert border < 1e-3 * m.sum()  # the turned brain stays inside the grid
+    assert np.median(wide.maps["T1"][m]) != pytest.approx(np.median(mudi.maps["T1"][mudi.mask]), rel=1e-3)
+    with pytest.raises(InputError, match="unknown MUDI-like variation 'wider'"):
+        sd.mudi_subject(0, 0, "wider")

@@ -51,7 +51,7 @@ def test_every_shipped_config_loads_and_round_trips(path: Path) -> None:
 
 def test_shipped_configs_cover_both_methods_and_both_sizes() -> None:
     assert [p.stem for p in SHIPPED] == ["moediff_compact", "moediff_full", "remix_compact", "remix_full",
-                                         "ssmoe_compact", "ssmoe_full"]
+                                         "ssmoe_compact", "ssmoe_full", "ssmoe_wide"]
 
 
 @pytest.mark.parametrize("method, edit, message", [
@@ -61,7 +61,7 @@ def test_shipped_configs_cover_both_methods_and_both_sizes() -> None:
      "unknown key 'library.subjets'; did you mean 'library.subjects'?"),
     ("remix", lambda d: d["degradation"].__setitem__("gap_probabilty", 0.2),
      "unknown key 'degradation.gap_probabilty'; did you mean 'degradation.gap_probability' or "
-     "'degradation.native_probability'?"),
+     "'degradation.native_probability' or 'degradation.isotropic_probability'?"),
     ("remix", lambda d: d["unet"].__setitem__("widht", 4), "unknown key 'unet.widht'; did you mean 'unet.width'?"),
     ("ssmoe", lambda d: d.pop("width"), "missing key 'width'"),
     ("ssmoe", lambda d: d["baseline"].pop("lr"), "missing key 'baseline.lr'"),

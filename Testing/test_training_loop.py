@@ -116,3 +116,52 @@ def test_state_round_trip_without_pickle(tmp_path: Path) -> None:
         torch.testing.assert_close(v, fresh[k], rtol=0, atol=0)
     assert opt3.state_dict()["state"] == {}
     assert os.path.exists(tmp_path / "state.json")
+
+
+def _away_from_target_phase(tmp_path: Path, select: str):
+    """A phase whose training moves a weight away from the validation target:
+    the first epoch validates best, so ``select="best"`` must keep it."""
+    from training.loop import Phase, PhaseConfig
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    phase = Phase(tmp_path, PhaseConfig("p", 3, 2, select=select), {"net": net}, opt, seed=0)
+    seen: dict[int, float] = {}
+
+    def step(batch) -> dict[str, float]:
+        loss = -net(batch).mean()  # pushes the weight up, away from the target 0.5
+        phase.optimise(loss)
+        return {"loss": float(loss.detach())}
+
+    def validate(epoch: int) -> dict[str, float]:
+        w = float(net.weight)
+        seen[epoch] = w
+        return {"val_mse": (w - 0.5) ** 2}
+
+    return phase, net, step, validate, seen
+
+
+def test_select_best_keeps_the_best_epoch_and_reloads_it(tmp_path: Path) -> None:
+    phase, net, step, validate, seen = _away_from_target_phase(tmp_path, "best")
+    history = phase.run(lambda rng: torch.ones(4, 1), step, validate)
+    assert [r["epoch"] for r in history] == [1, 2, 3] and seen[1] < seen[2] < seen[3]
+    assert float(net.weight) == seen[1]  # the best epoch, not the last
+    assert (tmp_path / "p" / "best.safetensors").exists()
+    again, net2, step2, validate2, _ = _away_from_target_phase(tmp_path, "best")
+    again.run(lambda rng: torch.ones(4, 1), step2, validate2)  # finished: only reloads
+    assert float(net2.weight) == seen[1]
+
+    last, net3, step3, validate3, seen3 = _away_from_target_phase(tmp_path / "last", "last")
+    last.run(lambda rng: torch.ones(4, 1), step3, validate3)
+    assert float(net3.weight) == seen3[3]
+
+
+def test_select_best_needs_a_validation(tmp_path: Path) -> None:
+    import pytest
+
+    phase, _, step, _, _ = _away_from_target_phase(tmp_path, "best")
+    with pytest.raises(ValueError, match="needs a validation"):
+        phase.run(lambda rng: torch.ones(4, 1), step, None)

@@ -93,3 +93,46 @@ def test_export_and_enhance_with_the_trained_checkpoint(trained, tmp_path: Path)
     assert from_dict(SSMoEConfig, resolved) == TINY_CFG
     on_disk = json.loads(path.with_suffix(".json").read_text())
     assert on_disk["extra"]["training_config"]["width"] == TINY["width"]
+
+
+def test_blurred_lr_is_a_widened_block_average() -> None:
+    """The slice-profile variation: sigma 0 is the block average; a blur keeps
+    the mean and smooths along the coarsened axis only."""
+    from SuperResMoELib.simulation.block_mean import block_mean
+    from training.ssmoe.data import LibraryConfig, blurred_lr
+
+    rng = np.random.default_rng(0)
+    hr = rng.uniform(0, 1, (16, 12, 10)).astype(np.float32)
+    np.testing.assert_allclose(blurred_lr(hr, "aniso", 0.0), block_mean(hr, (1, 1, 2)), rtol=1e-6)
+    wide = blurred_lr(hr, "aniso", 0.4)
+    assert wide.shape == (8, 12, 10) and abs(wide.mean() - hr.mean()) < 1e-3
+    plain = block_mean(hr, (1, 1, 2))
+    assert np.abs(np.diff(wide, axis=0)).mean() < np.abs(np.diff(plain, axis=0)).mean()  # smoother along k
+    # a library built before the variation fields existed keeps its cache key
+    old = LibraryConfig("aniso", (0,), 6, 8)
+    assert old.key() == LibraryConfig("aniso", (0,), 6, 8, variation="standard", lr_blur=(0.0, 0.0)).key()
+    assert old.key() != LibraryConfig("aniso", (0,), 6, 8, lr_blur=(0.1, 0.4), lr_blur_probability=0.5).key()
+
+
+def test_wide_training_selects_on_the_out_of_generator_validation_head(tmp_path: Path, monkeypatch) -> None:
+    """``library.variation = "wide"``, slice-profile blur and ``validation =
+    "outgen"``: the validation pairs come from the validation head (not the
+    generator, not the test head) and ``select = "best"`` keeps the best epoch."""
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
+    from training.ssmoe.train import SSMoETrainer
+
+    wide = {**TINY, "library": {**TINY["library"], "subjects": [5], "variation": "wide", "lr_blur": [0.1, 0.45],
+                                "lr_blur_probability": 0.5, "validation": "outgen", "validation_rows": 3},
+            "baseline": {"epochs": 3, "steps_per_epoch": 2, "lr": 0.01, "select": "best"}}
+    cfg = from_dict(SSMoEConfig, wide, "wide tiny")
+    trainer = SSMoETrainer("aniso", cfg, tmp_path / "run")
+    assert len(trainer.data.train) == 48 and len(trainer.data.val) == 24
+    assert set(np.unique(trainer.data.val.row)) <= set(range(96))  # rows of the validation head's table
+    base = trainer.baseline()
+    history = [r for r in __import__("csv").DictReader((tmp_path / "run" / "baseline" / "log.csv").open())]
+    best = min(history, key=lambda r: float(r["val_mse"]))
+    assert (tmp_path / "run" / "baseline" / "best.safetensors").exists()
+    from training.ssmoe.train import patch_mse
+
+    kept = float(patch_mse(lambda x, a: base(x), trainer.data.val).mean())
+    assert kept == pytest.approx(float(best["val_mse"]), rel=1e-4)

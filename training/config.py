@@ -269,6 +269,10 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
+#: Which epoch's weights a phase keeps (:class:`PhaseSpec`, :class:`training.loop.PhaseConfig`).
+SELECT_MODES: tuple[str, ...] = ("last", "best")
+
+
 @dataclass(frozen=True)
 class PhaseSpec(Node):
     """Length and learning rate of one training phase.
@@ -277,11 +281,20 @@ class PhaseSpec(Node):
         epochs: number of epochs.
         steps_per_epoch: optimisation steps per epoch.
         lr: Adam learning rate (0 keeps the starting weights: tests use it).
+        select: which epoch's weights the phase keeps: ``"last"`` or
+            ``"best"`` (lowest validation MSE; :mod:`training.loop`).
     """
 
     epochs: int = setting(dataclasses.MISSING, POSITIVE)
     steps_per_epoch: int = setting(dataclasses.MISSING, POSITIVE)
     lr: float = setting(dataclasses.MISSING, NON_NEGATIVE)
+    select: str = setting("last", one_of(SELECT_MODES))
+
+    def phase_config(self, name: str):
+        """The :class:`training.loop.PhaseConfig` of this phase under ``name``."""
+        from .loop import PhaseConfig
+
+        return PhaseConfig(name, self.epochs, self.steps_per_epoch, select=self.select)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,11 @@ killed at any point and restarted continues with exactly the batches it would
 have seen; the torch RNG (dropout, augmentation) is saved with the state.
 A finished phase leaves ``done.json``; running it again only reloads weights.
 
+Model selection: with ``select="best"`` the weights of the epoch with the
+lowest validation ``select_metric`` (from ``end_of_epoch``) are kept in
+``best.safetensors`` (written atomically, with their epoch and value in the
+state) and are the phase's result; ``"last"`` keeps the last epoch's.
+
 A phase trains on a device (``"cpu"``, ``"cuda:0"``, ...; batches are moved
 there as they are drawn) with a mixed-precision mode (:mod:`.precision`); its
 saved state holds CPU tensors and plain numbers only, so a phase started on
@@ -29,10 +34,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
 from SuperResMoELib.engine.devices import resolve_device
-from SuperResMoELib.io.atomic import write_text_atomic
+from SuperResMoELib.io.atomic import write_bytes_atomic, write_text_atomic
 
 from . import distributed
+from .config import SELECT_MODES
 from .precision import Precision
 from .state import load_state, save_state
 
@@ -51,12 +60,20 @@ class PhaseConfig:
         epochs: number of epochs.
         steps_per_epoch: optimisation steps per epoch.
         save_every_steps: state is saved after this many steps (and at epoch end).
+        select: ``"last"`` (the last epoch's weights) or ``"best"`` (the epoch
+            with the lowest ``select_metric``; needs an ``end_of_epoch`` validation).
+        select_metric: the validation metric ``"best"`` minimises.
     """
 
     name: str
     epochs: int
     steps_per_epoch: int
     save_every_steps: int = 25
+    select: str = "last"
+    select_metric: str = "val_mse"
+
+
+BEST_WEIGHTS = "best.safetensors"
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -137,6 +154,34 @@ class Phase:
             save_state(self.folder, self.modules, self.optimizer, info)
         self.dist.barrier()
 
+    def _best_so_far(self, history: list[dict[str, Any]]) -> tuple[int, float] | None:
+        """``(epoch, value)`` of the best validated epoch in ``history``."""
+        scored = [(r["epoch"], r[self.cfg.select_metric]) for r in history if self.cfg.select_metric in r]
+        return min(scored, key=lambda x: x[1]) if scored else None
+
+    def _keep_if_best(self, history: list[dict[str, Any]]) -> None:
+        """After an epoch: save the weights as the best when this epoch is it."""
+        best = self._best_so_far(history)
+        if best is None or best[0] != history[-1]["epoch"] or not self.dist.is_main:
+            return
+        tensors = {f"{name}.{k}": v.detach().cpu().contiguous()
+                   for name, m in self.modules.items() for k, v in m.state_dict().items()}
+        write_bytes_atomic(self.folder / BEST_WEIGHTS, save_bytes(tensors))
+
+    def _load_best(self, history: list[dict[str, Any]]) -> None:
+        """Put the best epoch's weights into the modules (``select="best"``)."""
+        best = self._best_so_far(history)
+        path = self.folder / BEST_WEIGHTS
+        if self.cfg.select != "best" or best is None:
+            return
+        if not path.exists():
+            raise RuntimeError(f"{path}: the best epoch's weights are missing (epoch {best[0]})")
+        tensors = load_bytes(path.read_bytes())
+        for name, m in self.modules.items():
+            prefix = f"{name}."
+            m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        log.info("%s: keeps epoch %d (%s %.5g)", self.cfg.name, best[0], self.cfg.select_metric, best[1])
+
     def _write_log(self, history: list[dict[str, Any]]) -> None:
         if not history or not self.dist.is_main:
             return
@@ -166,9 +211,15 @@ class Phase:
         Returns:
             The per-epoch history (mean of each loss, epoch time, validation).
         """
+        if self.cfg.select not in SELECT_MODES:
+            raise ValueError(f"{self.cfg.name}: select must be one of {SELECT_MODES}, got {self.cfg.select!r}")
+        if self.cfg.select == "best" and end_of_epoch is None:
+            raise ValueError(f"{self.cfg.name}: select='best' needs a validation (end_of_epoch)")
         info = load_state(self.folder, self.modules, self.optimizer)
         if self.done:
-            return self.history()
+            history = self.history()
+            self._load_best(history)
+            return history
         epoch, step, history, sums = 0, 0, [], {}
         if info is not None:
             epoch, step, history, sums = info["epoch"], info["step"], info["history"], info["sums"]
@@ -204,12 +255,16 @@ class Phase:
                     m.eval()
                 row.update(end_of_epoch(epoch + 1))
             history.append(row)
+            if self.cfg.select == "best":
+                self._keep_if_best(history)
             log.info("%s epoch %d/%d: %s", self.cfg.name, epoch + 1, self.cfg.epochs,
                      " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             epoch, step, sums = epoch + 1, 0, {}
             t_epoch = time.perf_counter()
             self._save(epoch, step, history, sums)
             self._write_log(history)
+        self.dist.barrier()
+        self._load_best(history)
         for m in self.modules.values():
             m.eval()
         if self.dist.is_main:

@@ -44,7 +44,8 @@ Modules:
   :func:`t1_subject`, :func:`t1_pair`.
 * :mod:`.mudi_protocol` — the acquisition table; :mod:`.mudi_physics` —
   tissue parameters, :func:`signal_equation`, noise level; :mod:`.mudi_maps`
-  — the 2.5 mm grid and parameter maps; :mod:`.mudi` — :class:`MudiSubject`,
+  — the 2.5 mm grid and parameter maps; :mod:`.mudi_variation` — how much
+  subjects differ (``standard``, ``wide``); :mod:`.mudi` — :class:`MudiSubject`,
   :func:`mudi_subject`, :func:`mudi_downsample`.
 * :mod:`.cache` — cache folder, keys, load and save; :mod:`.writer` —
   :func:`write_sample_data`.
@@ -82,6 +83,7 @@ from SuperResMoELib.sample_data.mudi_physics import (
     TISSUE_PARAMETERS,
     signal_equation,
 )
+from SuperResMoELib.sample_data.mudi_variation import MUDI_VARIATIONS, MudiVariation, mudi_variation
 from SuperResMoELib.sample_data.mudi_protocol import (
     MUDI_B_VALUES,
     MUDI_N_DIRECTIONS,
@@ -102,9 +104,9 @@ __all__ = [
     "MUDI_B_VALUES", "MUDI_GRADIENT_SIGMA", "MUDI_HELD_OUT", "MUDI_MAP_NAMES", "MUDI_MARGIN_MM",
     "MUDI_MASK_THRESHOLD", "MUDI_NOISE_FRACTION", "MUDI_NOISE_SIGMA", "MUDI_N_DIRECTIONS", "MUDI_PARAM_JITTER",
     "MUDI_ROWS_PER_BLOCK", "MUDI_SIGNAL_SCALE", "MUDI_SPACING_MM", "MUDI_SUBJECTS", "MUDI_TASKS",
-    "MUDI_TENSOR_SIGMA", "MUDI_TE_MS", "MUDI_TI_MS", "MUDI_TR_MS", "MudiSubject", "RANDOM_STREAMS",
+    "MUDI_TENSOR_SIGMA", "MUDI_TE_MS", "MUDI_TI_MS", "MUDI_TR_MS", "MUDI_VARIATIONS", "MudiSubject", "MudiVariation", "RANDOM_STREAMS",
     "SAMPLE_DATA_VERSION", "SAMPLE_KINDS", "T1_HELD_OUT", "T1_SUBJECTS", "TISSUE_PARAMETERS",
     "TISSUE_PARAMETER_NOTES", "WARP_MAX_MM", "WARP_SMOOTHNESS_MM", "WARP_SQUARING_STEPS", "cache_dir",
-    "mni_template", "mudi_acquisition_table", "mudi_downsample", "mudi_subject", "signal_equation",
+    "mni_template", "mudi_acquisition_table", "mudi_downsample", "mudi_subject", "mudi_variation", "signal_equation",
     "t1_pair", "t1_subject", "tissue_maps", "write_sample_data",
 ]

@@ -14,8 +14,9 @@ from SuperResMoELib.core.geometry import scaled_grid
 from SuperResMoELib.core.tasks import SR_TASKS
 from SuperResMoELib.core.volume import AcquisitionTable, Grid, Volume
 from SuperResMoELib.sample_data.cache import cached_arrays
-from SuperResMoELib.sample_data.mudi_maps import _generate_mudi_maps, _mudi_layout
-from SuperResMoELib.sample_data.mudi_physics import MUDI_NOISE_SIGMA, signal_equation
+from SuperResMoELib.sample_data.mudi_maps import _generate_mudi_maps, _mudi_layout, subject_draw
+from SuperResMoELib.sample_data.mudi_physics import MUDI_NOISE_SIGMA, reference_wm_signal, signal_equation
+from SuperResMoELib.sample_data.mudi_variation import MudiVariation, mudi_variation
 from SuperResMoELib.sample_data.mudi_protocol import mudi_acquisition_table
 from SuperResMoELib.sample_data.seeds import _check_index, _rng
 from SuperResMoELib.simulation.block_mean import block_mean, crop_to_blocks
@@ -196,7 +197,7 @@ def mudi_downsample(hr: Volume, task: str = "aniso") -> tuple[Volume, Volume]:
     return lr, hr_c
 
 
-def mudi_subject(index: int, seed: int = 0) -> MudiSubject:
+def mudi_subject(index: int, seed: int = 0, variation: str | MudiVariation = "standard") -> MudiSubject:
     """A MUDI-like subject: tissue maps -> parameter maps at 2.5 mm (cached).
 
     Construction: the template GM / WM / CSF fractions are pulled back through
@@ -212,18 +213,28 @@ def mudi_subject(index: int, seed: int = 0) -> MudiSubject:
     all maps are 0.  Noise sigma = :data:`~.mudi_physics.MUDI_NOISE_SIGMA` for
     every subject.  The maps (:data:`MUDI_MAP_NAMES`) are read-only KJI arrays
     on the 2.5 mm grid; the table is :func:`~.mudi_protocol.mudi_acquisition_table` ``(seed)``.
+
+    ``variation`` (a name of :data:`~.mudi_variation.MUDI_VARIATIONS` or a
+    :class:`~.mudi_variation.MudiVariation`): ``"standard"`` is the set
+    above; ``"wide"`` varies pose, tissue parameters, mask, bias and noise
+    per subject (:mod:`~.mudi_variation`), on a grid with a wider margin.
+    A subject of another set is another subject: same index, other maps.
     """
     index = _check_index(index, "MUDI subject")
     seed = _check_index(seed, "seed")
+    var = mudi_variation(variation)
     t0 = time.perf_counter()
     maps, status, path = cached_arrays(
-        "mudi", index, seed, MUDI_MAP_NAMES,
-        lambda: {**_generate_mudi_maps(index, seed), "ijk_to_ras": _mudi_layout()[0].ijk_to_ras},
+        var.cache_kind(), index, seed, MUDI_MAP_NAMES,
+        lambda: {**_generate_mudi_maps(index, seed, var), "ijk_to_ras": _mudi_layout(var.margin_mm)[0].ijk_to_ras},
     )
     grid = Grid(maps["PD"].shape, maps.pop("ijk_to_ras"))
     for a in maps.values():
         a.flags.writeable = False
     table = mudi_acquisition_table(seed)
     seconds = time.perf_counter() - t0
-    meta = {"seconds": seconds, "cache": status, "cache_file": str(path) if path else None}
-    return MudiSubject(index, maps, grid, table, MUDI_NOISE_SIGMA, seed, meta)
+    meta = {"seconds": seconds, "cache": status, "cache_file": str(path) if path else None,
+            "variation": var.name}
+    sigma = MUDI_NOISE_SIGMA if var.is_standard else (
+        subject_draw(index, seed, var).noise_fraction * reference_wm_signal())
+    return MudiSubject(index, maps, grid, table, sigma, seed, meta)

@@ -12,6 +12,7 @@ from SuperResMoELib.core.errors import SuperResMoEError
 from SuperResMoELib.core.volume import Grid
 from SuperResMoELib.sample_data.fields import _warp_field
 from SuperResMoELib.sample_data.mudi_physics import TISSUE_PARAMETERS
+from SuperResMoELib.sample_data.mudi_variation import MudiVariation, bias_field, draw_subject, mudi_variation
 from SuperResMoELib.sample_data.seeds import _rng
 from SuperResMoELib.sample_data.template import _template_arrays
 from SuperResMoELib.sample_data.warp import _warp_region
@@ -33,12 +34,13 @@ MUDI_GRADIENT_SIGMA: float = 1.0
 MUDI_TENSOR_SIGMA: float = 2.0
 
 
-@functools.lru_cache(maxsize=1)
-def _mudi_layout() -> tuple[Grid, tuple[int, int, int], tuple[int, int, int]]:
+@functools.lru_cache(maxsize=4)
+def _mudi_layout(margin_mm: float = MUDI_MARGIN_MM) -> tuple[Grid, tuple[int, int, int], tuple[int, int, int]]:
     """The shared 2.5 mm HR grid and its 1 mm source region (start, shape; KJI).
 
     The box covers the template brain mask's bounding box plus
-    :data:`MUDI_MARGIN_MM` on every side, rounded up to an even number of
+    ``margin_mm`` (default :data:`MUDI_MARGIN_MM`; a
+    :class:`~.mudi_variation.MudiVariation` may ask for more) on every side, rounded up to an even number of
     2.5 mm voxels per axis (so both Super MUDI tasks divide it) and centred.
     Its edges lie on 1 mm voxel edges, so 2 x 2 x 2 of its voxels are exactly
     5 x 5 x 5 template voxels.
@@ -53,11 +55,11 @@ def _mudi_layout() -> tuple[Grid, tuple[int, int, int], tuple[int, int, int]]:
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
         nz = np.nonzero(mask.any(axis=other))[0]
-        length = int(nz[-1]) - int(nz[0]) + 1 + 2 * MUDI_MARGIN_MM
+        length = int(nz[-1]) - int(nz[0]) + 1 + 2 * int(margin_mm)
         n = math.ceil(length / factor)
         n += n % 2
         extra = round(n * factor) - length
-        start.append(int(nz[0]) - MUDI_MARGIN_MM - extra // 2)
+        start.append(int(nz[0]) - int(margin_mm) - extra // 2)
         n_out.append(n)
     m = np.eye(4)
     m[:3, :3] = np.diag([factor] * 3)
@@ -98,29 +100,60 @@ def _principal_directions(wm: np.ndarray, grid: Grid, mask: np.ndarray) -> np.nd
     return out
 
 
-def _generate_mudi_maps(index: int, seed: int) -> dict[str, np.ndarray]:
+def subject_draw(index: int, seed: int, variation: MudiVariation):
+    """The :class:`~.mudi_variation.SubjectDraw` of a non-standard subject (its own stream)."""
+    return draw_subject(variation, _rng(seed, index, "mudi_variation"), TISSUE_PARAMETERS)
+
+
+def _pose_displacement(draw, shape: tuple[int, ...], coarse: tuple[int, ...]) -> np.ndarray:
+    """``(3, *coarse)`` displacement (KJI voxels) of the draw's affine pull-back
+    ``x -> M (x - c) + c + t`` on the warp's coarse lattice (exact: it is linear)."""
+    from SuperResMoELib.sample_data.fields import FIELD_CONTROL_SPACING_MM
+
+    t = _template_arrays()
+    centre = np.argwhere(t["mask"] > 0).mean(axis=0)
+    x = np.indices(coarse, dtype=np.float64).reshape(3, -1) * FIELD_CONTROL_SPACING_MM
+    moved = draw.affine @ (x - centre[:, None]) + centre[:, None] + draw.translation[:, None]
+    return (moved - x).reshape((3, *coarse))
+
+
+def _generate_mudi_maps(index: int, seed: int, variation: str | MudiVariation = "standard") -> dict[str, np.ndarray]:
     """The parameter maps of MUDI-like subject ``index`` (see
     :func:`~SuperResMoELib.sample_data.mudi.mudi_subject`): float32 KJI arrays
     ``"PD"``, ``"T1"``, ``"T2s"``, ``"ADC"``, ``"FA"`` on the
-    :func:`_mudi_layout` grid and ``"V1"`` ``(3, K, J, I)``."""
+    :func:`_mudi_layout` grid and ``"V1"`` ``(3, K, J, I)``.
+
+    ``variation`` (:mod:`~.mudi_variation`): ``standard`` is the generator as
+    it always was; any other set adds its subject's pose to the warp, draws
+    its tissue factors, mask threshold and bias (PD times the bias field)."""
+    var = mudi_variation(variation)
     t = _template_arrays()
-    grid, start, region = _mudi_layout()
+    grid, start, region = _mudi_layout(var.margin_mm)
     u = _warp_field(seed, index, "mudi_warp", t["t1"].shape)
+    draw = None if var.is_standard else subject_draw(index, seed, var)
+    if draw is not None:
+        u = u + _pose_displacement(draw, t["t1"].shape, u.shape[1:])
     fine = _warp_region([t["gm"], t["wm"], t["csf"]], [1, 1, 1], u, start, region)
     frac = np.stack([np.clip(area_average(f, grid.shape, MUDI_SPACING_MM), 0.0, 1.0) for f in fine])
     total = frac.sum(axis=0)
-    mask = total >= MUDI_MASK_THRESHOLD
+    mask = total >= (MUDI_MASK_THRESHOLD if draw is None else draw.mask_threshold)
     w = np.divide(frac, total, out=np.zeros_like(frac), where=total > 0)  # renormalised fractions
-    rng = _rng(seed, index, "mudi_params")
     names = ("gm", "wm", "csf")
-    params = {
-        tissue: {
-            p: v * (1.0 + MUDI_PARAM_JITTER * float(np.clip(rng.standard_normal(), -2.0, 2.0)))
-            for p, v in TISSUE_PARAMETERS[tissue].items()
+    if draw is None:
+        rng = _rng(seed, index, "mudi_params")
+        params = {
+            tissue: {
+                p: v * (1.0 + MUDI_PARAM_JITTER * float(np.clip(rng.standard_normal(), -2.0, 2.0)))
+                for p, v in TISSUE_PARAMETERS[tissue].items()
+            }
+            for tissue in names
         }
-        for tissue in names
-    }
+    else:
+        params = {tissue: {p: v * draw.factors[tissue][p] for p, v in TISSUE_PARAMETERS[tissue].items()}
+                  for tissue in names}
     pd = sum(frac[n] * params[t_]["PD"] for n, t_ in enumerate(names))
+    if draw is not None:
+        pd = pd * bias_field(draw.bias, grid.shape)
     r1 = sum(w[n] / params[t_]["T1"] for n, t_ in enumerate(names))
     r2 = sum(w[n] / params[t_]["T2s"] for n, t_ in enumerate(names))
     adc = sum(w[n] * params[t_]["ADC"] for n, t_ in enumerate(names))

@@ -42,7 +42,7 @@ Mixing: PD and ADC are fraction-weighted means; relaxation *rates* (1/T1, 1/T2*)
 """
 
 
-def _reference_wm_signal() -> float:
+def reference_wm_signal() -> float:
     """Noise-free b=0 signal of pure literature WM at the longest TI and shortest TE."""
     wm = TISSUE_PARAMETERS["wm"]
     ti, te = max(MUDI_TI_MS), min(MUDI_TE_MS)
@@ -51,7 +51,7 @@ def _reference_wm_signal() -> float:
 
 
 #: Rician noise sigma of every MUDI-like subject (scanner units).
-MUDI_NOISE_SIGMA: float = MUDI_NOISE_FRACTION * _reference_wm_signal()
+MUDI_NOISE_SIGMA: float = MUDI_NOISE_FRACTION * reference_wm_signal()
 
 
 def signal_equation(

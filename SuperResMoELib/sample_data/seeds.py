@@ -24,6 +24,7 @@ RANDOM_STREAMS: dict[str, int] = {
     "mudi_params": 12,
     "mudi_noise": 13,
     "mudi_table": 14,
+    "mudi_variation": 15,
 }
 
 

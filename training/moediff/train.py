@@ -69,7 +69,7 @@ from SuperResMoELib.methods.moediff.sampler import common_floor
 
 from ..cache import cached_arrays
 from ..config import to_dict
-from ..loop import Phase, PhaseConfig
+from ..loop import Phase
 from ..precision import resolve_amp
 from ..library import RowView
 from ..split import library_split
@@ -208,7 +208,7 @@ class MoEDiffTrainer:
         spec = self.cfg.vqvae
         vq = self.model.vqvae
         opt = torch.optim.AdamW(vq.parameters(), lr=spec.lr, weight_decay=0.0)
-        phase = Phase(self.workdir, PhaseConfig("vqvae", spec.epochs, spec.steps_per_epoch), {"vqvae": vq}, opt,
+        phase = Phase(self.workdir, spec.phase_config("vqvae"), {"vqvae": vq}, opt,
                       self.seed, device=self.device, amp=self.amp)
         n, b = len(self.train["hr"]), self.cfg.batch_size
         gain = self.cfg.architecture.residual_gain
@@ -316,7 +316,7 @@ class MoEDiffTrainer:
             trainable.train()
             vq.eval()
 
-        phase = Phase(self.workdir, PhaseConfig("joint", spec.epochs, spec.steps_per_epoch),
+        phase = Phase(self.workdir, spec.phase_config("joint"),
                       {"model": model, "uncertainty": uncertainty}, opt, self.seed, scheduler=sched,
                       set_train=set_train, device=self.device, amp=self.amp)
         k = model.n_experts

@@ -41,7 +41,7 @@ from SuperResMoELib.methods.remix import EXPERTS, remix_manifest
 from SuperResMoELib.nets.unet3d import ResidualUNet3D
 
 from ..config import PhaseSpec, to_dict
-from ..loop import Phase, PhaseConfig
+from ..loop import Phase
 from ..precision import resolve_amp
 from ..library import RowView
 from ..split import REMIX_SPLIT_SALT, library_split
@@ -165,7 +165,7 @@ class REMIxTrainer:
             net.load_state_dict(init.state_dict())
         net.to(self.device)
         opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
-        phase = Phase(self.workdir, PhaseConfig(name, spec.epochs, spec.steps_per_epoch), {"net": net}, opt,
+        phase = Phase(self.workdir, spec.phase_config(name), {"net": net}, opt,
                       self.seed, device=self.device, amp=self.amp)
         history = phase.run(self._draw(bins), self._step(net, phase), lambda epoch: self.validate(net, bins),
                             self.progress)

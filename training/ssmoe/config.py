@@ -16,11 +16,17 @@ from SuperResMoELib.core.errors import ConfigError
 from SuperResMoELib.nets.srunet import RESIDUALS, SRUNetConfig
 
 from .. import config as _config
-from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, POSITIVE, Node, PhaseSpec, RunConfig, each, one_of, setting
+from SuperResMoELib.sample_data import MUDI_VARIATIONS
+
+from ..config import (FRACTION, NON_NEGATIVE, NOT_EMPTY, ORDERED, POSITIVE, Node, PhaseSpec, RunConfig, each, one_of,
+                      setting)
 from .pseudo_labels import LABELERS
 
 #: How the experts' batch norms behave while they are fine-tuned.
 BATCHNORM_MODES: tuple[str, ...] = ("frozen", "train")
+#: Where the validation pairs come from: a fraction of the library, or the
+#: out-of-generator validation head (``training/outgen/qmri.py``).
+VALIDATION_SOURCES: tuple[str, ...] = ("split", "outgen")
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,14 @@ class SSMoELibrary(Node):
         patches_per_volume: patch positions per (subject, row).
         validation_fraction: fraction of the pairs held out for validation.
         min_foreground: minimum fraction of non-zero voxels of an HR patch.
+        variation: which sample subjects (:data:`SuperResMoELib.sample_data.MUDI_VARIATIONS`:
+            ``"standard"``, or ``"wide"``: pose, tissue values, mask, bias and noise vary per subject).
+        lr_blur, lr_blur_probability: slice-profile variation of the LR
+            (:class:`training.ssmoe.data.LibraryConfig`; ``[0, 0]`` / 0: the block average only).
+        validation: ``"split"`` (``validation_fraction`` of the library) or
+            ``"outgen"`` (pairs of the out-of-generator *validation* head, not
+            the generator's subjects; the test head is never used).
+        validation_rows: acquisition rows of the validation head used (``"outgen"``).
     """
 
     subjects: tuple[int, ...] = setting(MISSING, NOT_EMPTY, each(NON_NEGATIVE))
@@ -40,6 +54,11 @@ class SSMoELibrary(Node):
     patches_per_volume: int = setting(MISSING, POSITIVE)
     validation_fraction: float = setting(MISSING, FRACTION)
     min_foreground: float = setting(0.5, FRACTION)
+    variation: str = setting("standard", one_of(tuple(MUDI_VARIATIONS)))
+    lr_blur: tuple[float, float] = setting((0.0, 0.0), each(NON_NEGATIVE), ORDERED)
+    lr_blur_probability: float = setting(0.0, FRACTION)
+    validation: str = setting("split", one_of(VALIDATION_SOURCES))
+    validation_rows: int = setting(48, POSITIVE)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,15 @@ class LibraryConfig:
         intensity_factor: network units = user units x this.
         seed: random seed (rows, positions).
         data_seed: seed of the sample-data generator.
-        source: ``"sample"`` or ``"mudi:<folder>"`` (:mod:`.sources`).
+        source: ``"sample"``, ``"mudi:<folder>"`` or ``"outgen-validation"`` (:mod:`.sources`).
+        variation: the sample subjects' set (:data:`SuperResMoELib.sample_data.MUDI_VARIATIONS`).
+        lr_blur: range ``(low, high)`` of the slice-profile blur: with
+            probability ``lr_blur_probability`` a (subject, row) gets its LR
+            from the HR blurred along each coarsened axis by a Gaussian of
+            sigma uniform in ``[low, high] x factor`` (HR voxels) before the
+            block average (a box profile widened by a Gaussian); otherwise
+            the plain block average.  ``(0, 0)``: always the block average.
+        lr_blur_probability: see ``lr_blur``.
     """
 
     task: str
@@ -62,10 +70,21 @@ class LibraryConfig:
     seed: int = 0
     data_seed: int = 0
     source: str = "sample"
+    variation: str = "standard"
+    lr_blur: tuple[float, float] = (0.0, 0.0)
+    lr_blur_probability: float = 0.0
 
     def key(self) -> str:
-        text = json.dumps({**asdict(self), "version": LIBRARY_VERSION}, sort_keys=True)
+        fields = asdict(self)
+        for name, default in _LATER_FIELDS.items():  # the keys of libraries built before they existed stay valid
+            if fields[name] == default:
+                del fields[name]
+        text = json.dumps({**fields, "version": LIBRARY_VERSION}, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: Fields added after the first libraries were cached, with their defaults.
+_LATER_FIELDS: dict[str, object] = {"variation": "standard", "lr_blur": (0.0, 0.0), "lr_blur_probability": 0.0}
 
 
 @dataclass
@@ -110,12 +129,26 @@ def extract_pairs(lr: np.ndarray, hr: np.ndarray, positions: np.ndarray, task: s
     return lo[:, None], hi[:, None]
 
 
+def blurred_lr(hr: np.ndarray, task: str, sigma_fraction: float) -> np.ndarray:
+    """The LR ``(K', J', I')`` of one HR volume ``(K, J, I)`` (whole blocks):
+    blurred along each coarsened axis by a Gaussian of sigma
+    ``sigma_fraction x factor`` HR voxels, then block-averaged (``LibraryConfig.lr_blur``)."""
+    from SuperResMoELib.simulation.block_mean import block_mean
+
+    _, _, zoom = TASKS[task]
+    out = np.asarray(hr, np.float32)
+    for axis, f in enumerate(zoom):
+        if f > 1 and sigma_fraction > 0:
+            out = ndimage.gaussian_filter1d(out, sigma_fraction * f, axis=axis, mode="nearest")
+    return block_mean(out, tuple(zoom[::-1]))  # block_mean takes (i, j, k) factors
+
+
 def _build(cfg: LibraryConfig, progress=None) -> PatchLibrary:
     rng = np.random.default_rng([cfg.seed, LIBRARY_SALT])
     lrs, hrs, params, subj, rows = [], [], [], [], []
     total = len(cfg.subjects) * cfg.volumes_per_subject
     done = 0
-    source = open_source(cfg.source, cfg.data_seed)
+    source = open_source(cfg.source, cfg.data_seed, cfg.variation)
     table = source.table().values
     for s in cfg.subjects:
         positions = valid_positions(source.mask(s), cfg.task, cfg.min_foreground)
@@ -125,7 +158,12 @@ def _build(cfg: LibraryConfig, progress=None) -> PatchLibrary:
         for r in chosen:
             lr_vol, hr_c = source.pair(s, [int(r)], cfg.task)
             pick = positions[rng.choice(len(positions), size=cfg.patches_per_volume, replace=False)]
-            lo, hi = extract_pairs(np.asarray(lr_vol.array[0]), np.asarray(hr_c.array[0]), pick, cfg.task)
+            lr_arr = np.asarray(lr_vol.array[0])
+            if cfg.lr_blur_probability > 0:  # its own stream: the standard draws above stay as they were
+                blur_rng = np.random.default_rng([cfg.seed, LIBRARY_SALT, 1, int(s), int(r)])
+                if blur_rng.uniform() < cfg.lr_blur_probability:
+                    lr_arr = blurred_lr(np.asarray(hr_c.array[0]), cfg.task, float(blur_rng.uniform(*cfg.lr_blur)))
+            lo, hi = extract_pairs(lr_arr, np.asarray(hr_c.array[0]), pick, cfg.task)
             lrs.append(lo)
             hrs.append(hi)
             params.append(np.repeat(table[int(r)][None], len(pick), axis=0))

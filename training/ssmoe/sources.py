@@ -53,20 +53,25 @@ class MudiSource(Protocol):
 class SampleSource:
     """The embedded MUDI-like subjects (:func:`SuperResMoELib.sample_data.mudi_subject`)."""
 
-    def __init__(self, data_seed: int = 0) -> None:
+    def __init__(self, data_seed: int = 0, variation: str = "standard") -> None:
         self.data_seed = data_seed
-        self.description = f"embedded MUDI-like sample subjects (seed {data_seed})"
+        self.variation = variation
+        extra = "" if variation == "standard" else f", {variation} variation"
+        self.description = f"embedded MUDI-like sample subjects (seed {data_seed}{extra})"
         self.n_subjects = MUDI_SUBJECTS
         self.held_out = MUDI_HELD_OUT
 
+    def _subject(self, subject: int):
+        return mudi_subject(subject, self.data_seed, self.variation)
+
     def table(self) -> AcquisitionTable:
-        return mudi_subject(0, self.data_seed).table
+        return self._subject(0).table
 
     def mask(self, subject: int) -> np.ndarray:
-        return mudi_subject(subject, self.data_seed).mask
+        return self._subject(subject).mask
 
     def pair(self, subject: int, rows: Sequence[int], task: str) -> tuple[Volume, Volume]:
-        return mudi_downsample(mudi_subject(subject, self.data_seed).hr(list(rows)), task)
+        return mudi_downsample(self._subject(subject).hr(list(rows)), task)
 
 
 def _find(folder: Path, patterns: Sequence[str]) -> Path | None:
@@ -140,15 +145,18 @@ class FolderSource:
         return lr_rows, hr_c
 
 
-def open_source(spec: str, data_seed: int = 0) -> MudiSource:
-    """``"sample"``, ``"mudi:<folder>"`` or ``"outgen"`` (the out-of-generator
-    qMRI head, :mod:`training.outgen.qmri`; evaluation only)."""
+def open_source(spec: str, data_seed: int = 0, variation: str = "standard") -> MudiSource:
+    """``"sample"`` (its subjects of ``variation``,
+    :data:`SuperResMoELib.sample_data.MUDI_VARIATIONS`), ``"mudi:<folder>"``,
+    ``"outgen"`` (the out-of-generator qMRI test head,
+    :mod:`training.outgen.qmri`; evaluation only) or ``"outgen-validation"``
+    (its validation head: model selection only)."""
     if spec == "sample":
-        return SampleSource(data_seed)
-    if spec == "outgen":
+        return SampleSource(data_seed, variation)
+    if spec in ("outgen", "outgen-validation"):
         from ..outgen.qmri import OutgenSource
 
-        return OutgenSource()
+        return OutgenSource("test" if spec == "outgen" else "validation")
     if spec.startswith("mudi:"):
         return FolderSource(spec[len("mudi:"):])
-    raise InputError(f"unknown data {spec!r}; use 'sample', 'mudi:<folder>' or 'outgen'")
+    raise InputError(f"unknown data {spec!r}; use 'sample', 'mudi:<folder>', 'outgen' or 'outgen-validation'")

@@ -36,7 +36,7 @@ from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig, add_residual
 
 from ..cache import save_npz
 from ..config import PhaseSpec, to_dict
-from ..loop import Phase, PhaseConfig
+from ..loop import Phase
 from ..precision import resolve_amp
 from ..split import SSMOE_SPLIT_SALT, split_indices
 from .config import SSMoEConfig
@@ -135,7 +135,8 @@ class SSMoETrainer:
         self.batch = config.batch_size
         torch.manual_seed(self.seed)
         libcfg = config.library
-        self.source = open_source(data, config.data_seed)
+        variation = libcfg.variation if data == "sample" else "standard"
+        self.source = open_source(data, config.data_seed, variation)
         # the config's subjects for the sample data; every subject but the held-out one for a folder
         subjects = libcfg.subjects if data == "sample" else tuple(range(self.source.held_out))
         #: The subjects the patch library is drawn from.
@@ -143,16 +144,26 @@ class SSMoETrainer:
         volumes = min(libcfg.volumes_per_subject, len(self.source.table()))
         lib = patch_library(LibraryConfig(task, subjects, volumes, libcfg.patches_per_volume,
                                           intensity_factor=config.intensity_factor, seed=self.seed,
-                                          data_seed=config.data_seed, source=data), progress)
-        self.data = split_library(lib, libcfg.validation_fraction, self.seed)
-        log.info("%s library: %d training and %d validation pairs", task, len(self.data.train), len(self.data.val))
+                                          data_seed=config.data_seed, source=data, variation=variation,
+                                          lr_blur=tuple(libcfg.lr_blur),  # type: ignore[arg-type]
+                                          lr_blur_probability=libcfg.lr_blur_probability), progress)
+        if libcfg.validation == "outgen":  # model selection on a head the generator did not make
+            val = patch_library(LibraryConfig(task, (0,), libcfg.validation_rows, libcfg.patches_per_volume,
+                                              intensity_factor=config.intensity_factor, seed=self.seed,
+                                              source="outgen-validation"), progress)
+            self.data = Split(lib, val)
+        else:
+            self.data = split_library(lib, libcfg.validation_fraction, self.seed)
+        log.info("%s library: %d training and %d validation pairs (%s)", task, len(self.data.train),
+                 len(self.data.val), "out-of-generator validation head" if libcfg.validation == "outgen" else
+                 f"{libcfg.validation_fraction:.0%} of the library")
 
     def _phase(self, name: str, spec: PhaseSpec, modules: dict[str, torch.nn.Module],
                params, set_train=None) -> Phase:
         for m in modules.values():  # before the optimiser holds their parameters
             m.to(self.device)
         opt = torch.optim.Adam(params, lr=spec.lr)
-        cfg = PhaseConfig(name, spec.epochs, spec.steps_per_epoch)
+        cfg = spec.phase_config(name)
         return Phase(self.workdir, cfg, modules, opt, self.seed, set_train=set_train, device=self.device,
                      amp=self.amp)
 
@@ -230,6 +241,11 @@ class SSMoETrainer:
                                   self.device).astype(np.int64)
             save_npz(route_path, routes=routes)
         log.info("routing of the training pairs: %s", np.bincount(routes, minlength=k).tolist())
+        val_routes = np.zeros(0, np.int64)
+        if self.cfg.experts.select == "best":
+            val_routes = _map_batches(self.data.val, lambda x, a: moe.route(x, a)[1].argmax(dim=1),
+                                      self.device).astype(np.int64)
+            log.info("routing of the validation pairs: %s", np.bincount(val_routes, minlength=k).tolist())
         for c in range(k):
             index = np.nonzero(routes == c)[0]
             expert = moe.experts[c]
@@ -253,8 +269,14 @@ class SSMoETrainer:
                     feats = moe.encoder(x)
                 return add_residual(expert(feats), x, moe.cfg)
 
+            validate = None
+            if self.cfg.experts.select == "best":  # on the validation pairs the gater sends to this expert
+                val_index = np.nonzero(val_routes == c)[0]
+                if len(val_index) == 0:
+                    raise RuntimeError(f"expert {c}: no validation pair is routed to it; use experts.select 'last'")
+                validate = _val(fwd, self.data.val.subset(val_index), self.device)
             moe.train()
-            phase.run(_batches(self.data.train, self.batch, index), _mse_step(phase, fwd), None, self.progress)
+            phase.run(_batches(self.data.train, self.batch, index), _mse_step(phase, fwd), validate, self.progress)
             moe.eval()
         return moe.eval(), routes
 
