@@ -87,3 +87,35 @@ def test_isotropic_acquisitions_have_cubic_voxels_of_the_bins_volume() -> None:
     a = draw_acquisition(HR_GRID, 5, off, np.random.default_rng(9))
     b = draw_acquisition(HR_GRID, 5, DegradationConfig(isotropic_probability=0.0), np.random.default_rng(9))
     assert not a[1]["isotropic"] and a[0].same_as(b[0])
+
+
+def test_content_variation_blurs_and_remaps_and_keeps_old_library_keys() -> None:
+    """REMIx's cube variation: a blur lowers the high frequencies, gamma remaps
+    the contrast around the scale; defaults leave the library keys as they were."""
+    from training.remix.data import RemixLibraryConfig, vary_content
+
+    rng = np.random.default_rng(1)
+    block = Volume(rng.uniform(0.2, 1.0, (20, 20, 20)).astype(np.float32), HR_GRID.ijk_to_ras)
+    same = vary_content(block, 1.0, 0.0, 1.0)
+    np.testing.assert_array_equal(np.asarray(same.array), np.asarray(block.array))
+    soft = np.asarray(vary_content(block, 1.0, 0.8, 1.0).array)
+    assert np.abs(np.diff(soft, axis=2)).mean() < 0.5 * np.abs(np.diff(np.asarray(block.array), axis=2)).mean()
+    bright = np.asarray(vary_content(block, 1.0, 0.0, 0.8).array)
+    assert np.all(bright >= np.asarray(block.array) - 1e-6)  # gamma < 1 lifts values below the scale
+    base = RemixLibraryConfig((0,), 4, 40, 32, DegradationConfig(), 0.1, 0, 0)
+    explicit = RemixLibraryConfig((0,), 4, 40, 32, DegradationConfig(), 0.1, 0, 0, hr_blur_mm=(0.0, 0.0),
+                                  hr_blur_probability=0.0, contrast_gamma=(1.0, 1.0))
+    varied = RemixLibraryConfig((0,), 4, 40, 32, DegradationConfig(), 0.1, 0, 0, hr_blur_mm=(0.3, 0.9),
+                                hr_blur_probability=0.3, contrast_gamma=(0.8, 1.25))
+    assert base.key(3) == explicit.key(3) != varied.key(3)
+
+
+def test_library_cache_keys_of_the_shipped_configs_are_stable() -> None:
+    """Keys computed by the version that built the bundled checkpoints: new
+    options at their defaults must not rename (and so rebuild) those libraries."""
+    from training.remix.config import load_config
+    from training.remix.train import library_config
+    from training.ssmoe.data import LibraryConfig
+
+    assert library_config(load_config("compact")).key(3) == "22f4c1dd36ff7e13"
+    assert LibraryConfig("aniso", (0, 1, 2, 3), 168, 16).key() == "d0745a27f7eaa498"

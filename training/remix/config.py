@@ -17,7 +17,8 @@ from SuperResMoELib.core.errors import ConfigError
 from SuperResMoELib.nets.unet3d import UNet3DConfig
 
 from .. import config as _config
-from ..config import FRACTION, NON_NEGATIVE, NOT_EMPTY, POSITIVE, Node, PhaseSpec, RunConfig, each, one_of, setting
+from ..config import (FRACTION, NON_NEGATIVE, NOT_EMPTY, ORDERED, POSITIVE, Node, PhaseSpec, RunConfig, each, one_of,
+                      setting)
 from ..config import check_validation_subjects
 from ..split import SPLIT_UNITS
 from .degradation import DegradationConfig
@@ -58,6 +59,8 @@ class RemixLibrary(Node):
             your own data, pairs on the embedded sample).
         validation_subjects: the subjects (of ``subjects``) that validate in a
             split by subject (default: ``validation_fraction`` of them, seeded).
+        hr_blur_mm, hr_blur_probability, contrast_gamma: content variation of
+            the cubes (:mod:`training.remix.data`; default off).
     """
 
     subjects: tuple[int, ...] = setting(MISSING, NOT_EMPTY, each(NON_NEGATIVE))
@@ -68,6 +71,9 @@ class RemixLibrary(Node):
     intensity_jitter: float = setting(0.1, FRACTION)
     split: str = setting("auto", one_of(SPLIT_UNITS))
     validation_subjects: tuple[int, ...] = setting((), each(NON_NEGATIVE))
+    hr_blur_mm: tuple[float, float] = setting((0.0, 0.0), each(NON_NEGATIVE), ORDERED)
+    hr_blur_probability: float = setting(0.0, FRACTION)
+    contrast_gamma: tuple[float, float] = setting((1.0, 1.0), each(POSITIVE), ORDERED)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -12,7 +12,17 @@ Intensities: both images are divided by the subject's robust maximum
 (:func:`SuperResMoELib.core.intensity.robust_max`, as at inference) and multiplied
 by one random factor in ``1 ± intensity_jitter``, so the network learns to be
 indifferent to the few-percent error of estimating that maximum on a blurred
-input.  Columns (a memory-mapped :mod:`training.library` in the user cache,
+input.
+
+Content variation (beyond the paper; off by default, the shipped libraries
+are unchanged): with probability ``hr_blur_probability`` a cube is first
+blurred by a Gaussian of sigma uniform in ``hr_blur_mm`` (mm), and its
+contrast is changed by ``x -> scale (x / scale)^gamma`` with ``gamma``
+uniform in ``contrast_gamma``; both the target and the acquisition start from
+that cube, so the network also sees anatomy smoother than the template's and
+other tissue contrasts (a T1 made from tissue maps is smoother than the
+template: ``scripts/outgen_diagnostics.py smoothness``).  These draws come
+from their own random stream.  Columns (a memory-mapped :mod:`training.library` in the user cache,
 built one subject at a time): ``lr``, ``hr`` ``(N, 1, p, p, p)`` float16,
 ``subject`` ``(N,)``, ``voxel_volume`` ``(N,)`` mm³, ``orientation`` ``(N,)``
 (index into :data:`ORIENTATION_CODES`).
@@ -59,6 +69,9 @@ class RemixLibraryConfig:
     data_seed: int
     #: ``"sample"``, a folder of HR T1 volumes or a BIDS dataset (:mod:`training.hr_source`).
     source: str = "sample"
+    hr_blur_mm: tuple[float, float] = (0.0, 0.0)
+    hr_blur_probability: float = 0.0
+    contrast_gamma: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         if self.patch > self.crop:
@@ -66,12 +79,34 @@ class RemixLibraryConfig:
 
     def key(self, bin_mm3: int) -> str:
         d = {**asdict(self), "bin": int(bin_mm3), "version": LIBRARY_VERSION}
+        for name, default in _LATER_FIELDS.items():  # libraries built before these existed keep their keys
+            if d[name] == default:
+                d.pop(name)
+        if d["degradation"]["isotropic_probability"] == 0.0:
+            d["degradation"].pop("isotropic_probability")
         if self.source != "sample":  # the scans, their sizes and times are part of the key
             d["source"], d["files"] = str(Path(self.source).resolve()), source_key(self.source)
         else:
             d.pop("source")  # the sample libraries keep their cache names
         text = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: Fields added after the first libraries were cached, with their defaults.
+_LATER_FIELDS: dict[str, Any] = {"hr_blur_mm": (0.0, 0.0), "hr_blur_probability": 0.0, "contrast_gamma": (1.0, 1.0)}
+
+
+def vary_content(block: Volume, scale: float, sigma_mm: float, gamma: float) -> Volume:
+    """``block`` blurred by a Gaussian of ``sigma_mm`` (0: not blurred) and
+    remapped ``x -> scale (max(x, 0) / scale)^gamma`` (module docstring)."""
+    from scipy import ndimage
+
+    arr = np.asarray(block.array, np.float32)
+    if sigma_mm > 0:
+        arr = ndimage.gaussian_filter(arr, sigma_mm / np.asarray(block.spacing[::-1]), mode="nearest")
+    if gamma != 1.0:
+        arr = scale * np.power(np.clip(arr, 0.0, None) / scale, gamma)
+    return block.with_array(arr.astype(np.float32))
 
 
 def crop(volume: Volume, start_kji: Sequence[int], size: int) -> Volume:
@@ -100,6 +135,8 @@ def build_bin_library(cfg: RemixLibraryConfig, bin_mm3: int, writer: LibraryWrit
     config and the bin), one subject in memory at a time; returns what the
     library's ``meta.json`` records (subjects used and skipped)."""
     rng = np.random.default_rng([cfg.seed, LIBRARY_SALT, int(bin_mm3)])
+    varied = cfg.hr_blur_probability > 0 or tuple(cfg.contrast_gamma) != (1.0, 1.0)
+    content_rng = np.random.default_rng([cfg.seed, LIBRARY_SALT, int(bin_mm3), 1]) if varied else None
     m = (cfg.crop - cfg.patch) // 2
     sl = (slice(m, m + cfg.patch),) * 3
     total = len(cfg.subjects) * cfg.crops
@@ -112,6 +149,11 @@ def build_bin_library(cfg: RemixLibraryConfig, bin_mm3: int, writer: LibraryWrit
         starts = _crop_starts(brain_mask(arr), cfg.crop, cfg.crops, rng)
         for n_c, start in enumerate(starts):
             block = crop(hr, tuple(start), cfg.crop)
+            if content_rng is not None:
+                blur = content_rng.uniform() < cfg.hr_blur_probability
+                sigma = float(content_rng.uniform(*cfg.hr_blur_mm))
+                block = vary_content(block, scale, sigma if blur else 0.0,
+                                     float(content_rng.uniform(*cfg.contrast_gamma)))
             lr_grid, info = draw_acquisition(block.grid, bin_mm3, cfg.degradation, rng)
             _, back = degrade(block, lr_grid, info, cfg.degradation, rng, noise_scale=scale)
             c = float(rng.uniform(1.0 - cfg.intensity_jitter, 1.0 + cfg.intensity_jitter)) / scale

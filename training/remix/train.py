@@ -59,7 +59,10 @@ def library_config(cfg: REMIxConfig, source: str = "sample") -> RemixLibraryConf
     """The pair libraries' config of a training config (``source``: :mod:`training.hr_source`)."""
     lib = cfg.library
     return RemixLibraryConfig(lib.subjects, lib.crops_per_subject_and_bin, lib.crop, lib.patch, cfg.degradation,
-                              lib.intensity_jitter, cfg.seed, cfg.data_seed, source)
+                              lib.intensity_jitter, cfg.seed, cfg.data_seed, source,
+                              hr_blur_mm=tuple(lib.hr_blur_mm),  # type: ignore[arg-type]
+                              hr_blur_probability=lib.hr_blur_probability,
+                              contrast_gamma=tuple(lib.contrast_gamma))  # type: ignore[arg-type]
 
 
 def psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> float:
