@@ -77,3 +77,19 @@ def test_remix_on_a_small_block_of_the_t1_head(tmp_path: Path) -> None:
     assert not (tmp_path / "remix_table1.md").exists()  # --tables outgen: the held-out table is not run
     extra = json.loads(md.split("```json\n")[1].split("```")[0])
     assert extra["block_mm"] == 48
+
+
+def test_validation_head_is_not_the_test_head() -> None:
+    """Model selection (``library.validation = "outgen"``) reads the validation
+    set: another pose, other tissue values, other table directions and
+    another slice profile than the test set every table reports."""
+    from training.outgen.head import HEADS
+    from training.outgen.qmri import QMRI_SETS, OutgenSource, acquisition_table
+
+    test, val = QMRI_SETS["test"], QMRI_SETS["validation"]
+    assert HEADS[test.head] != HEADS[val.head] and test.profile is not val.profile and test.seed != val.seed
+    for tissue in ("gm", "wm", "csf"):
+        assert all(test.tissues[tissue][p] != val.tissues[tissue][p] for p in ("T1", "T2s", "MD"))
+    t, v = acquisition_table("test").values, acquisition_table("validation").values
+    assert t.shape == v.shape and not np.allclose(t[:, :3], v[:, :3])  # other directions (same b, TI, TE grid)
+    assert "validation set" in OutgenSource("validation").description

@@ -51,14 +51,14 @@ def test_every_shipped_config_loads_and_round_trips(path: Path) -> None:
 
 def test_shipped_configs_cover_both_methods_and_both_sizes() -> None:
     assert [p.stem for p in SHIPPED] == ["moediff_compact", "moediff_full", "remix_compact", "remix_full",
-                                         "ssmoe_compact", "ssmoe_full", "ssmoe_wide"]
+                                         "ssmoe_compact", "ssmoe_full", "ssmoe_mixed", "ssmoe_wide"]
 
 
 @pytest.mark.parametrize("method, edit, message", [
     ("ssmoe", lambda d: d.__setitem__("batch_sise", d.pop("batch_size")),
      "unknown key 'batch_sise'; did you mean 'batch_size'?"),
     ("ssmoe", lambda d: d["library"].__setitem__("subjets", d["library"].pop("subjects")),
-     "unknown key 'library.subjets'; did you mean 'library.subjects'?"),
+     "unknown key 'library.subjets'; did you mean 'library.subjects' or 'library.wide_subjects'?"),
     ("remix", lambda d: d["degradation"].__setitem__("gap_probabilty", 0.2),
      "unknown key 'degradation.gap_probabilty'; did you mean 'degradation.gap_probability' or "
      "'degradation.native_probability' or 'degradation.isotropic_probability'?"),
@@ -119,8 +119,8 @@ def test_misspelled_key_fails_before_any_library_is_built(tmp_path, monkeypatch,
                          "--progress", "none", "--device", "cpu"])
         assert code == ExitCode.CONFIG
         assert capsys.readouterr().err.splitlines() == [
-            f"python -m training {method}: error: {bad}: unknown key 'library.subjets'; "
-            "did you mean 'library.subjects'?"]
+            f"python -m training {method}: error: {bad}: unknown key 'library.subjets'; did you mean "
+            + ("'library.subjects' or 'library.wide_subjects'?" if method == "ssmoe" else "'library.subjects'?")]
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 

@@ -115,18 +115,19 @@ def test_blurred_lr_is_a_widened_block_average() -> None:
 
 
 def test_wide_training_selects_on_the_out_of_generator_validation_head(tmp_path: Path, monkeypatch) -> None:
-    """``library.variation = "wide"``, slice-profile blur and ``validation =
-    "outgen"``: the validation pairs come from the validation head (not the
+    """A standard subject mixed with a ``wide`` one, slice-profile blur and
+    ``validation = "outgen"``: the validation pairs come from the validation head (not the
     generator, not the test head) and ``select = "best"`` keeps the best epoch."""
     monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
     from training.ssmoe.train import SSMoETrainer
 
-    wide = {**TINY, "library": {**TINY["library"], "subjects": [5], "variation": "wide", "lr_blur": [0.1, 0.45],
+    wide = {**TINY, "library": {**TINY["library"], "subjects": [0], "wide_subjects": [5], "lr_blur": [0.1, 0.45],
                                 "lr_blur_probability": 0.5, "validation": "outgen", "validation_rows": 3},
             "baseline": {"epochs": 3, "steps_per_epoch": 2, "lr": 0.01, "select": "best"}}
     cfg = from_dict(SSMoEConfig, wide, "wide tiny")
     trainer = SSMoETrainer("aniso", cfg, tmp_path / "run")
-    assert len(trainer.data.train) == 48 and len(trainer.data.val) == 24
+    assert len(trainer.data.train) == 96 and len(trainer.data.val) == 24
+    assert set(np.unique(trainer.data.train.subject)) == {0, 105}  # standard subject 0, wide subject 5
     assert set(np.unique(trainer.data.val.row)) <= set(range(96))  # rows of the validation head's table
     base = trainer.baseline()
     history = [r for r in __import__("csv").DictReader((tmp_path / "run" / "baseline" / "log.csv").open())]

@@ -47,6 +47,9 @@ class SSMoELibrary(Node):
             ``"outgen"`` (pairs of the out-of-generator *validation* head, not
             the generator's subjects; the test head is never used).
         validation_rows: acquisition rows of the validation head used (``"outgen"``).
+        wide_subjects: subjects of the ``wide`` set drawn from as well (the
+            sample data only; ``subjects`` keep ``variation``): a mix keeps the
+            standard subjects' distribution in the library.
     """
 
     subjects: tuple[int, ...] = setting(MISSING, NOT_EMPTY, each(NON_NEGATIVE))
@@ -59,6 +62,7 @@ class SSMoELibrary(Node):
     lr_blur_probability: float = setting(0.0, FRACTION)
     validation: str = setting("split", one_of(VALIDATION_SOURCES))
     validation_rows: int = setting(48, POSITIVE)
+    wide_subjects: tuple[int, ...] = setting((), each(NON_NEGATIVE))
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ class LibraryConfig:
             block average (a box profile widened by a Gaussian); otherwise
             the plain block average.  ``(0, 0)``: always the block average.
         lr_blur_probability: see ``lr_blur``.
+        wide_subjects: sample subjects of the ``wide`` set drawn from as well
+            (after ``subjects``; their ``subject`` column is
+            :data:`WIDE_SUBJECT_OFFSET` + the index).
     """
 
     task: str
@@ -73,18 +76,26 @@ class LibraryConfig:
     variation: str = "standard"
     lr_blur: tuple[float, float] = (0.0, 0.0)
     lr_blur_probability: float = 0.0
+    wide_subjects: tuple[int, ...] = ()
 
     def key(self) -> str:
         fields = asdict(self)
         for name, default in _LATER_FIELDS.items():  # the keys of libraries built before they existed stay valid
             if fields[name] == default:
                 del fields[name]
+        if self.source.startswith("outgen"):  # its images change with the set's version
+            from ..outgen import OUTGEN_VERSION
+
+            fields["outgen_version"] = OUTGEN_VERSION
         text = json.dumps({**fields, "version": LIBRARY_VERSION}, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 #: Fields added after the first libraries were cached, with their defaults.
-_LATER_FIELDS: dict[str, object] = {"variation": "standard", "lr_blur": (0.0, 0.0), "lr_blur_probability": 0.0}
+_LATER_FIELDS: dict[str, object] = {"variation": "standard", "lr_blur": (0.0, 0.0), "lr_blur_probability": 0.0,
+                                    "wide_subjects": ()}
+#: The ``subject`` column of a pair from a ``wide_subjects`` subject: this + its index.
+WIDE_SUBJECT_OFFSET = 100
 
 
 @dataclass
@@ -146,11 +157,15 @@ def blurred_lr(hr: np.ndarray, task: str, sigma_fraction: float) -> np.ndarray:
 def _build(cfg: LibraryConfig, progress=None) -> PatchLibrary:
     rng = np.random.default_rng([cfg.seed, LIBRARY_SALT])
     lrs, hrs, params, subj, rows = [], [], [], [], []
-    total = len(cfg.subjects) * cfg.volumes_per_subject
+    total = (len(cfg.subjects) + len(cfg.wide_subjects)) * cfg.volumes_per_subject
     done = 0
-    source = open_source(cfg.source, cfg.data_seed, cfg.variation)
-    table = source.table().values
-    for s in cfg.subjects:
+    first = open_source(cfg.source, cfg.data_seed, cfg.variation)
+    table = first.table().values
+    todo = [(first, s, s) for s in cfg.subjects]
+    if cfg.wide_subjects:
+        wide = open_source(cfg.source, cfg.data_seed, "wide")
+        todo += [(wide, s, WIDE_SUBJECT_OFFSET + s) for s in cfg.wide_subjects]
+    for source, s, label in todo:
         positions = valid_positions(source.mask(s), cfg.task, cfg.min_foreground)
         if len(positions) == 0:
             raise RuntimeError(f"subject {s} has no patch with {cfg.min_foreground:.0%} foreground")
@@ -160,18 +175,18 @@ def _build(cfg: LibraryConfig, progress=None) -> PatchLibrary:
             pick = positions[rng.choice(len(positions), size=cfg.patches_per_volume, replace=False)]
             lr_arr = np.asarray(lr_vol.array[0])
             if cfg.lr_blur_probability > 0:  # its own stream: the standard draws above stay as they were
-                blur_rng = np.random.default_rng([cfg.seed, LIBRARY_SALT, 1, int(s), int(r)])
+                blur_rng = np.random.default_rng([cfg.seed, LIBRARY_SALT, 1, int(label), int(r)])
                 if blur_rng.uniform() < cfg.lr_blur_probability:
                     lr_arr = blurred_lr(np.asarray(hr_c.array[0]), cfg.task, float(blur_rng.uniform(*cfg.lr_blur)))
             lo, hi = extract_pairs(lr_arr, np.asarray(hr_c.array[0]), pick, cfg.task)
             lrs.append(lo)
             hrs.append(hi)
             params.append(np.repeat(table[int(r)][None], len(pick), axis=0))
-            subj.append(np.full(len(pick), s))
+            subj.append(np.full(len(pick), label))
             rows.append(np.full(len(pick), int(r)))
             done += 1
             if progress is not None:
-                progress("library", done / total, f"subject {s} row {int(r)}")
+                progress("library", done / total, f"subject {label} row {int(r)}")
     f = np.float32(cfg.intensity_factor)
     return PatchLibrary(np.concatenate(lrs) * f, np.concatenate(hrs) * f, np.concatenate(params).astype(np.float32),
                         np.concatenate(subj).astype(np.int16), np.concatenate(rows).astype(np.int16))

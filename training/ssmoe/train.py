@@ -146,7 +146,9 @@ class SSMoETrainer:
                                           intensity_factor=config.intensity_factor, seed=self.seed,
                                           data_seed=config.data_seed, source=data, variation=variation,
                                           lr_blur=tuple(libcfg.lr_blur),  # type: ignore[arg-type]
-                                          lr_blur_probability=libcfg.lr_blur_probability), progress)
+                                          lr_blur_probability=libcfg.lr_blur_probability,
+                                          wide_subjects=tuple(libcfg.wide_subjects) if data == "sample" else ()),
+                              progress)
         if libcfg.validation == "outgen":  # model selection on a head the generator did not make
             val = patch_library(LibraryConfig(task, (0,), libcfg.validation_rows, libcfg.patches_per_volume,
                                               intensity_factor=config.intensity_factor, seed=self.seed,
