@@ -25,6 +25,10 @@ What differs from the generator, and what does not:
   table (other b-values, TE, TI and directions inside the training ranges),
   a 2.5 mm HR grid in another pose; the LR made by a Gaussian point-spread
   function and decimation -- not the Super MUDI block average.
+* **qMRI validation head** (:data:`.qmri.QMRI_SETS` ``"validation"``): the same
+  model in another pose with other tissue values, directions, noise and a
+  trapezoid slice profile, for model selection in training
+  (``library.validation = "outgen"``); never reported as a test.
 
 Every number here is fixed data (no run-time draw beyond the seeded noise),
 so the set is the same on every machine.  Subjects of one head are not
