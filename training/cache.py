@@ -48,3 +48,19 @@ def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]], what: 
     log.info("built %s in %.1f s (%s)", what, time.perf_counter() - t0, path)
     return arrays
 
+
+
+def without_later_defaults(fields: dict, later: dict[str, object]) -> dict:
+    """``fields`` (a config's ``asdict``) without the options added after its
+    caches were first built, where they hold their defaults, so those caches
+    keep their keys.  ``later`` maps a field name, or a dotted path into a
+    nested config (``"degradation.isotropic_probability"``), to its default.
+    ``fields`` is changed in place and returned."""
+    for path, default in later.items():
+        *parents, name = path.split(".")
+        node = fields
+        for p in parents:
+            node = node[p]
+        if node.get(name) == default:
+            del node[name]
+    return fields

@@ -105,7 +105,7 @@ def subject_draw(index: int, seed: int, variation: MudiVariation):
     return draw_subject(variation, _rng(seed, index, "mudi_variation"), TISSUE_PARAMETERS)
 
 
-def _pose_displacement(draw, shape: tuple[int, ...], coarse: tuple[int, ...]) -> np.ndarray:
+def _pose_displacement(draw, coarse: tuple[int, ...]) -> np.ndarray:
     """``(3, *coarse)`` displacement (KJI voxels) of the draw's affine pull-back
     ``x -> M (x - c) + c + t`` on the warp's coarse lattice (exact: it is linear)."""
     from SuperResMoELib.sample_data.fields import FIELD_CONTROL_SPACING_MM
@@ -132,7 +132,7 @@ def _generate_mudi_maps(index: int, seed: int, variation: str | MudiVariation = 
     u = _warp_field(seed, index, "mudi_warp", t["t1"].shape)
     draw = None if var.is_standard else subject_draw(index, seed, var)
     if draw is not None:
-        u = u + _pose_displacement(draw, t["t1"].shape, u.shape[1:])
+        u = u + _pose_displacement(draw, u.shape[1:])
     fine = _warp_region([t["gm"], t["wm"], t["csf"]], [1, 1, 1], u, start, region)
     frac = np.stack([np.clip(area_average(f, grid.shape, MUDI_SPACING_MM), 0.0, 1.0) for f in fine])
     total = frac.sum(axis=0)

@@ -44,6 +44,7 @@ from SuperResMoELib.evaluation.segmentation import brain_mask
 from SuperResMoELib.core.geometry import sub_volume
 from SuperResMoELib.core.volume import Volume
 
+from ..cache import without_later_defaults
 from ..hr_source import each_usable_subject, source_key
 from ..library import Column, Library, LibraryWriter, cached_library
 from .degradation import DegradationConfig, degrade, draw_acquisition
@@ -78,12 +79,7 @@ class RemixLibraryConfig:
             raise ValueError(f"patch ({self.patch}) must not exceed the crop ({self.crop})")
 
     def key(self, bin_mm3: int) -> str:
-        d = {**asdict(self), "bin": int(bin_mm3), "version": LIBRARY_VERSION}
-        for name, default in _LATER_FIELDS.items():  # libraries built before these existed keep their keys
-            if d[name] == default:
-                d.pop(name)
-        if d["degradation"]["isotropic_probability"] == 0.0:
-            d["degradation"].pop("isotropic_probability")
+        d = {**without_later_defaults(asdict(self), _LATER_FIELDS), "bin": int(bin_mm3), "version": LIBRARY_VERSION}
         if self.source != "sample":  # the scans, their sizes and times are part of the key
             d["source"], d["files"] = str(Path(self.source).resolve()), source_key(self.source)
         else:
@@ -93,7 +89,8 @@ class RemixLibraryConfig:
 
 
 #: Fields added after the first libraries were cached, with their defaults.
-_LATER_FIELDS: dict[str, Any] = {"hr_blur_mm": (0.0, 0.0), "hr_blur_probability": 0.0, "contrast_gamma": (1.0, 1.0)}
+_LATER_FIELDS: dict[str, Any] = {"hr_blur_mm": (0.0, 0.0), "hr_blur_probability": 0.0, "contrast_gamma": (1.0, 1.0),
+                                 "degradation.isotropic_probability": 0.0}
 
 
 def vary_content(block: Volume, scale: float, sigma_mm: float, gamma: float) -> Volume:

@@ -27,7 +27,7 @@ from scipy import ndimage
 from SuperResMoELib.nets.srunet import TASKS
 from SuperResMoELib.io.paths import user_cache_dir
 
-from ..cache import cached_arrays
+from ..cache import cached_arrays, without_later_defaults
 from .sources import open_source
 
 log = logging.getLogger("superresmoe.training")
@@ -79,10 +79,7 @@ class LibraryConfig:
     wide_subjects: tuple[int, ...] = ()
 
     def key(self) -> str:
-        fields = asdict(self)
-        for name, default in _LATER_FIELDS.items():  # the keys of libraries built before they existed stay valid
-            if fields[name] == default:
-                del fields[name]
+        fields = without_later_defaults(asdict(self), _LATER_FIELDS)
         if self.source.startswith("outgen"):  # its images change with the set's version
             from ..outgen import OUTGEN_VERSION
 
