@@ -31,12 +31,13 @@ PY
   echo "[quickstart] creating $venv"
   "$python" -m venv "$venv"
 fi
-pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+# shellcheck source=scripts/pip_install.sh
+source scripts/pip_install.sh
 
 # torch first, so nothing else pulls a multi-GB CUDA build by accident
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   echo "[quickstart] installing $torch_req"
-  "${pip[@]}" install "$torch_req"
+  pip_install "$venv/bin/python" "$torch_req"
 fi
 
 stamp="$venv/.superresmoe-installed"
@@ -44,7 +45,7 @@ want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || \
    ! "$venv/bin/python" -c "import SuperResMoELib, training, pytest, matplotlib" 2>/dev/null; then
   echo "[quickstart] installing SuperResMoE (editable) with all its extras (test, training, bench, cluster)"
-  "${pip[@]}" install -e ".[all]"
+  pip_install "$venv/bin/python" -e ".[all]"
   echo "$want" > "$stamp"
 fi
 

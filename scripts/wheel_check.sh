@@ -19,6 +19,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/pip_install.sh
+source scripts/pip_install.sh
 repo="$(pwd -P)"
 start=$(date +%s)
 torch_req="${SUPERRESMOE_TORCH:-torch==2.13.0}"
@@ -98,8 +100,8 @@ echo "[wheel] creating a fresh venv in $venv"
 "$python" -m venv "$venv"
 vpy="$venv/bin/python"
 echo "[wheel] installing $torch_req, then the wheel"
-"$vpy" -m pip "${pip_quiet[@]}" install "$torch_req"
-"$vpy" -m pip "${pip_quiet[@]}" install "$wheel"
+pip_install "$vpy" "$torch_req"
+pip_install "$vpy" "$wheel"
 
 # --- run from the temporary folder: the repository is not on sys.path
 work="$tmp/work"
