@@ -108,3 +108,15 @@ def moediff_checkpoint(tmp_path_factory):
     manifest = moediff_manifest(arch, 2.0, description="tiny untrained MoEDiff-SR")
     save_checkpoint(path, net.state_dict(), manifest)
     return path, manifest
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``-n 2``) every worker gets one torch thread, so two
+    workers share the CI's two cores instead of spinning four threads on them."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)

@@ -11,6 +11,7 @@
 #   SUPERRESMOE_TORCH  pip requirement for torch when none is installed yet
 #                      (default: torch==2.13.0, a CPU build here). GPU users: install
 #                      a CUDA build into the venv first, it is kept (see README).
+#   SUPERRESMOE_TEST_WORKERS  pytest-xdist workers for `test` (default 2; 0: one process)
 #   PYTHON             interpreter used to create the venv (default: python3, >= 3.10)
 set -euo pipefail
 
@@ -43,7 +44,7 @@ fi
 stamp="$venv/.superresmoe-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || \
-   ! "$venv/bin/python" -c "import SuperResMoELib, training, pytest, matplotlib" 2>/dev/null; then
+   ! "$venv/bin/python" -c "import SuperResMoELib, training, pytest, xdist, matplotlib" 2>/dev/null; then
   echo "[quickstart] installing SuperResMoE (editable) with all its extras (test, training, bench, cluster)"
   pip_install "$venv/bin/python" -e ".[all]"
   echo "$want" > "$stamp"
@@ -51,7 +52,10 @@ fi
 
 case "$action" in
   demo)  exec "$venv/bin/superresmoe" demo "$@" ;;
-  test)  exec "$venv/bin/python" -m pytest "$@" ;;
+  test)  # test files in parallel worker processes (pytest-xdist); SUPERRESMOE_TEST_WORKERS=0: one process
+         workers="${SUPERRESMOE_TEST_WORKERS:-2}"
+         if [ "$workers" = "0" ]; then exec "$venv/bin/python" -m pytest "$@"; fi
+         exec "$venv/bin/python" -m pytest -n "$workers" --dist loadfile "$@" ;;
   setup) echo "[quickstart] ready: $venv/bin/superresmoe, $venv/bin/python -m training" ;;
   *)     echo "usage: $0 {demo|test|setup} [options]" >&2; exit 2 ;;
 esac
