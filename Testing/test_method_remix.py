@@ -15,6 +15,7 @@ from SuperResMoELib.checkpoints.store import save_checkpoint
 from SuperResMoELib.core.errors import CheckpointError, InputError
 from SuperResMoELib.methods import EnhanceOptions, create_method, method_names
 from SuperResMoELib.methods.remix import EXPERTS, choose_expert, expert_for_voxel_volume, remix_manifest
+from SuperResMoELib.methods.remix.experts import ISOTROPIC_SINGLE_FROM_MM3, single_network_reason
 from SuperResMoELib.nets.unet3d import ResidualUNet3D, UNet3DConfig
 from SuperResMoELib.core.volume import Grid, Volume
 
@@ -39,10 +40,16 @@ def offset_net(offset: float) -> ResidualUNet3D:
     return net
 
 
-def save_experts(folder: Path, offsets=None, name="remix_t1") -> Path:
+#: What a REMIx training run records: thick-slice acquisitions only, or isotropic ones too.
+THICK_ONLY = {"degradation": {"bins": list(EXPERTS), "native_probability": 0.35}}
+WITH_ISOTROPIC = {"degradation": {"bins": list(EXPERTS), "isotropic_probability": 0.3}}
+
+
+def save_experts(folder: Path, offsets=None, name="remix_t1", training_data=None) -> Path:
     offsets = offsets or {v: 0.01 * v for v in EXPERTS}
     tensors = {f"expert{v}.{k}": t for v in EXPERTS for k, t in offset_net(offsets[v]).state_dict().items()}
-    return save_checkpoint(folder / name, tensors, remix_manifest("experts", CFG))
+    extra = {} if training_data is None else {"training_data": training_data}
+    return save_checkpoint(folder / name, tensors, remix_manifest("experts", CFG, **extra))
 
 
 def save_single(folder: Path, offset=0.5, name="remix_t1_single") -> Path:
@@ -195,3 +202,59 @@ def test_checkpoint_errors_name_the_problem(ckpt_dir, tmp_path) -> None:
         create_method("remix").enhance(lr, EnhanceOptions(checkpoint=str(path)), "cpu")
     with pytest.raises(CheckpointError, match="kind"):
         remix_manifest("moe", CFG)
+
+
+@pytest.mark.parametrize(("spacing", "training_data", "single"), [
+    ((2.0, 2.0, 2.0), THICK_ONLY, True),  # 8 mm^3 isotropic, experts never saw isotropic blur
+    ((1.6, 1.55, 1.65), THICK_ONLY, True),  # near-isotropic, 4.09 mm^3
+    ((1.42, 1.42, 1.42), THICK_ONLY, False),  # isotropic, 2.86 mm^3: below the measured threshold
+    ((1.6, 1.6, 2.1), THICK_ONLY, False),  # 5.4 mm^3 but anisotropic (ratio 1.31)
+    ((1.0, 1.0, 5.0), THICK_ONLY, False),  # thick slices: the experts' own kind of input
+    ((2.0, 2.0, 2.0), WITH_ISOTROPIC, False),  # experts trained on isotropic acquisitions too
+    ((2.0, 2.0, 2.0), "trained elsewhere", False),  # no recorded degradation: the paper's rule
+])
+def test_single_network_rule(spacing, training_data, single) -> None:
+    reason = single_network_reason(spacing, training_data)
+    assert (reason is not None) == single
+    if single:
+        assert "isotropic" in reason and f"{ISOTROPIC_SINGLE_FROM_MM3:g} mm^3" in reason and "--expert" in reason
+
+
+def test_isotropic_input_runs_the_single_network_unless_an_expert_is_forced(ckpt_dir) -> None:
+    save_experts(ckpt_dir, training_data=THICK_ONLY)  # expert v adds 0.01 v
+    save_single(ckpt_dir, offset=0.5)
+    lr = lr_volume(spacing=(2.0, 2.0, 2.0), shape=(8, 10, 9), value=60.0)
+    cubic = create_method("cubic").enhance(lr, EnhanceOptions(target_spacing=1.0)).volume.array
+    method = create_method("remix")
+    res = method.enhance(lr, EnhanceOptions(patch_size=8), "cpu")
+    assert res.info["routed_to"] == "remix1" and res.info["method"] == "remix" and res.info["expert"] is None
+    assert "isotropic input voxel 2.00x2.00x2.00 mm" in res.info["reason"]
+    assert res.info["experts_checkpoint"].endswith("remix_t1.safetensors")
+    assert res.info["checkpoint"].endswith("remix_t1_single.safetensors") and res.volume.name == "lr_remix"
+    np.testing.assert_allclose(res.volume.array - cubic, 0.5 * 60.0, rtol=1e-3)  # the single network's offset
+    forced = method.enhance(lr, EnhanceOptions(patch_size=8, expert=7), "cpu")
+    assert "routed_to" not in forced.info and forced.info["expert"] == 7
+    np.testing.assert_allclose(forced.volume.array - cubic, 0.07 * 60.0, rtol=1e-3)
+    paper = method.enhance(lr, EnhanceOptions(patch_size=8, extra={"routing": "voxel-volume"}), "cpu")
+    assert "routed_to" not in paper.info and paper.info["expert"] == 7 and not paper.info["forced"]
+    with pytest.raises(InputError, match="routing must be one of auto, voxel-volume"):
+        method.enhance(lr, EnhanceOptions(extra={"routing": "paper"}), "cpu")
+    thick = method.enhance(lr_volume(spacing=(1.0, 1.0, 3.0), value=60.0), EnhanceOptions(patch_size=8), "cpu")
+    assert "routed_to" not in thick.info and thick.info["expert"] == 3
+
+
+def test_a_user_checkpoint_pairs_only_with_the_single_network_beside_it(ckpt_dir, tmp_path) -> None:
+    save_single(ckpt_dir, offset=0.5)  # in the search folder: never paired with a user's own experts
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    experts = save_experts(mine, name="run7", training_data=THICK_ONLY)
+    lr = lr_volume(spacing=(2.0, 2.0, 2.0), shape=(8, 10, 9), value=60.0)
+    method = create_method("remix")
+    alone = method.enhance(lr, EnhanceOptions(patch_size=8, checkpoint=str(experts)), "cpu")
+    assert "routed_to" not in alone.info and alone.info["expert"] == 7
+    assert any("the single network would be used, but none was found" in w for w in alone.info["warnings"])
+    save_single(mine, offset=0.25, name="run7_single")
+    paired = method.enhance(lr, EnhanceOptions(patch_size=8, checkpoint=str(experts)), "cpu")
+    assert paired.info["routed_to"] == "remix1" and paired.info["checkpoint"].endswith("run7_single.safetensors")
+    cubic = create_method("cubic").enhance(lr, EnhanceOptions(target_spacing=1.0)).volume.array
+    np.testing.assert_allclose(paired.volume.array - cubic, 0.25 * 60.0, rtol=1e-3)

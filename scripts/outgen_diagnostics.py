@@ -46,6 +46,7 @@ def remix_head(checkpoints: str) -> None:
     from SuperResMoELib.sample_data import t1_subject
     from SuperResMoELib.sample_data.template import _template_arrays
     from training.outgen import evaluate as ev
+    from training.remix.evaluate import PAPER_ROUTING
 
     subject = t1_subject(4)
     mask = ndimage.binary_dilation(_template_arrays()["mask"] > 0, iterations=2)
@@ -57,7 +58,7 @@ def remix_head(checkpoints: str) -> None:
         scale = 1000.0 / np.percentile(np.asarray(head.array)[mask], 90)  # white matter near 1000, as the set
         head = head.with_array((np.asarray(head.array) * scale).astype(np.float32))
         ev.t1_head = lambda block_mm=None, h=head: h  # type: ignore[assignment]
-        for r in ev.t1_rows(methods, device="cpu", names=["2x2x2 mm", "1x1x5 mm"]):
+        for r in ev.t1_rows(methods, device="cpu", names=["2x2x2 mm", "1x1x5 mm"], options={"extra": PAPER_ROUTING}):
             print(name, r["scan"], r["model"], r["expert"], round(r["psnr"], 2))
 
 

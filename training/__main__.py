@@ -241,12 +241,13 @@ def cmd_evaluate_remix(args: argparse.Namespace) -> int:
         print(write_report(Path(args.out), rows, extra))
     if "outgen" in args.tables:
         from .outgen.evaluate import t1_rows, write_t1_report
-        from .remix.evaluate import EXPERTS_LABEL, SINGLE_LABEL
+        from .remix.evaluate import EXPERTS_LABEL, PAPER_ROUTING, SINGLE_LABEL
 
         t0 = time.perf_counter()
         methods = [(label, name, checkpoints[kind]) for label, name, kind in
                    ((SINGLE_LABEL, "remix1", "single"), (EXPERTS_LABEL, "remix", "experts")) if kind in checkpoints]
-        og = t1_rows(methods, args.device, {"overlap": args.overlap}, block_mm=args.outgen_block, progress=reporter)
+        og = t1_rows(methods, args.device, {"overlap": args.overlap, "extra": PAPER_ROUTING},
+                     block_mm=args.outgen_block, progress=reporter)
         print(write_t1_report(Path(args.out), "remix_outgen", "REMIx on the out-of-generator T1 head", og,
                               (EXPERTS_LABEL, SINGLE_LABEL),
                               {"checkpoints": checkpoints, "overlap": args.overlap, "block_mm": args.outgen_block,

@@ -48,6 +48,9 @@ HELD_OUT_SUBJECTS: tuple[int, ...] = (4, 5, 6, 7, 8)
 BOX_MARGIN = 8
 #: Row labels, in table order.
 LR_LABEL, SINGLE_LABEL, EXPERTS_LABEL = "LR (cubic)", "1 network", "Experts (7 models)"
+#: ``extra`` that makes ``remix`` run the expert the voxel volume picks on every
+#: input (its automatic choice would send isotropic inputs to the single network).
+PAPER_ROUTING: dict[str, str] = {"routing": "voxel-volume"}
 METRICS: tuple[str, ...] = ("psnr", "correlation", "dice")
 
 
@@ -114,7 +117,9 @@ def evaluate_cases(
             rows.append({**base, "model": LR_LABEL, "expert": "", "seconds": round(time.perf_counter() - t0, 1),
                          **scores(hr_arr, np.asarray(back.array), mask, seg_hr)})
             for label, name, ckpt in methods:
-                opts = EnhanceOptions(checkpoint=ckpt, extra={"target_grid": hr_vol.grid}, **(options or {}))
+                # the experts as experts (the paper's voxel-volume rule), not the automatic choice's exception
+                opts = EnhanceOptions(checkpoint=ckpt, extra={"target_grid": hr_vol.grid, **PAPER_ROUTING},
+                                      **(options or {}))
                 t0 = time.perf_counter()
                 res = instances[name].enhance(lr, opts, device)
                 rows.append({**base, "model": label, "expert": res.info.get("expert") or "",

@@ -1,6 +1,12 @@
 """REMIx's seven resolution experts and the rule that picks one: the input's
 voxel volume ``v = s_i * s_j * s_k`` (mm³) rounded to the nearest whole mm³
-(halves up) and clamped to 1..7; the user may force another."""
+(halves up) and clamped to 1..7; the user may force another.
+
+Beyond the paper, one measured exception (:func:`single_network_reason`):
+experts trained on thick-slice acquisitions only (their manifest's training
+degradation has no isotropic draws) lose to the single network on isotropic
+low-resolution inputs, so ``remix`` runs the single network there unless the
+user forces an expert (the measurement: ``docs/results/remix_isotropic``)."""
 
 from __future__ import annotations
 
@@ -12,6 +18,14 @@ from SuperResMoELib.core.errors import InputError
 
 #: Expert bins: voxel volumes (mm³) 1..7.
 EXPERTS: tuple[int, ...] = tuple(range(1, 8))
+#: An input is isotropic when its largest voxel edge is at most this times its smallest.
+ISOTROPIC_RATIO: float = 1.25
+#: Isotropic inputs of at least this voxel volume (mm³; the lower edge of expert
+#: 4's bin) go to the single network when the experts never saw isotropic blur.
+#: Measured on the bundled checkpoints (``docs/results/remix_isotropic``): PSNR,
+#: isotropic acquisitions of the held-out sample subjects, 2 per bin; the experts
+#: lead by 1.5 / 0.6 / 0.4 dB at 1-3 mm³, the single network by 0.3-1.5 dB at 4-8 mm³.
+ISOTROPIC_SINGLE_FROM_MM3: float = 3.5
 
 
 def expert_for_voxel_volume(voxel_volume_mm3: float) -> int:
@@ -49,3 +63,34 @@ def choose_expert(spacing: np.ndarray | tuple[float, float, float], forced: int 
         raise InputError(f"REMIx expert must be one of {list(EXPERTS)} (mm^3 bins), got {forced!r}")
     reason = f"expert {e} chosen by the user ({rule} would pick expert {auto})"
     return e, {"expert": e, "automatic": auto, "forced": True, "voxel_volume_mm3": v, "reason": reason}
+
+
+def trained_on_isotropic(training_data: object) -> bool | None:
+    """Whether a REMIx checkpoint's training degradation drew isotropic
+    acquisitions (``degradation.isotropic_probability > 0``); ``None`` when the
+    manifest does not record its degradation (a checkpoint built elsewhere)."""
+    if not isinstance(training_data, dict) or not isinstance(training_data.get("degradation"), dict):
+        return None
+    p = training_data["degradation"].get("isotropic_probability", 0.0)
+    return isinstance(p, (int, float)) and p > 0
+
+
+def single_network_reason(spacing: np.ndarray | tuple[float, float, float], training_data: object) -> str | None:
+    """Why the automatic choice runs the single network instead of an expert,
+    or ``None`` to keep the voxel-volume rule.
+
+    The single network runs for an isotropic input (largest IJK ``spacing``
+    edge at most :data:`ISOTROPIC_RATIO` times the smallest) of at least
+    :data:`ISOTROPIC_SINGLE_FROM_MM3` mm³ when the experts' manifest
+    ``training_data`` says they were trained without isotropic acquisitions.
+    """
+    sp = np.asarray(spacing, dtype=np.float64)
+    v = float(np.prod(sp))
+    if float(sp.max()) > ISOTROPIC_RATIO * float(sp.min()) or v < ISOTROPIC_SINGLE_FROM_MM3:
+        return None
+    if trained_on_isotropic(training_data) is not False:
+        return None
+    dims = "x".join(f"{s:.2f}" for s in sp)
+    return (f"isotropic input voxel {dims} mm = {v:.2f} mm^3: the single network, measured better than expert "
+            f"{expert_for_voxel_volume(v)} on isotropic inputs of at least {ISOTROPIC_SINGLE_FROM_MM3:g} mm^3 "
+            "(these experts were trained on thick-slice acquisitions only; force an expert with --expert)")

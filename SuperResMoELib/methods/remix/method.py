@@ -10,7 +10,13 @@ then adds its correction, patch by patch through the shared driver
 
 Expert choice (``remix``, :mod:`.experts`): the input's voxel volume picks one
 of the seven resolution experts; the user may force another.  ``remix1`` runs
-the single network trained on all resolutions.
+the single network trained on all resolutions.  One measured exception: an
+isotropic low-resolution input goes to the single network when the experts
+were trained on thick slices only (:func:`~.experts.single_network_reason`;
+``info["routed_to"] = "remix1"`` and the reason say so).  The single network
+is the one beside a user-given experts checkpoint (``<name>_single``) or, for
+the checkpoint found in the search folders, the first single-network
+checkpoint there; without one the experts run and a warning says why.
 
 Intensities: each frame is divided by its robust maximum (the 99.5th
 percentile of its positive voxels after resampling;
@@ -30,9 +36,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from SuperResMoELib.core.errors import InputError
-from SuperResMoELib.core.progress import CancelToken, ProgressCallback
+from SuperResMoELib.core.errors import CheckpointError
+from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 from SuperResMoELib.core.volume import Grid, Volume
-from SuperResMoELib.methods.base import EnhanceOptions
+from SuperResMoELib.methods.base import EnhanceOptions, Result
 from SuperResMoELib.methods.checkpointed import CheckpointedMethod
 from SuperResMoELib.methods.remix.checkpoint import (
     CHECKPOINT_METHOD,
@@ -42,7 +49,7 @@ from SuperResMoELib.methods.remix.checkpoint import (
     intensity_percentile,
     unet_config,
 )
-from SuperResMoELib.methods.remix.experts import choose_expert
+from SuperResMoELib.methods.remix.experts import choose_expert, single_network_reason
 from SuperResMoELib.methods.resampled import normalised_on_target, target_grid
 
 if TYPE_CHECKING:  # torch loads only when a method runs
@@ -52,6 +59,10 @@ if TYPE_CHECKING:  # torch loads only when a method runs
     from SuperResMoELib.methods.driver import FramePlan, FramesOutput
     from SuperResMoELib.nets.unet3d import UNet3DConfig
 
+#: ``options.extra["routing"]``: ``"auto"`` (default; the measured single-network
+#: exception applies) or ``"voxel-volume"`` (the paper's rule only: the evaluation's
+#: "Experts (7 models)" rows, so the experts are measured as experts).
+ROUTINGS: tuple[str, ...] = ("auto", "voxel-volume")
 #: Output spacing (mm) when the user gives neither a spacing nor a scale.
 DEFAULT_TARGET_SPACING: float = 1.0
 #: Default patch side (voxels on the target grid); rounded up to the U-Net's multiple.
@@ -122,6 +133,10 @@ class REMIxMethod(CheckpointedMethod):
     #: ``--simulate`` on a 1 mm scan: a 1x1x5 mm thick-slice acquisition (the clinical case REMIx is for).
     simulate_factors = (1.0, 1.0, 5.0)
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._single: REMIxSingleMethod | None = None
+
     def method_for_kind(self, kind: str) -> str:
         return {"experts": "remix", "single": "remix1"}[kind]
 
@@ -149,6 +164,60 @@ class REMIxMethod(CheckpointedMethod):
                                 "reason": f"single network for every resolution (input {v:.2f} mm^3)"}
         e, why = choose_expert(spacing, opts.expert)
         return net[f"expert{e}"], why
+
+    def enhance(self, volume: Volume, options: EnhanceOptions | None = None, device: str = "auto",
+                progress: ProgressCallback = no_progress, cancel: CancelToken | None = None) -> Result:
+        """Super-resolve ``volume`` with the chosen expert, or with the single
+        network where the measured exception applies (module docstring)."""
+        opts = options or EnhanceOptions()
+        routed = self._single_network_route(volume, opts) if self.kind == "experts" else None
+        if routed is None:
+            return super().enhance(volume, opts, device, progress, cancel)
+        single, single_opts, reason, warning = routed
+        if single is None:
+            result = super().enhance(volume, opts, device, progress, cancel)
+            result.info["warnings"] = [*result.info.get("warnings", []), warning]
+            return result
+        result = single.enhance(volume, single_opts, device, progress, cancel)
+        label = volume.name or "input"
+        result.volume = result.volume.with_array(result.volume.array, result.volume.ijk_to_ras,
+                                                 name=f"{label}_{self.name}")
+        result.info.update(method=self.name, routed_to=single.name, reason=reason, forced=False,
+                           experts_checkpoint=str(self.checkpoint_for(TASK, opts)))
+        return result
+
+    def _single_network_route(self, volume: Volume, opts: EnhanceOptions
+                              ) -> tuple[REMIxSingleMethod | None, EnhanceOptions, str, str] | None:
+        """``(single method or None, its options, reason, warning)`` when the
+        input goes to the single network; ``None`` when an expert runs."""
+        from dataclasses import replace
+
+        from SuperResMoELib.checkpoints.store import checkpoint_paths, read_manifest
+
+        routing = (opts.extra or {}).get("routing", "auto")
+        if routing not in ROUTINGS:
+            raise InputError(f"REMIx routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")
+        if opts.expert is not None or routing == "voxel-volume":
+            return None
+        path = self.checkpoint_for(TASK, opts)
+        reason = single_network_reason(volume.grid.spacing, read_manifest(path).training_data)
+        if reason is None:
+            return None
+        if self._single is None:  # kept, so its network stays cached between calls
+            self._single = REMIxSingleMethod()
+        single = self._single
+        try:
+            if opts.checkpoint:  # the single network exported beside the user's experts, never another one
+                beside = checkpoint_paths(path.with_name(f"{path.stem}_single"))[0]
+                single_opts = replace(opts, checkpoint=str(beside))
+                single.checkpoint_for(TASK, single_opts)
+            else:
+                single_opts = replace(opts, checkpoint=None)
+                single.find_checkpoint(TASK)
+        except CheckpointError as exc:
+            return None, opts, reason, (f"{reason.split(':')[0]}: the single network would be used, but none "
+                                        f"was found ({str(exc).split(';')[0][:200]}); ran the experts")
+        return single, single_opts, reason, ""
 
     def check(self, volume: Volume, options: EnhanceOptions) -> str:
         """Refuses a bad forced expert (or any expert for ``remix1``) before any work."""
