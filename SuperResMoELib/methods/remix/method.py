@@ -49,7 +49,7 @@ from SuperResMoELib.methods.remix.checkpoint import (
     intensity_percentile,
     unet_config,
 )
-from SuperResMoELib.methods.remix.experts import choose_expert, single_network_reason
+from SuperResMoELib.methods.remix.experts import ISOTROPIC_SINGLE_FROM_MM3, choose_expert, single_network_reason
 from SuperResMoELib.methods.resampled import normalised_on_target, target_grid
 
 if TYPE_CHECKING:  # torch loads only when a method runs
@@ -123,7 +123,9 @@ class REMIxMethod(CheckpointedMethod):
     name = "remix"
     title = "REMIx"
     description = ("Resolution enhancement through mixture of experts (Morell-Ortega et al. 2024): any input "
-                   "resolution to 1 mm isotropic; one of seven residual 3D U-Nets, picked by the voxel volume.")
+                   "resolution to 1 mm isotropic; one of seven residual 3D U-Nets, picked by the voxel volume "
+                   f"(isotropic inputs of {ISOTROPIC_SINGLE_FROM_MM3:g} mm^3 and more: the 1-network baseline, "
+                   "measured better there).")
     tasks = (TASK,)
     sample_kind = "t1"
     checkpoint_method = CHECKPOINT_METHOD
