@@ -79,6 +79,25 @@ def test_remix_on_a_small_block_of_the_t1_head(tmp_path: Path) -> None:
     assert extra["block_mm"] == 48
 
 
+def test_moediff_on_a_small_block_of_the_t1_head(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "training", "evaluate", "moediff", "--checkpoints", str(BUNDLED),
+                        "--out", str(tmp_path), "--tables", "outgen", "--outgen-block", "16", "--steps", "1",
+                        "--device", "cpu", "--progress", "none"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = (tmp_path / "moediff_outgen.md").read_text()
+    assert "MoEDiff-SR on the out-of-generator T1 head" in md and "out-of-generator set" in md
+    import csv
+
+    cases = list(csv.DictReader(open(tmp_path / "moediff_outgen_cases.csv")))
+    assert {c["scan"] for c in cases} == {"1x1x5 mm", "1x4x1 mm", "2x2x2 mm", "1x1x3 mm"}
+    assert {c["model"] for c in cases} == {"LR (cubic)", "MoEDiff-SR (global gating)"}
+    assert all(np.isfinite(float(c["psnr"])) for c in cases)
+    extra = json.loads(md.split("```json\n")[1].split("```")[0])
+    assert extra["steps"] == 1 and extra["block_mm"] == 16
+    assert not (tmp_path / "moediff_table1.md").exists()  # --tables outgen only
+
+
 def test_validation_head_is_not_the_test_head() -> None:
     """Model selection (``library.validation = "outgen"``) reads the validation
     set: another pose, other tissue values, other table directions and

@@ -256,6 +256,29 @@ def cmd_evaluate_remix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _moediff_outgen(args: argparse.Namespace, checkpoints: dict[str, str], out) -> None:
+    """MoEDiff-SR (and its single-expert baseline, and REMIx's automatic choice
+    when given) on the out-of-generator T1 head's scans: ``moediff_outgen.md``."""
+    from pathlib import Path
+
+    from SuperResMoELib.methods.moediff.method import DEFAULT_STEPS
+
+    from .moediff.evaluate import GLOBAL, REMIX, SINGLE
+    from .outgen.evaluate import t1_rows, write_t1_report
+
+    t0 = time.perf_counter()
+    methods = [(label, name, checkpoints[kind]) for label, name, kind in
+               ((SINGLE, "moediff", "single"), (GLOBAL, "moediff", "moediff"), (REMIX, "remix", "remix"))
+               if kind in checkpoints]
+    steps = args.steps or DEFAULT_STEPS
+    rows = t1_rows(methods, args.device, {"overlap": args.overlap, "extra": {"steps": steps}},
+                   block_mm=args.outgen_block)
+    versus = (GLOBAL, SINGLE) if "single" in checkpoints else None
+    print(write_t1_report(Path(out), "moediff_outgen", "MoEDiff-SR on the out-of-generator T1 head", rows, versus,
+                          {"checkpoints": checkpoints, "steps": steps, "overlap": args.overlap,
+                           "block_mm": args.outgen_block, "seconds": round(time.perf_counter() - t0, 1)}))
+
+
 def cmd_evaluate_moediff(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
@@ -284,6 +307,10 @@ def cmd_evaluate_moediff(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if "outgen" in args.tables:
+        _moediff_outgen(args, checkpoints, out)
+    if "table1" not in args.tables:
+        return 0
     t0 = time.perf_counter()
     extra: dict = {"checkpoints": checkpoints, "slices": args.slices, "cases_per_subject": args.cases,
                    "steps": args.steps}
@@ -625,7 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MoEDiff-SR: the sampler steps of the curve (default 1 2 5 10 20 50 100)")
     p.add_argument("--remix-checkpoints", help="MoEDiff-SR: folder with remix_t1 for the REMIx row")
     p.add_argument("--bins", type=int, nargs="+", help="REMIx: only these bins (default all)")
-    p.add_argument("--overlap", type=_fraction, default=0.5, help="REMIx: patch overlap of the networks")
+    p.add_argument("--overlap", type=_fraction, default=0.5,
+                   help="REMIx, MoEDiff-SR out-of-generator table: patch overlap of the networks")
     p.add_argument("--checkpoints", required=True, help="folder with the exported checkpoints")
     p.add_argument("--out", required=True, help="folder for Markdown, CSV and figures")
     p.add_argument("--data", default="sample", help="'sample' or 'mudi:<folder>' (held out: the last subject)")
@@ -641,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outgen-rows-step", type=_positive_int, default=1,
                    help="SS-MoE: evaluate every N-th volume of the out-of-generator head (default 1: all 96)")
     p.add_argument("--outgen-block", type=_positive_int,
-                   help="REMIx: only a central block of this many mm of the out-of-generator head (default: "
+                   help="REMIx, MoEDiff-SR: only a central block of this many mm of the out-of-generator head (default: "
                         "its whole brain box)")
     _add_device(p, amp=False)
     _add_progress(p)
