@@ -137,3 +137,21 @@ def test_wide_training_selects_on_the_out_of_generator_validation_head(tmp_path:
 
     kept = float(patch_mse(lambda x, a: base(x), trainer.data.val).mean())
     assert kept == pytest.approx(float(best["val_mse"]), rel=1e-4)
+
+
+def test_both_validation_sources_join_the_split_and_the_head(tmp_path: Path, monkeypatch) -> None:
+    """``validation = "both"``: the library's validation fraction and the
+    validation head's pairs, one set; the training pairs are the split's."""
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
+    from training.ssmoe.train import SSMoETrainer
+
+    lib = {**TINY["library"], "subjects": [0], "validation_fraction": 0.25, "validation_rows": 3}
+    split = SSMoETrainer("aniso", from_dict(SSMoEConfig, {**TINY, "library": lib}, "t"), tmp_path / "a").data
+    both = SSMoETrainer("aniso", from_dict(SSMoEConfig, {**TINY, "library": {**lib, "validation": "both"}}, "t"),
+                        tmp_path / "b").data
+    head = SSMoETrainer("aniso", from_dict(SSMoEConfig, {**TINY, "library": {**lib, "validation": "outgen"}}, "t"),
+                        tmp_path / "c").data
+    assert len(split.val) > 0 and len(head.val) > 0
+    assert len(both.train) == len(split.train) and len(both.val) == len(split.val) + len(head.val)
+    np.testing.assert_array_equal(both.train.lr, split.train.lr)
+    np.testing.assert_array_equal(both.val.hr, np.concatenate([split.val.hr, head.val.hr]))

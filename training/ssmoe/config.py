@@ -24,9 +24,9 @@ from .pseudo_labels import LABELERS
 
 #: How the experts' batch norms behave while they are fine-tuned.
 BATCHNORM_MODES: tuple[str, ...] = ("frozen", "train")
-#: Where the validation pairs come from: a fraction of the library, or the
-#: out-of-generator validation head (``training/outgen/qmri.py``).
-VALIDATION_SOURCES: tuple[str, ...] = ("split", "outgen")
+#: Where the validation pairs come from: a fraction of the library, the
+#: out-of-generator validation head (``training/outgen/qmri.py``), or both.
+VALIDATION_SOURCES: tuple[str, ...] = ("split", "outgen", "both")
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,12 @@ class SSMoELibrary(Node):
             ``"standard"``, or ``"wide"``: pose, tissue values, mask, bias and noise vary per subject).
         lr_blur, lr_blur_probability: slice-profile variation of the LR
             (:class:`training.ssmoe.data.LibraryConfig`; ``[0, 0]`` / 0: the block average only).
-        validation: ``"split"`` (``validation_fraction`` of the library) or
+        validation: ``"split"`` (``validation_fraction`` of the library),
             ``"outgen"`` (pairs of the out-of-generator *validation* head, not
-            the generator's subjects; the test head is never used).
-        validation_rows: acquisition rows of the validation head used (``"outgen"``).
+            the generator's subjects; the test head is never used) or
+            ``"both"`` (the split's pairs and the head's, one mean MSE over
+            all: selection then watches the generator's distribution too).
+        validation_rows: acquisition rows of the validation head used (``"outgen"``, ``"both"``).
         wide_subjects: subjects of the ``wide`` set drawn from as well (the
             sample data only; ``subjects`` keep ``variation``): a mix keeps the
             standard subjects' distribution in the library.

@@ -111,6 +111,12 @@ class PatchLibrary:
     def subset(self, index: np.ndarray) -> "PatchLibrary":
         return PatchLibrary(self.lr[index], self.hr[index], self.params[index], self.subject[index], self.row[index])
 
+    @staticmethod
+    def concat(*libs: "PatchLibrary") -> "PatchLibrary":
+        """The pairs of ``libs``, one after the other (same task, so same patch shapes)."""
+        return PatchLibrary(*(np.concatenate([getattr(lib, f) for lib in libs])
+                              for f in ("lr", "hr", "params", "subject", "row")))
+
 
 def valid_positions(mask: np.ndarray, task: str, min_foreground: float) -> np.ndarray:
     """``(M, 3)`` LR start positions (KJI) whose HR patch has at least

@@ -149,16 +149,19 @@ class SSMoETrainer:
                                           lr_blur_probability=libcfg.lr_blur_probability,
                                           wide_subjects=tuple(libcfg.wide_subjects) if data == "sample" else ()),
                               progress)
-        if libcfg.validation == "outgen":  # model selection on a head the generator did not make
-            val = patch_library(LibraryConfig(task, (0,), libcfg.validation_rows, libcfg.patches_per_volume,
-                                              intensity_factor=config.intensity_factor, seed=self.seed,
-                                              source="outgen-validation"), progress)
-            self.data = Split(lib, val)
-        else:
-            self.data = split_library(lib, libcfg.validation_fraction, self.seed)
+        split = split_library(lib, libcfg.validation_fraction, self.seed) if libcfg.validation != "outgen" else \
+            Split(lib, lib.subset(np.arange(0)))
+        self.data = split
+        if libcfg.validation != "split":  # selection on a head the generator did not make ("both": the split's too)
+            head = patch_library(LibraryConfig(task, (0,), libcfg.validation_rows, libcfg.patches_per_volume,
+                                               intensity_factor=config.intensity_factor, seed=self.seed,
+                                               source="outgen-validation"), progress)
+            self.data = Split(split.train, PatchLibrary.concat(split.val, head))
+        where = {"split": f"{libcfg.validation_fraction:.0%} of the library",
+                 "outgen": "out-of-generator validation head",
+                 "both": f"{libcfg.validation_fraction:.0%} of the library + the out-of-generator validation head"}
         log.info("%s library: %d training and %d validation pairs (%s)", task, len(self.data.train),
-                 len(self.data.val), "out-of-generator validation head" if libcfg.validation == "outgen" else
-                 f"{libcfg.validation_fraction:.0%} of the library")
+                 len(self.data.val), where[libcfg.validation])
 
     def _phase(self, name: str, spec: PhaseSpec, modules: dict[str, torch.nn.Module],
                params, set_train=None) -> Phase:
