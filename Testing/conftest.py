@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -110,13 +112,30 @@ def moediff_checkpoint(tmp_path_factory):
     return path, manifest
 
 
-def pytest_configure(config) -> None:
-    """Under pytest-xdist (``-n 2``) every worker gets one torch thread, so two
-    workers share the CI's two cores instead of spinning four threads on them."""
-    import os
+#: torch threads a test may use: both CI cores in one process, one in each of
+#: the two pytest-xdist workers (``scripts/quickstart.sh test``), so the workers
+#: never run four spinning threads on two cores.
+XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+TEST_THREADS = 1 if XDIST_WORKER else 2
 
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        os.environ["OMP_NUM_THREADS"] = "1"
+
+def pytest_configure(config) -> None:
+    """An xdist worker runs with one thread: torch's, OpenMP's (subprocesses
+    inherit it) and the library's own (``SUPERRESMOE_THREADS``, which every
+    ``enhance`` applies)."""
+    if XDIST_WORKER:
+        os.environ["OMP_NUM_THREADS"] = os.environ["SUPERRESMOE_THREADS"] = "1"
         import torch
 
         torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_worker():
+    """Under xdist, a test that changed torch's thread count leaves it at one."""
+    yield
+    if XDIST_WORKER:
+        import torch
+
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TEST_THREADS
 from SuperResMoELib import sample_data
 from SuperResMoELib.checkpoints import store as ckpt_mod
 from SuperResMoELib.core.geometry import resample
@@ -37,7 +38,7 @@ def case():
 
 
 def test_bundled_moediff_beats_cubic_on_a_held_out_subject(case) -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(TEST_THREADS)
     hr, lr = case
     ref = np.asarray(hr.array, np.float64)
     mask, peak = brain_mask(ref), float(ref.max() - ref.min())

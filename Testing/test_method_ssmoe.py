@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_matrix
+from conftest import TEST_THREADS, make_matrix
 
 from SuperResMoELib.checkpoints import store as ckpt_mod
 from SuperResMoELib.checkpoints.store import load_checkpoint, save_checkpoint
@@ -38,7 +38,7 @@ def _isolated_search(tmp_path, monkeypatch):
     monkeypatch.setenv("SUPERRESMOE_CHECKPOINTS", str(folder))
     monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(ckpt_mod, "bundled_checkpoint_dir", lambda: tmp_path / "no_bundled")
-    torch.set_num_threads(2)
+    torch.set_num_threads(TEST_THREADS)
     return folder
 
 
@@ -325,7 +325,7 @@ def test_cli_enhance(_isolated_search, tmp_path):
     src = tmp_path / "in.nii.gz"
     io.write_volume(volume((8, 16, 20), "oblique"), src)
     out = tmp_path / "out" / "sr.nii.gz"
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env = dict(os.environ, OMP_NUM_THREADS=str(TEST_THREADS))
     proc = subprocess.run(
         [sys.executable, "-m", "SuperResMoELib", "enhance", "-i", str(src), "-o", str(out),
          "--method", "ssmoe", "--checkpoint", str(path), "--device", "cpu", "--progress", "none"],

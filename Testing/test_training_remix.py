@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TEST_THREADS
 from SuperResMoELib.core.errors import ConfigError, ExitCode
 from training.config import from_dict, to_dict
 from training.remix.config import REMIxConfig
@@ -59,7 +60,7 @@ def run_training(root: Path, env: dict) -> subprocess.CompletedProcess:
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("remix")
     (root / "tiny.json").write_text(json.dumps(TINY))
-    env = {**os.environ, "SUPERRESMOE_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "SUPERRESMOE_CACHE": str(root / "cache"), "OMP_NUM_THREADS": str(TEST_THREADS)}
     proc = run_training(root, env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return {"root": root, "env": env, "proc": proc}
