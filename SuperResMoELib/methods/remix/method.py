@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from SuperResMoELib.core.errors import InputError
-from SuperResMoELib.core.errors import CheckpointError
+from SuperResMoELib.core.errors import CheckpointError, InputError
 from SuperResMoELib.core.progress import CancelToken, ProgressCallback, no_progress
 from SuperResMoELib.core.volume import Grid, Volume
 from SuperResMoELib.methods.base import EnhanceOptions, Result
