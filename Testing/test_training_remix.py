@@ -208,3 +208,30 @@ def test_trained_checkpoints_run_and_evaluate(trained, monkeypatch) -> None:
     assert table[0]["2 mm³"] == pytest.approx(np.mean(lr_rows))
     md = write_report(trained["root"] / "report", rows, {"test": True})
     assert "Experts (7 models)" in md and (trained["root"] / "report" / "remix_psnr.png").stat().st_size > 1000
+
+
+def test_outgen_validation_selects_on_the_t1_validation_head(tmp_path: Path, monkeypatch) -> None:
+    """``library.validation = "outgen"``: every library pair trains, pairs of the
+    out-of-generator T1 validation head validate, and ``select = "best"``
+    keeps the epoch with the lowest validation loss."""
+    import csv
+
+    from training.remix.train import REMIxTrainer
+
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
+    cfg = json.loads(json.dumps(TINY))
+    cfg["degradation"]["bins"] = [1, 2]
+    cfg["library"].update(validation="outgen", validation_crops=2)
+    cfg["expert1"].update(epochs=3, select="best", lr=0.01)
+    trainer = REMIxTrainer(from_dict(REMIxConfig, cfg, "tiny outgen"), tmp_path / "run")
+    for b in (1, 2):
+        assert len(trainer.train[b]["lr"]) == 3 and len(trainer.val[b]["lr"]) == 2  # no split: all 3 train
+    assert not np.array_equal(trainer.val[1]["hr"][0], trainer.train[1]["hr"][0])
+    assert list((tmp_path / "cache" / "training" / "remix").glob("validation_bin1_*"))
+    net = trainer.expert(1)
+    history = list(csv.DictReader((tmp_path / "run" / "expert1" / "log.csv").open()))
+    best = min(history, key=lambda r: float(r["val_loss"]))
+    assert (tmp_path / "run" / "expert1" / "best.safetensors").exists()
+    assert trainer.validate(net, [1])["val_loss"] == pytest.approx(float(best["val_loss"]), rel=1e-4)
+    again = REMIxTrainer(from_dict(REMIxConfig, cfg, "tiny outgen"), tmp_path / "run2")  # the cached pairs
+    np.testing.assert_array_equal(again.val[2]["lr"], trainer.val[2]["lr"])

@@ -290,11 +290,12 @@ class PhaseSpec(Node):
     lr: float = setting(dataclasses.MISSING, NON_NEGATIVE)
     select: str = setting("last", one_of(SELECT_MODES))
 
-    def phase_config(self, name: str):
-        """The :class:`training.loop.PhaseConfig` of this phase under ``name``."""
+    def phase_config(self, name: str, select_metric: str = "val_mse"):
+        """The :class:`training.loop.PhaseConfig` of this phase under ``name``
+        (``select_metric``: the validation value ``select: "best"`` minimises)."""
         from .loop import PhaseConfig
 
-        return PhaseConfig(name, self.epochs, self.steps_per_epoch, select=self.select)
+        return PhaseConfig(name, self.epochs, self.steps_per_epoch, select=self.select, select_metric=select_metric)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -53,6 +53,8 @@ HEADS: dict[str, HeadPose] = {
     "qmri": HeadPose((-11.0, 8.0, -7.5), (0.94, 1.06, 0.97), (-4.0, 3.0, -2.0), 2.5),
     #: model selection only (training/outgen/qmri.py QMRI_SETS["validation"]), never reported as a test
     "qmri_validation": HeadPose((6.0, 10.0, 9.0), (1.04, 0.95, 1.05), (2.0, 4.0, -3.0), 2.0),
+    #: model selection only (training/outgen/t1.py T1_SETS["validation"]), never reported as a test
+    "t1_validation": HeadPose((-8.0, 11.0, -6.0), (0.96, 1.05, 0.95), (-2.0, 3.0, 5.0), 2.5),
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,35 +44,61 @@ SCANS: dict[str, tuple[float, float, float]] = {
 SEED = 20261201
 
 
-def _signal(t1: float, pd: float) -> float:
-    return pd * abs(1.0 - 2.0 * math.exp(-TI_MS / t1) + math.exp(-TR_MS / t1))
+def _signal(t1: float, pd: float, ti_ms: float = TI_MS, tr_ms: float = TR_MS) -> float:
+    return pd * abs(1.0 - 2.0 * math.exp(-ti_ms / t1) + math.exp(-tr_ms / t1))
 
 
-@functools.lru_cache(maxsize=2)
-def t1_head(block_mm: float | None = None) -> Volume:
-    """The HR T1 head (float32, 1 mm, white matter near 1000); only its central
-    ``block_mm`` cube when given (a small case: the texture and bias are laid
-    out over the block)."""
+@dataclass(frozen=True)
+class T1Set:
+    """One T1 head of this set: its pose (:data:`~.head.HEADS`), tissue values,
+    inversion timing, bias strength and texture seed."""
+
+    head: str
+    tissue: dict[str, dict[str, float]]
+    ti_ms: float
+    tr_ms: float
+    bias_max: float
+    seed: int
+
+
+#: ``test``: the head every table reports; ``validation``: model selection only
+#: (REMIx ``library.validation: "outgen"``), never reported as a test — another
+#: pose, other tissue values and timing, a weaker bias, its own texture.
+T1_SETS: dict[str, T1Set] = {
+    "test": T1Set("t1", TISSUE_T1, TI_MS, TR_MS, BIAS_MAX, 1),
+    "validation": T1Set("t1_validation", {"gm": {"PD": 0.80, "T1": 1420.0}, "wm": {"PD": 0.71, "T1": 880.0},
+                                          "csf": {"PD": 1.00, "T1": 4100.0}}, 950.0, 2200.0, 0.12, 7),
+}
+
+
+@functools.lru_cache(maxsize=3)
+def t1_head(block_mm: float | None = None, which: str = "test") -> Volume:
+    """The HR T1 head of :data:`T1_SETS` ``[which]`` (float32, 1 mm, white
+    matter near 1000); only its central ``block_mm`` cube when given (a small
+    case: the texture and bias are laid out over the block)."""
     from scipy import ndimage
 
-    fr, grid = head_fractions("t1", 1.0, block_mm)
+    ts = T1_SETS[which]
+    fr, grid = head_fractions(ts.head, 1.0, block_mm)
     total = sum(fr.values())
     inside = total > 1e-3
     w = {t: np.divide(fr[t], total, out=np.zeros_like(fr[t]), where=inside) for t in fr}
-    rate = sum(w[t] / TISSUE_T1[t]["T1"] for t in w)
-    pd = sum(w[t] * TISSUE_T1[t]["PD"] for t in w)
+    rate = sum(w[t] / ts.tissue[t]["T1"] for t in w)
+    pd = sum(w[t] * ts.tissue[t]["PD"] for t in w)
     t1 = np.divide(1.0, rate, out=np.full_like(rate, 1e9), where=rate > 0)
-    s = pd * np.abs(1.0 - 2.0 * np.exp(-TI_MS / t1) + np.exp(-TR_MS / t1)) * np.clip(total, 0.0, 1.0)
-    rng = np.random.default_rng([SEED, 1])
+    s = pd * np.abs(1.0 - 2.0 * np.exp(-ts.ti_ms / t1) + np.exp(-ts.tr_ms / t1)) * np.clip(total, 0.0, 1.0)
+    rng = np.random.default_rng([SEED, ts.seed])
     tex = ndimage.gaussian_filter(rng.standard_normal(grid.shape), TEXTURE_MM)
     tex /= tex.std()
     k, j, i = (np.linspace(-1.0, 1.0, n) for n in grid.shape)
     kk, jj, ii = np.meshgrid(k, j, i, indexing="ij")
     u = 0.8 * ii + 0.5 * jj - 0.3 * kk
     v = -0.4 * ii + 0.7 * jj + 0.6 * kk
-    bias = np.exp(BIAS_MAX * (0.6 * u**2 - 0.5 * v + 0.3 * u * v) / 1.4)
-    arr = s * (1.0 + TEXTURE * tex) * bias * (1000.0 / _signal(TISSUE_T1["wm"]["T1"], TISSUE_T1["wm"]["PD"]))
-    return Volume(np.clip(arr, 0.0, None).astype(np.float32), grid.ijk_to_ras, name="outgen_t1")
+    bias = np.exp(ts.bias_max * (0.6 * u**2 - 0.5 * v + 0.3 * u * v) / 1.4)
+    wm = ts.tissue["wm"]
+    arr = s * (1.0 + TEXTURE * tex) * bias * (1000.0 / _signal(wm["T1"], wm["PD"], ts.ti_ms, ts.tr_ms))
+    name = "outgen_t1" if which == "test" else f"outgen_t1_{which}"
+    return Volume(np.clip(arr, 0.0, None).astype(np.float32), grid.ijk_to_ras, name=name)
 
 
 def acquire(hr: Volume, spacing_ijk: tuple[float, float, float], rng: np.random.Generator,

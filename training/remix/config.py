@@ -27,6 +27,11 @@ from .degradation import DegradationConfig
 EXPERT_INITS: tuple[str, ...] = ("expert1", "previous")
 
 
+#: Where REMIx's validation pairs come from: a split of the library, or the
+#: out-of-generator T1 validation head (``training/outgen/t1.py``).
+REMIX_VALIDATION_SOURCES: tuple[str, ...] = ("split", "outgen")
+
+
 @dataclass(frozen=True)
 class LossWeights(Node):
     """Weights of the composite loss terms (:data:`training.remix.losses.TERMS`);
@@ -61,6 +66,11 @@ class RemixLibrary(Node):
             split by subject (default: ``validation_fraction`` of them, seeded).
         hr_blur_mm, hr_blur_probability, contrast_gamma: content variation of
             the cubes (:mod:`training.remix.data`; default off).
+        validation: ``"split"`` (a split of the library, as ``split`` says)
+            or ``"outgen"`` (every library pair trains; ``validation_crops``
+            pairs per bin of the out-of-generator T1 *validation* head
+            validate, :func:`training.remix.data.validation_library`).
+        validation_crops: pairs per bin of that head (``"outgen"``).
     """
 
     subjects: tuple[int, ...] = setting(MISSING, NOT_EMPTY, each(NON_NEGATIVE))
@@ -74,6 +84,8 @@ class RemixLibrary(Node):
     hr_blur_mm: tuple[float, float] = setting((0.0, 0.0), each(NON_NEGATIVE), ORDERED)
     hr_blur_probability: float = setting(0.0, FRACTION)
     contrast_gamma: tuple[float, float] = setting((1.0, 1.0), each(POSITIVE), ORDERED)
+    validation: str = setting("split", one_of(REMIX_VALIDATION_SOURCES))
+    validation_crops: int = setting(48, POSITIVE)
 
     def __post_init__(self) -> None:
         super().__post_init__()

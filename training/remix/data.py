@@ -134,33 +134,78 @@ def build_bin_library(cfg: RemixLibraryConfig, bin_mm3: int, writer: LibraryWrit
     rng = np.random.default_rng([cfg.seed, LIBRARY_SALT, int(bin_mm3)])
     varied = cfg.hr_blur_probability > 0 or tuple(cfg.contrast_gamma) != (1.0, 1.0)
     content_rng = np.random.default_rng([cfg.seed, LIBRARY_SALT, int(bin_mm3), 1]) if varied else None
-    m = (cfg.crop - cfg.patch) // 2
-    sl = (slice(m, m + cfg.patch),) * 3
     total = len(cfg.subjects) * cfg.crops
     skipped: list[str] = []
     used = []
     for n_s, (s, hr) in enumerate(each_usable_subject(cfg.source, cfg.subjects, cfg.data_seed, skipped)):
         used.append(s)
-        arr = np.asarray(hr.array)
-        scale = robust_max(arr)
-        starts = _crop_starts(brain_mask(arr), cfg.crop, cfg.crops, rng)
-        for n_c, start in enumerate(starts):
-            block = crop(hr, tuple(start), cfg.crop)
-            if content_rng is not None:
-                blur = content_rng.uniform() < cfg.hr_blur_probability
-                sigma = float(content_rng.uniform(*cfg.hr_blur_mm))
-                block = vary_content(block, scale, sigma if blur else 0.0,
-                                     float(content_rng.uniform(*cfg.contrast_gamma)))
-            lr_grid, info = draw_acquisition(block.grid, bin_mm3, cfg.degradation, rng)
-            _, back = degrade(block, lr_grid, info, cfg.degradation, rng, noise_scale=scale)
-            c = float(rng.uniform(1.0 - cfg.intensity_jitter, 1.0 + cfg.intensity_jitter)) / scale
-            writer.append(lr=(np.asarray(back.array)[sl] * c)[None], hr=(np.asarray(block.array)[sl] * c)[None],
-                          subject=s, voxel_volume=info["voxel_volume_mm3"],
-                          orientation=ORIENTATION_CODES.index(info["orientation"]))
+
+        def report(n_c: int, s: int = s, n_s: int = n_s) -> None:
             if progress is not None:
-                done = n_s * cfg.crops + n_c + 1
-                progress("library", done / total, f"bin {bin_mm3} mm^3: subject {s}, crop {n_c + 1}/{cfg.crops}")
+                progress("library", (n_s * cfg.crops + n_c + 1) / total,
+                         f"bin {bin_mm3} mm^3: subject {s}, crop {n_c + 1}/{cfg.crops}")
+
+        _append_pairs(writer, hr, s, cfg.crops, cfg, bin_mm3, rng, content_rng, cfg.intensity_jitter, report)
     return {"used_subjects": used, "skipped_subjects": len(skipped), "skipped": skipped}
+
+
+def _append_pairs(writer: LibraryWriter, hr: Volume, subject: int, crops: int, cfg: RemixLibraryConfig,
+                  bin_mm3: int, rng: np.random.Generator, content_rng: np.random.Generator | None,
+                  jitter: float, report) -> None:
+    """``crops`` pairs of one HR subject into ``writer`` (module docstring);
+    ``report(n)`` after pair ``n``."""
+    m = (cfg.crop - cfg.patch) // 2
+    sl = (slice(m, m + cfg.patch),) * 3
+    arr = np.asarray(hr.array)
+    scale = robust_max(arr)
+    starts = _crop_starts(brain_mask(arr), cfg.crop, crops, rng)
+    for n_c, start in enumerate(starts):
+        block = crop(hr, tuple(start), cfg.crop)
+        if content_rng is not None:
+            blur = content_rng.uniform() < cfg.hr_blur_probability
+            sigma = float(content_rng.uniform(*cfg.hr_blur_mm))
+            block = vary_content(block, scale, sigma if blur else 0.0,
+                                 float(content_rng.uniform(*cfg.contrast_gamma)))
+        lr_grid, info = draw_acquisition(block.grid, bin_mm3, cfg.degradation, rng)
+        _, back = degrade(block, lr_grid, info, cfg.degradation, rng, noise_scale=scale)
+        c = float(rng.uniform(1.0 - jitter, 1.0 + jitter)) / scale
+        writer.append(lr=(np.asarray(back.array)[sl] * c)[None], hr=(np.asarray(block.array)[sl] * c)[None],
+                      subject=subject, voxel_volume=info["voxel_volume_mm3"],
+                      orientation=ORIENTATION_CODES.index(info["orientation"]))
+        report(n_c)
+
+
+#: Salt of the seed of a validation library's draws.
+VALIDATION_SALT = 0x56
+
+
+def validation_key(cfg: RemixLibraryConfig, bin_mm3: int, crops: int) -> str:
+    """The cache key of :func:`validation_library`: what its pairs depend on."""
+    d = {"degradation": asdict(cfg.degradation), "crop": cfg.crop, "patch": cfg.patch, "seed": cfg.seed,
+         "crops": int(crops), "bin": int(bin_mm3), "version": LIBRARY_VERSION, "head": "t1_validation"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def validation_library(cfg: RemixLibraryConfig, bin_mm3: int, crops: int, progress=None) -> Library:
+    """``crops`` pairs of ``bin_mm3`` from the out-of-generator T1 *validation*
+    head (:data:`training.outgen.t1.T1_SETS` ``["validation"]``: not a sample
+    subject, never a reported test), through the same drawn acquisitions as
+    training, without content variation or intensity jitter: model selection
+    outside the generator (``library.validation: "outgen"``)."""
+    from ..outgen.t1 import t1_head
+
+    def build(writer: LibraryWriter) -> dict[str, Any]:
+        rng = np.random.default_rng([cfg.seed, VALIDATION_SALT, int(bin_mm3)])
+
+        def report(n_c: int) -> None:
+            if progress is not None:
+                progress("library", (n_c + 1) / crops, f"validation bin {bin_mm3} mm^3: crop {n_c + 1}/{crops}")
+
+        _append_pairs(writer, t1_head(None, "validation"), 0, crops, cfg, bin_mm3, rng, None, 0.0, report)
+        return {"head": "outgen t1_validation"}
+
+    path = user_cache_dir(create=True) / "training" / "remix" / f"validation_bin{bin_mm3}_{validation_key(cfg, bin_mm3, crops)}"
+    return cached_library(path, library_columns(cfg), crops, build, f"REMIx {bin_mm3} mm^3 validation library")
 
 
 def bin_library(cfg: RemixLibraryConfig, bin_mm3: int, progress=None) -> Library:

@@ -46,7 +46,7 @@ from ..precision import resolve_amp
 from ..library import RowView
 from ..split import REMIX_SPLIT_SALT, library_split
 from .config import REMIxConfig
-from .data import RemixLibraryConfig, bin_library
+from .data import RemixLibraryConfig, bin_library, validation_library
 from .losses import CompositeLoss
 
 log = logging.getLogger("superresmoe.training")
@@ -104,9 +104,20 @@ class REMIxTrainer:
         self.split: dict[str, Any] = {}
         self.train: dict[int, dict[str, RowView]] = {}
         self.val: dict[int, dict[str, RowView]] = {}
+        outgen = config.library.validation == "outgen"
         for b in libcfg.degradation.bins:
             lib = bin_library(libcfg, b, progress)
             self.skipped = int(lib.meta.get("skipped_subjects", 0))
+            if outgen:  # every pair trains; a head the generator did not make validates
+                rows = np.arange(len(lib.arrays["subject"]))
+                held = validation_library(libcfg, b, config.library.validation_crops, progress)
+                self.train[b], self.val[b] = lib.rows(rows), held.rows(np.arange(len(held.arrays["subject"])))
+                self.split = {"unit": "none: the out-of-generator T1 validation head validates",
+                              "training_subjects": list(lib.meta.get("used_subjects", config.library.subjects)),
+                              "validation_subjects": []}
+                log.info("bin %d mm^3: %d training pairs, %d validation pairs of the out-of-generator "
+                         "validation head", b, len(rows), len(self.val[b]["lr"]))
+                continue
             try:
                 train, val, self.split = library_split(np.asarray(lib.arrays["subject"]), config.library.split,
                                                        data, config.library.validation_subjects, frac, self.seed,
@@ -168,7 +179,7 @@ class REMIxTrainer:
             net.load_state_dict(init.state_dict())
         net.to(self.device)
         opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
-        phase = Phase(self.workdir, spec.phase_config(name), {"net": net}, opt,
+        phase = Phase(self.workdir, spec.phase_config(name, "val_loss"), {"net": net}, opt,
                       self.seed, device=self.device, amp=self.amp)
         history = phase.run(self._draw(bins), self._step(net, phase), lambda epoch: self.validate(net, bins),
                             self.progress)
