@@ -204,7 +204,8 @@ def validation_library(cfg: RemixLibraryConfig, bin_mm3: int, crops: int, progre
         _append_pairs(writer, t1_head(None, "validation"), 0, crops, cfg, bin_mm3, rng, None, 0.0, report)
         return {"head": "outgen t1_validation"}
 
-    path = user_cache_dir(create=True) / "training" / "remix" / f"validation_bin{bin_mm3}_{validation_key(cfg, bin_mm3, crops)}"
+    name = f"validation_bin{bin_mm3}_{validation_key(cfg, bin_mm3, crops)}"
+    path = user_cache_dir(create=True) / "training" / "remix" / name
     return cached_library(path, library_columns(cfg), crops, build, f"REMIx {bin_mm3} mm^3 validation library")
 
 
