@@ -46,7 +46,7 @@ def remix_head(checkpoints: str) -> None:
     from SuperResMoELib.sample_data import t1_subject
     from SuperResMoELib.sample_data.template import _template_arrays
     from training.outgen import evaluate as ev
-    from training.remix.evaluate import PAPER_ROUTING
+    from SuperResMoELib.methods.remix.method import PAPER_ROUTING
 
     subject = t1_subject(4)
     mask = ndimage.binary_dilation(_template_arrays()["mask"] > 0, iterations=2)

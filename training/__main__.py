@@ -240,18 +240,15 @@ def cmd_evaluate_remix(args: argparse.Namespace) -> int:
                  "seconds": round(time.perf_counter() - t0, 1)}
         print(write_report(Path(args.out), rows, extra))
     if "outgen" in args.tables:
-        from .outgen.evaluate import t1_rows, write_t1_report
-        from .remix.evaluate import EXPERTS_LABEL, PAPER_ROUTING, SINGLE_LABEL
+        from SuperResMoELib.methods.remix.method import PAPER_ROUTING
 
-        t0 = time.perf_counter()
-        methods = [(label, name, checkpoints[kind]) for label, name, kind in
-                   ((SINGLE_LABEL, "remix1", "single"), (EXPERTS_LABEL, "remix", "experts")) if kind in checkpoints]
-        og = t1_rows(methods, args.device, {"overlap": args.overlap, "extra": PAPER_ROUTING},
-                     block_mm=args.outgen_block, progress=reporter)
-        print(write_t1_report(Path(args.out), "remix_outgen", "REMIx on the out-of-generator T1 head", og,
-                              (EXPERTS_LABEL, SINGLE_LABEL),
-                              {"checkpoints": checkpoints, "overlap": args.overlap, "block_mm": args.outgen_block,
-                               "seconds": round(time.perf_counter() - t0, 1)}))
+        from .outgen.evaluate import t1_report
+        from .remix.evaluate import EXPERTS_LABEL, SINGLE_LABEL
+
+        print(t1_report(Path(args.out), "remix_outgen", "REMIx on the out-of-generator T1 head",
+                        ((SINGLE_LABEL, "remix1", "single"), (EXPERTS_LABEL, "remix", "experts")), checkpoints,
+                        (EXPERTS_LABEL, SINGLE_LABEL), args.device, {"overlap": args.overlap, "extra": PAPER_ROUTING},
+                        args.outgen_block, progress=reporter))
     reporter.close()
     return 0
 
@@ -264,19 +261,13 @@ def _moediff_outgen(args: argparse.Namespace, checkpoints: dict[str, str], out) 
     from SuperResMoELib.methods.moediff.method import DEFAULT_STEPS
 
     from .moediff.evaluate import GLOBAL, REMIX, SINGLE
-    from .outgen.evaluate import t1_rows, write_t1_report
+    from .outgen.evaluate import t1_report
 
-    t0 = time.perf_counter()
-    methods = [(label, name, checkpoints[kind]) for label, name, kind in
-               ((SINGLE, "moediff", "single"), (GLOBAL, "moediff", "moediff"), (REMIX, "remix", "remix"))
-               if kind in checkpoints]
     steps = args.steps or DEFAULT_STEPS
-    rows = t1_rows(methods, args.device, {"overlap": args.overlap, "extra": {"steps": steps}},
-                   block_mm=args.outgen_block)
-    versus = (GLOBAL, SINGLE) if "single" in checkpoints else None
-    print(write_t1_report(Path(out), "moediff_outgen", "MoEDiff-SR on the out-of-generator T1 head", rows, versus,
-                          {"checkpoints": checkpoints, "steps": steps, "overlap": args.overlap,
-                           "block_mm": args.outgen_block, "seconds": round(time.perf_counter() - t0, 1)}))
+    print(t1_report(Path(out), "moediff_outgen", "MoEDiff-SR on the out-of-generator T1 head",
+                    ((SINGLE, "moediff", "single"), (GLOBAL, "moediff", "moediff"), (REMIX, "remix", "remix")),
+                    checkpoints, (GLOBAL, SINGLE), args.device, {"overlap": args.overlap, "extra": {"steps": steps}},
+                    args.outgen_block, {"steps": steps}))
 
 
 def cmd_evaluate_moediff(args: argparse.Namespace) -> int:

@@ -1,11 +1,13 @@
 """Arrays built once and kept on disk (patch libraries, labels, routing).
 
 Files are ``.npz`` written atomically; an unreadable file is rebuilt, never
-trusted half-written.
+trusted half-written.  Cache names come from :func:`cache_key`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -49,7 +51,6 @@ def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]], what: 
     return arrays
 
 
-
 def without_later_defaults(fields: dict, later: dict[str, object]) -> dict:
     """``fields`` (a config's ``asdict``) without the options added after its
     caches were first built, where they hold their defaults, so those caches
@@ -64,3 +65,11 @@ def without_later_defaults(fields: dict, later: dict[str, object]) -> dict:
         if node.get(name) == default:
             del node[name]
     return fields
+
+
+def cache_key(fields: dict, default=str) -> str:
+    """16 hex digits of the SHA-256 of ``fields`` as sorted JSON (``default``
+    turns what JSON cannot hold into text or lists): a cache name that changes
+    with anything the cached data depend on."""
+    text = json.dumps(fields, sort_keys=True, default=default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -22,8 +22,6 @@ thick-slice case); ``subject`` ``(N,)``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from SuperResMoELib.core.intensity import robust_max
 from SuperResMoELib.evaluation.segmentation import brain_mask
 from SuperResMoELib.io.paths import user_cache_dir
 
+from ..cache import cache_key
 from ..hr_source import each_usable_subject, source_key
 from ..library import Column, Library, LibraryWriter, cached_library
 from .degradation import MoEDiffDegradation, degrade_block, draw_case
@@ -79,8 +78,7 @@ class SliceLibraryConfig:
         if self.source != "sample":  # the scans, their sizes and times are part of the key
             d["files"] = source_key(self.source)
             d["source"] = str(Path(self.source).resolve())
-        text = json.dumps(d, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return cache_key(d)
 
 
 def _crop_starts(mask: np.ndarray, size: int, n: int, rng: np.random.Generator) -> np.ndarray:

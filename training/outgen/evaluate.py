@@ -121,6 +121,23 @@ def write_t1_report(out: Path, name: str, title: str, rows: list[dict[str, Any]]
     return md
 
 
+def t1_report(out: Path, name: str, title: str, models: Sequence[tuple[str, str, str]],
+              checkpoints: dict[str, str], versus: tuple[str, str] | None, device: str = "auto",
+              options: dict[str, Any] | None = None, block_mm: float | None = None,
+              extra: dict[str, Any] | None = None, progress=None) -> str:
+    """:func:`t1_rows` of the ``models`` (``(label, registry name, checkpoint
+    kind)``) whose kind is in ``checkpoints``, written by :func:`write_t1_report`
+    with the checkpoints, the overlap, the block, ``extra`` and the seconds it
+    took; ``versus`` compares two labels when both ran.  Returns the Markdown."""
+    t0 = time.perf_counter()
+    methods = [(label, method, checkpoints[kind]) for label, method, kind in models if kind in checkpoints]
+    rows = t1_rows(methods, device, options, block_mm=block_mm, progress=progress)
+    ran = {label for label, _, _ in methods}
+    info = {"checkpoints": checkpoints, "overlap": (options or {}).get("overlap"), "block_mm": block_mm,
+            **(extra or {}), "seconds": round(time.perf_counter() - t0, 1)}
+    return write_t1_report(Path(out), name, title, rows, versus if versus and set(versus) <= ran else None, info)
+
+
 def ratio_rows(held_out: dict[str, np.ndarray], outgen: dict[str, np.ndarray], baseline: str = "SR U-Net"
                ) -> list[dict[str, Any]]:
     """One row per method: its mean per-volume MSE over ``baseline``'s on the

@@ -30,8 +30,6 @@ built one subject at a time): ``lr``, ``hr`` ``(N, 1, p, p, p)`` float16,
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,7 +42,7 @@ from SuperResMoELib.evaluation.segmentation import brain_mask
 from SuperResMoELib.core.geometry import sub_volume
 from SuperResMoELib.core.volume import Volume
 
-from ..cache import without_later_defaults
+from ..cache import cache_key, without_later_defaults
 from ..hr_source import each_usable_subject, source_key
 from ..library import Column, Library, LibraryWriter, cached_library
 from .degradation import DegradationConfig, degrade, draw_acquisition
@@ -84,8 +82,7 @@ class RemixLibraryConfig:
             d["source"], d["files"] = str(Path(self.source).resolve()), source_key(self.source)
         else:
             d.pop("source")  # the sample libraries keep their cache names
-        text = json.dumps(d, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return cache_key(d)
 
 
 #: Fields added after the first libraries were cached, with their defaults.
@@ -181,9 +178,8 @@ VALIDATION_SALT = 0x56
 
 def validation_key(cfg: RemixLibraryConfig, bin_mm3: int, crops: int) -> str:
     """The cache key of :func:`validation_library`: what its pairs depend on."""
-    d = {"degradation": asdict(cfg.degradation), "crop": cfg.crop, "patch": cfg.patch, "seed": cfg.seed,
-         "crops": int(crops), "bin": int(bin_mm3), "version": LIBRARY_VERSION, "head": "t1_validation"}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_key({"degradation": asdict(cfg.degradation), "crop": cfg.crop, "patch": cfg.patch, "seed": cfg.seed,
+                      "crops": int(crops), "bin": int(bin_mm3), "version": LIBRARY_VERSION, "head": "t1_validation"})
 
 
 def validation_library(cfg: RemixLibraryConfig, bin_mm3: int, crops: int, progress=None) -> Library:

@@ -31,6 +31,7 @@ import numpy as np
 from SuperResMoELib import sample_data
 from SuperResMoELib.io.atomic import write_text_atomic
 from SuperResMoELib.methods import EnhanceOptions, create_method
+from SuperResMoELib.methods.remix.method import PAPER_ROUTING
 from SuperResMoELib.evaluation.metrics import correlation, psnr
 from SuperResMoELib.evaluation.segmentation import brain_mask, dice, segment_tissues
 from SuperResMoELib.io.tables import markdown_table, write_csv
@@ -48,9 +49,6 @@ HELD_OUT_SUBJECTS: tuple[int, ...] = (4, 5, 6, 7, 8)
 BOX_MARGIN = 8
 #: Row labels, in table order.
 LR_LABEL, SINGLE_LABEL, EXPERTS_LABEL = "LR (cubic)", "1 network", "Experts (7 models)"
-#: ``extra`` that makes ``remix`` run the expert the voxel volume picks on every
-#: input (its automatic choice would send isotropic inputs to the single network).
-PAPER_ROUTING: dict[str, str] = {"routing": "voxel-volume"}
 METRICS: tuple[str, ...] = ("psnr", "correlation", "dice")
 
 

@@ -15,8 +15,6 @@ physical units (gx gy gz b TI TE), ``subject (N,)``, ``row (N,)``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ from scipy import ndimage
 from SuperResMoELib.nets.srunet import TASKS
 from SuperResMoELib.io.paths import user_cache_dir
 
-from ..cache import cached_arrays, without_later_defaults
+from ..cache import cache_key, cached_arrays, without_later_defaults
 from .sources import open_source
 
 log = logging.getLogger("superresmoe.training")
@@ -84,8 +82,7 @@ class LibraryConfig:
             from ..outgen import OUTGEN_VERSION
 
             fields["outgen_version"] = OUTGEN_VERSION
-        text = json.dumps({**fields, "version": LIBRARY_VERSION}, sort_keys=True, default=list)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return cache_key({**fields, "version": LIBRARY_VERSION}, default=list)
 
 
 #: Fields added after the first libraries were cached, with their defaults.

@@ -149,14 +149,15 @@ class SSMoETrainer:
                                           lr_blur_probability=libcfg.lr_blur_probability,
                                           wide_subjects=tuple(libcfg.wide_subjects) if data == "sample" else ()),
                               progress)
-        split = split_library(lib, libcfg.validation_fraction, self.seed) if libcfg.validation != "outgen" else \
-            Split(lib, lib.subset(np.arange(0)))
-        self.data = split
+        train, val = lib, []
+        if libcfg.validation != "outgen":
+            split = split_library(lib, libcfg.validation_fraction, self.seed)
+            train, val = split.train, [split.val]
         if libcfg.validation != "split":  # selection on a head the generator did not make ("both": the split's too)
-            head = patch_library(LibraryConfig(task, (0,), libcfg.validation_rows, libcfg.patches_per_volume,
-                                               intensity_factor=config.intensity_factor, seed=self.seed,
-                                               source="outgen-validation"), progress)
-            self.data = Split(split.train, PatchLibrary.concat(split.val, head))
+            val.append(patch_library(LibraryConfig(task, (0,), libcfg.validation_rows, libcfg.patches_per_volume,
+                                                   intensity_factor=config.intensity_factor, seed=self.seed,
+                                                   source="outgen-validation"), progress))
+        self.data = Split(train, val[0] if len(val) == 1 else PatchLibrary.concat(*val))
         where = {"split": f"{libcfg.validation_fraction:.0%} of the library",
                  "outgen": "out-of-generator validation head",
                  "both": f"{libcfg.validation_fraction:.0%} of the library + the out-of-generator validation head"}

@@ -31,6 +31,7 @@ since a correction must not turn background negative.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -62,6 +63,8 @@ if TYPE_CHECKING:  # torch loads only when a method runs
 #: exception applies) or ``"voxel-volume"`` (the paper's rule only: the evaluation's
 #: "Experts (7 models)" rows, so the experts are measured as experts).
 ROUTINGS: tuple[str, ...] = ("auto", "voxel-volume")
+#: ``options.extra`` that keeps the paper's voxel-volume rule on every input.
+PAPER_ROUTING: dict[str, str] = {"routing": ROUTINGS[1]}
 #: Output spacing (mm) when the user gives neither a spacing nor a scale.
 DEFAULT_TARGET_SPACING: float = 1.0
 #: Default patch side (voxels on the target grid); rounded up to the U-Net's multiple.
@@ -174,7 +177,7 @@ class REMIxMethod(CheckpointedMethod):
         routed = self._single_network_route(volume, opts) if self.kind == "experts" else None
         if routed is None:
             return super().enhance(volume, opts, device, progress, cancel)
-        single, single_opts, reason, warning = routed
+        single, single_opts, reason, warning, experts = routed
         if single is None:
             result = super().enhance(volume, opts, device, progress, cancel)
             result.info["warnings"] = [*result.info.get("warnings", []), warning]
@@ -184,13 +187,14 @@ class REMIxMethod(CheckpointedMethod):
         result.volume = result.volume.with_array(result.volume.array, result.volume.ijk_to_ras,
                                                  name=f"{label}_{self.name}")
         result.info.update(method=self.name, routed_to=single.name, reason=reason, forced=False,
-                           experts_checkpoint=str(self.checkpoint_for(TASK, opts)))
+                           experts_checkpoint=str(experts))
         return result
 
     def _single_network_route(self, volume: Volume, opts: EnhanceOptions
-                              ) -> tuple[REMIxSingleMethod | None, EnhanceOptions, str, str] | None:
-        """``(single method or None, its options, reason, warning)`` when the
-        input goes to the single network; ``None`` when an expert runs."""
+                              ) -> tuple[REMIxSingleMethod | None, EnhanceOptions, str, str, Path] | None:
+        """``(single method or None, its options, reason, warning, experts
+        checkpoint)`` when the input goes to the single network; ``None`` when
+        an expert runs."""
         from dataclasses import replace
 
         from SuperResMoELib.checkpoints.store import checkpoint_paths, read_manifest
@@ -198,7 +202,7 @@ class REMIxMethod(CheckpointedMethod):
         routing = (opts.extra or {}).get("routing", "auto")
         if routing not in ROUTINGS:
             raise InputError(f"REMIx routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")
-        if opts.expert is not None or routing == "voxel-volume":
+        if opts.expert is not None or routing == PAPER_ROUTING["routing"]:
             return None
         path = self.checkpoint_for(TASK, opts)
         reason = single_network_reason(volume.grid.spacing, read_manifest(path).training_data)
@@ -217,8 +221,8 @@ class REMIxMethod(CheckpointedMethod):
                 single.find_checkpoint(TASK)
         except CheckpointError as exc:
             return None, opts, reason, (f"{reason.split(':')[0]}: the single network would be used, but none "
-                                        f"was found ({str(exc).split(';')[0][:200]}); ran the experts")
-        return single, single_opts, reason, ""
+                                        f"was found ({str(exc).split(';')[0][:200]}); ran the experts"), path
+        return single, single_opts, reason, "", path
 
     def check(self, volume: Volume, options: EnhanceOptions) -> str:
         """Refuses a bad forced expert (or any expert for ``remix1``) before any work."""
