@@ -67,12 +67,22 @@ def _env() -> dict[str, str]:
     return env
 
 
+#: What a rank prints when a C++ thread is still joinable as its process ends.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def _run(script: Path, work: Path, ranks: int, **extra: str) -> subprocess.CompletedProcess:
     work.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(script), str(work)] if ranks == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
          str(script), str(work)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT, env={**_env(), **extra})
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT, env={**_env(), **extra})
+    if ranks > 1 and run.returncode != 0 and TEARDOWN_ABORT in run.stderr:
+        # a gloo worker thread left joinable at process teardown (seen once in a loaded parallel suite;
+        # torch's, not ours): run once more, and every assertion applies to that run
+        print(f"\nrank aborted at teardown ({TEARDOWN_ABORT!r}); ran again")
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT, env={**_env(), **extra})
+    return run
 
 
 def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float, what: str) -> None:
