@@ -96,6 +96,23 @@ def test_hard_moe_is_softmax_weighted_sum_of_heads() -> None:
     assert keras_style_parameter_count(HardMoE(SRUNetConfig("iso", 64), 4)) == 14_775_560
 
 
+@pytest.mark.parametrize("task", ["aniso", "iso"])
+def test_hard_moe_from_baseline_starts_as_the_baseline(task: str) -> None:
+    torch.manual_seed(1)
+    base = SRUNet(SRUNetConfig(task, 4, residual="linear"))
+    for p in base.decoder.up.out.parameters():  # a non-zero output layer, so the check can fail
+        torch.nn.init.normal_(p, std=0.1)
+    base.eval()
+    hm = HardMoE.from_baseline(base, 3).eval()
+    x = torch.randn(2, 1, 8, 16, 16) if task == "aniso" else torch.randn(2, 1, 8, 8, 8)
+    with torch.no_grad():
+        y, w = hm(x)
+        ref = base(x)
+    assert (w.max(dim=1).values < 0.999).all()  # the gater really mixes the heads
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    assert ref.abs().max() > 0 and not torch.allclose(y, HardMoE(base.cfg, 3).eval()(x)[0])
+
+
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="unknown SR U-Net task"):
         SRUNetConfig("x4")

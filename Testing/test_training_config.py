@@ -51,7 +51,7 @@ def test_every_shipped_config_loads_and_round_trips(path: Path) -> None:
 
 def test_shipped_configs_cover_both_methods_and_both_sizes() -> None:
     assert [p.stem for p in SHIPPED] == ["moediff_compact", "moediff_full", "remix_compact", "remix_full", "remix_wide",
-                                         "ssmoe_compact", "ssmoe_full", "ssmoe_mixed", "ssmoe_wide"]
+                                         "ssmoe_compact", "ssmoe_full", "ssmoe_long", "ssmoe_mixed", "ssmoe_wide"]
 
 
 @pytest.mark.parametrize("method, edit, message", [

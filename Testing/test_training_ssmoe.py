@@ -95,6 +95,30 @@ def test_export_and_enhance_with_the_trained_checkpoint(trained, tmp_path: Path)
     assert on_disk["extra"]["training_config"]["width"] == TINY["width"]
 
 
+def test_hardmoe_from_the_baseline_starts_at_the_baseline(trained, tmp_path: Path) -> None:
+    """``hardmoe.init: "baseline"``: the phase starts from the SR U-Net's weights
+    (with lr 0 they stay: encoder, skips and every head equal the baseline's;
+    only batch-norm statistics move in the one training step); from scratch
+    they do not."""
+    from training.ssmoe.train import SSMoETrainer
+
+    spec = {"epochs": 1, "steps_per_epoch": 1, "lr": 0.0}
+    trainer = SSMoETrainer("aniso", from_dict(SSMoEConfig, {**TINY, "hardmoe": {**spec, "init": "baseline"}}, "t"),
+                           tmp_path / "run")
+    base = trained["base"]
+    with pytest.raises(ValueError, match="needs the trained SR U-Net"):
+        trainer.hardmoe(2)
+    hm = trainer.hardmoe(2, base)
+    scratch = SSMoETrainer("aniso", from_dict(SSMoEConfig, {**TINY, "hardmoe": spec}, "t"), tmp_path / "s").hardmoe(2)
+    pairs = [(hm.encoder, base.encoder), (hm.skips, base.decoder.skips)] + [(h, base.decoder.up) for h in hm.heads]
+    for ours, theirs in pairs:
+        for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+            torch.testing.assert_close(a, b, msg=name)
+    assert not torch.equal(next(scratch.encoder.parameters()), next(base.encoder.parameters()))
+    with pytest.raises(Exception, match="init"):
+        from_dict(SSMoEConfig, {**TINY, "hardmoe": {**spec, "init": "srunet"}}, "t")
+
+
 def test_blurred_lr_is_a_widened_block_average() -> None:
     """The slice-profile variation: sigma 0 is the block average; a blur keeps
     the mean and smooths along the coarsened axis only."""

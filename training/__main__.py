@@ -113,7 +113,7 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
                    {"training_data": data, "domain": domain,
                     "extra": {"labeler": labeler, "thresholds": lab["thresholds"].tolist()}})
     if not args.no_hardmoe:
-        hm = trainer.hardmoe(cfg.n_experts)
+        hm = trainer.hardmoe(cfg.n_experts, base)
         t = tick("hardmoe", t)
         export(hm, "hardmoe", args.task, cfg, cfg.n_experts, export_dir / f"ssmoe_{args.task}_hardmoe",
                {"training_data": data, "domain": domain})

@@ -155,6 +155,18 @@ class HardMoE(nn.Module):
             for head in self.heads:
                 zero_output(head)  # type: ignore[arg-type]  # ModuleList items are UpPath
 
+    @classmethod
+    def from_baseline(cls, baseline: SRUNet, n_experts: int) -> "HardMoE":
+        """Encoder and skip blocks from a trained baseline, every head from its
+        expanding path; the gater keeps its random start. Until training moves
+        the heads apart, the mixture equals the baseline's output."""
+        model = cls(baseline.cfg, n_experts)
+        model.encoder.load_state_dict(baseline.encoder.state_dict())
+        model.skips.load_state_dict(baseline.decoder.skips.state_dict())
+        for head in model.heads:
+            head.load_state_dict(baseline.decoder.up.state_dict())
+        return model
+
     def forward(self, x: torch.Tensor, expert: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, weights)``: the gater's softmax mixture of the heads, or with
         ``expert`` only that head (``weights`` one-hot); the global residual

@@ -24,6 +24,9 @@ from .pseudo_labels import LABELERS
 
 #: How the experts' batch norms behave while they are fine-tuned.
 BATCHNORM_MODES: tuple[str, ...] = ("frozen", "train")
+#: Where the Hard-MoE baseline starts: its own random weights (end to end from
+#: scratch), or the trained SR U-Net in every head (as SS-MoE's experts do).
+HARDMOE_INITS: tuple[str, ...] = ("scratch", "baseline")
 #: Where the validation pairs come from: a fraction of the library, the
 #: out-of-generator validation head (``training/outgen/qmri.py``), or both.
 VALIDATION_SOURCES: tuple[str, ...] = ("split", "outgen", "both")
@@ -76,6 +79,15 @@ class SSMoEExperts(PhaseSpec):
 
 
 @dataclass(frozen=True)
+class SSMoEHardMoE(PhaseSpec):
+    """The Hard-MoE baseline's phase plus where it starts (:data:`HARDMOE_INITS`;
+    ``"baseline"``: encoder, skips and every head from the trained SR U-Net, the
+    same start SS-MoE's experts get; trained end to end either way)."""
+
+    init: str = setting("scratch", one_of(HARDMOE_INITS))
+
+
+@dataclass(frozen=True)
 class SSMoEConfig(RunConfig):
     """Everything an SS-MoE training run reads (see ``configs/ssmoe_compact.json``);
     ``batch_size``, ``seed``, ``data_seed`` and ``description`` as :class:`~training.config.RunConfig`.
@@ -98,7 +110,7 @@ class SSMoEConfig(RunConfig):
     baseline: PhaseSpec = setting()
     gater: PhaseSpec = setting()
     experts: SSMoEExperts = setting()
-    hardmoe: PhaseSpec = setting()
+    hardmoe: SSMoEHardMoE = setting()
     residual: str = setting("none", one_of(RESIDUALS))
 
     def __post_init__(self) -> None:

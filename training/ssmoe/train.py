@@ -7,7 +7,7 @@ Work directory layout (every step resumable, every product atomic)::
     <workdir>/k<K>_<labeler>/gater/       phase 2: gater, CE, encoder frozen
     <workdir>/k<K>_<labeler>/routing.npz  the gater's classes for the training patches
     <workdir>/k<K>_<labeler>/expert<k>/   phase 3: decoder k on its routed subset
-    <workdir>/hardmoe_k<K>/               Hard-MoE baseline, end to end
+    <workdir>/hardmoe_k<K>/               Hard-MoE baseline, end to end (from scratch or the baseline)
 
 K and labeler ablations share the baseline.  Checkpoints are exported as
 ``<export>/ssmoe_<task>[...].safetensors`` + ``.json``, each manifest with the
@@ -287,9 +287,15 @@ class SSMoETrainer:
         return moe.eval(), routes
 
     # ------------------------------------------------------------ hard moe
-    def hardmoe(self, k: int) -> HardMoE:
-        """The Hard-MoE baseline, trained end to end with MSE."""
-        net = HardMoE(self.net_cfg, k).to(self.device)
+    def hardmoe(self, k: int, baseline: SRUNet | None = None) -> HardMoE:
+        """The Hard-MoE baseline, trained end to end with MSE; with
+        ``hardmoe.init: "baseline"`` it starts from ``baseline`` (required then)."""
+        if self.cfg.hardmoe.init == "baseline":
+            if baseline is None:
+                raise ValueError('hardmoe.init "baseline" needs the trained SR U-Net')
+            net = HardMoE.from_baseline(baseline, k).to(self.device)
+        else:
+            net = HardMoE(self.net_cfg, k).to(self.device)
         phase = self._phase(f"hardmoe_k{k}", self.cfg.hardmoe, {"net": net}, net.parameters())
         fwd = lambda x, a: net(x)[0]  # noqa: E731
         phase.run(_batches(self.data.train, self.batch), _mse_step(phase, fwd),
