@@ -235,3 +235,26 @@ def test_outgen_validation_selects_on_the_t1_validation_head(tmp_path: Path, mon
     assert trainer.validate(net, [1])["val_loss"] == pytest.approx(float(best["val_loss"]), rel=1e-4)
     again = REMIxTrainer(from_dict(REMIxConfig, cfg, "tiny outgen"), tmp_path / "run2")  # the cached pairs
     np.testing.assert_array_equal(again.val[2]["lr"], trainer.val[2]["lr"])
+
+
+def test_both_validation_sources_join_the_split_and_the_t1_validation_head(tmp_path: Path, monkeypatch) -> None:
+    """``library.validation = "both"``: the split's training pairs train; its
+    validation pairs and the T1 validation head's validate together."""
+    from training.remix.train import REMIxTrainer
+
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
+    cfg = json.loads(json.dumps(TINY))
+    cfg["degradation"]["bins"] = [1]
+    runs = {}
+    for source in ("split", "outgen", "both"):
+        cfg["library"].update(validation=source, validation_crops=2)
+        runs[source] = REMIxTrainer(from_dict(REMIxConfig, cfg, f"tiny {source}"), tmp_path / source)
+    split, head, both = runs["split"], runs["outgen"], runs["both"]
+    assert len(split.val[1]["lr"]) > 0 and len(head.val[1]["lr"]) == 2
+    np.testing.assert_array_equal(both.train[1]["hr"][:], split.train[1]["hr"][:])
+    for k in ("lr", "hr"):
+        np.testing.assert_array_equal(both.val[1][k], np.concatenate([split.val[1][k][:], head.val[1][k][:]]))
+    assert both.split["validation_head"] == "outgen t1_validation"
+    net = both.expert(1)
+    scores = [t.validate(net, [1])["val_loss"] for t in (split, head, both)]
+    assert scores[2] != pytest.approx(scores[0]) and scores[2] != pytest.approx(scores[1])  # both sources count

@@ -27,9 +27,9 @@ from .degradation import DegradationConfig
 EXPERT_INITS: tuple[str, ...] = ("expert1", "previous")
 
 
-#: Where REMIx's validation pairs come from: a split of the library, or the
-#: out-of-generator T1 validation head (``training/outgen/t1.py``).
-REMIX_VALIDATION_SOURCES: tuple[str, ...] = ("split", "outgen")
+#: Where REMIx's validation pairs come from: a split of the library, the
+#: out-of-generator T1 validation head (``training/outgen/t1.py``), or both.
+REMIX_VALIDATION_SOURCES: tuple[str, ...] = ("split", "outgen", "both")
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,11 @@ class RemixLibrary(Node):
         validation: ``"split"`` (a split of the library, as ``split`` says)
             or ``"outgen"`` (every library pair trains; ``validation_crops``
             pairs per bin of the out-of-generator T1 *validation* head
-            validate, :func:`training.remix.data.validation_library`).
-        validation_crops: pairs per bin of that head (``"outgen"``).
+            validate, :func:`training.remix.data.validation_library`), or
+            ``"both"`` (the split's training pairs train; its validation
+            pairs and the head's validate together, so the kept epoch must
+            fit the generator's subjects as well as the head).
+        validation_crops: pairs per bin of that head (``"outgen"``, ``"both"``).
     """
 
     subjects: tuple[int, ...] = setting(MISSING, NOT_EMPTY, each(NON_NEGATIVE))

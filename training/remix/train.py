@@ -103,12 +103,14 @@ class REMIxTrainer:
         #: The split's statement for the manifests (:func:`training.split.library_split`).
         self.split: dict[str, Any] = {}
         self.train: dict[int, dict[str, RowView]] = {}
-        self.val: dict[int, dict[str, RowView]] = {}
-        outgen = config.library.validation == "outgen"
+        self.val: dict[int, dict[str, RowView | np.ndarray]] = {}
+        source = config.library.validation
+        #: Validation pairs scored per bin: :data:`VAL_PAIRS_PER_BIN` of each source.
+        self.val_pairs = VAL_PAIRS_PER_BIN * (2 if source == "both" else 1)
         for b in libcfg.degradation.bins:
             lib = bin_library(libcfg, b, progress)
             self.skipped = int(lib.meta.get("skipped_subjects", 0))
-            if outgen:  # every pair trains; a head the generator did not make validates
+            if source == "outgen":  # every pair trains; a head the generator did not make validates
                 rows = np.arange(len(lib.arrays["subject"]))
                 held = validation_library(libcfg, b, config.library.validation_crops, progress)
                 self.train[b], self.val[b] = lib.rows(rows), held.rows(np.arange(len(held.arrays["subject"])))
@@ -125,8 +127,15 @@ class REMIxTrainer:
             except ValueError as exc:
                 raise ConfigError(f"library split: {exc}") from None
             self.val[b], self.train[b] = lib.rows(val), lib.rows(train)
-            log.info("bin %d mm^3: %d training and %d validation pairs (split by %s)", b, len(train), len(val),
-                     self.split["unit"])
+            if source == "both":  # the split's validation pairs, then the head's, in memory
+                held = validation_library(libcfg, b, config.library.validation_crops, progress)
+                head = held.rows(np.arange(len(held.arrays["subject"])))
+                self.val[b] = {k: np.concatenate([self.val[b][k][:VAL_PAIRS_PER_BIN], head[k][:VAL_PAIRS_PER_BIN]])
+                               for k in ("lr", "hr")}
+                self.split = {**self.split, "validation_head": "outgen t1_validation"}
+            log.info("bin %d mm^3: %d training and %d validation pairs (split by %s%s)", b, len(train),
+                     len(self.val[b]["lr"]), self.split["unit"],
+                     ", with the out-of-generator validation head" if source == "both" else "")
         self.nets: dict[str, ResidualUNet3D] = {}
         #: Last-epoch validation scores of each trained phase (``val_loss``, ``val_psnr``, ``val_psnr_input``).
         self.validation: dict[str, dict[str, float]] = {}
@@ -158,12 +167,13 @@ class REMIxTrainer:
     @torch.no_grad()
     def validate(self, net: ResidualUNet3D, bins: list[int]) -> dict[str, float]:
         """Validation loss and PSNR (normalised units) over the first
-        :data:`VAL_PAIRS_PER_BIN` validation pairs of each bin."""
+        :data:`VAL_PAIRS_PER_BIN` validation pairs of each bin (of each
+        source with ``validation: "both"``)."""
         net.eval()
         losses, psnrs, psnr_in = [], [], []
         for b in bins:
-            lr = torch.from_numpy(self.val[b]["lr"][:VAL_PAIRS_PER_BIN].astype(np.float32)).to(self.device)
-            hr = torch.from_numpy(self.val[b]["hr"][:VAL_PAIRS_PER_BIN].astype(np.float32)).to(self.device)
+            lr = torch.from_numpy(self.val[b]["lr"][:self.val_pairs].astype(np.float32)).to(self.device)
+            hr = torch.from_numpy(self.val[b]["hr"][:self.val_pairs].astype(np.float32)).to(self.device)
             for s in range(0, len(lr), self.batch):
                 pred = net(lr[s:s + self.batch])
                 losses.append(float(self.loss(pred, hr[s:s + self.batch])[0]))
