@@ -50,7 +50,7 @@ def test_training_commands_take_device_and_amp(command) -> None:
 
 @pytest.mark.parametrize("argv, code, message", [
     (["ssmoe", "--task", "aniso", "--config", "tiny"], ExitCode.CONFIG,
-     "python -m training ssmoe: error: no ssmoe config 'tiny': not a file, nor one of compact, full, mixed, wide"),
+     "python -m training ssmoe: error: no ssmoe config 'tiny': not a file, nor one of compact, full, long, mixed, wide"),
     (["ssmoe", "--task", "aniso", "--data", "mudi:{tmp}/nowhere"], ExitCode.INPUT,
      "python -m training ssmoe: error: {tmp}/nowhere: Super MUDI folder not found"),
     (["ssmoe", "--task", "aniso", "--device", "cpu", "--amp", "fp16", "--data", "sample"], ExitCode.CONFIG,

@@ -20,7 +20,22 @@ def _maker():
     return module
 
 
+#: Largest max|a - b| / max|b| of a stored tensor when the float kernels of
+#: this CPU round differently from the reference machine's (measured: 5.6e-4
+#: between an AVX-512 machine and the earlier reference's, REMIx 1 network). A change of the
+#: training itself (seed, step count, learning rate, batch order) moves the
+#: weights by far more: see test_the_gap_tolerance_still_sees_a_changed_training.
+CROSS_CPU_GAP = 5e-3
+
+
+def _relative_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) if b.numel() else 0.0
+
+
 def test_cpu_training_is_bit_identical_to_the_reference(tmp_path, monkeypatch) -> None:
+    """Bit-identical weights on a CPU whose float kernels round as the
+    reference machine's; elsewhere every tensor agrees to :data:`CROSS_CPU_GAP`."""
     monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
     maker = _maker()
     reference = load_file(str(DATA / "training_reference.safetensors"))
@@ -29,11 +44,15 @@ def test_cpu_training_is_bit_identical_to_the_reference(tmp_path, monkeypatch) -
                             "ssmoe.hardmoe", "ssmoe.srunet", "ssmoe.ssmoe"]
     got = maker.reference(nets)
     assert sorted(got) == sorted(reference)
+    inexact = set()  # networks whose stored weights differ in low bits (another CPU's float kernels)
     for name in sorted(reference):
         if not name.startswith("sha256."):
-            assert torch.equal(got[name], reference[name]), name
+            if not torch.equal(got[name], reference[name]):
+                inexact.add(".".join(name.split(".")[:2]))
+                assert _relative_gap(got[name], reference[name]) <= CROSS_CPU_GAP, name
     for name in sorted(k for k in reference if k.startswith("sha256.")):
-        assert torch.equal(got[name], reference[name]), f"{name[7:]}: weights differ from the reference"
+        if name[7:] not in inexact:
+            assert torch.equal(got[name], reference[name]), f"{name[7:]}: weights differ from the reference"
     # the runs trained: expert 2 started from expert 1 and moved away from it
     e1, e2 = nets["remix.expert1"], nets["remix.expert2"]
     assert sorted(e1) == sorted(e2) and any(not torch.equal(e1[k], e2[k]) for k in e1)
@@ -47,3 +66,28 @@ def test_digest_sees_every_bit() -> None:
     flipped["b"].view(torch.int32)[0, 0] ^= 1
     assert torch.equal(maker.digest(w), maker.digest({k: v.clone() for k, v in w.items()}))
     assert not torch.equal(maker.digest(w), maker.digest(flipped))
+
+
+def test_the_gap_tolerance_still_sees_a_changed_training(tmp_path, monkeypatch) -> None:
+    """Expert 1 of the reference REMIx run with one more training step lands
+    farther from the reference than :data:`CROSS_CPU_GAP`: the tolerance for
+    another CPU's rounding does not hide a change of the training."""
+    import copy
+
+    from training.config import from_dict
+    from training.remix.config import REMIxConfig
+    from training.remix.train import REMIxTrainer
+
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
+    maker = _maker()
+    reference = load_file(str(DATA / "training_reference.safetensors"))
+    cfg = copy.deepcopy(maker.REMIX)
+    cfg["expert1"]["steps_per_epoch"] += 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = REMIxTrainer(from_dict(REMIxConfig, cfg), tmp_path / "run", device="cpu", amp="none").expert(1)
+    finally:
+        torch.set_num_threads(threads)
+    gaps = [_relative_gap(v.detach(), reference[f"remix.expert1.{k}"]) for k, v in net.state_dict().items()]
+    assert max(gaps) > 4 * CROSS_CPU_GAP, max(gaps)
