@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -103,17 +103,21 @@ class REMIxTrainer:
         #: The split's statement for the manifests (:func:`training.split.library_split`).
         self.split: dict[str, Any] = {}
         self.train: dict[int, dict[str, RowView]] = {}
-        self.val: dict[int, dict[str, RowView | np.ndarray]] = {}
+        self.val: dict[int, Mapping[str, RowView | np.ndarray]] = {}
         source = config.library.validation
         #: Validation pairs scored per bin: :data:`VAL_PAIRS_PER_BIN` of each source.
         self.val_pairs = VAL_PAIRS_PER_BIN * (2 if source == "both" else 1)
         for b in libcfg.degradation.bins:
             lib = bin_library(libcfg, b, progress)
             self.skipped = int(lib.meta.get("skipped_subjects", 0))
-            if source == "outgen":  # every pair trains; a head the generator did not make validates
-                rows = np.arange(len(lib.arrays["subject"]))
+            head = None  # the out-of-generator T1 validation head's pairs ("outgen", "both")
+            if source != "split":
                 held = validation_library(libcfg, b, config.library.validation_crops, progress)
-                self.train[b], self.val[b] = lib.rows(rows), held.rows(np.arange(len(held.arrays["subject"])))
+                head = held.rows(np.arange(len(held.arrays["subject"])))
+            # "outgen": every pair trains; a head the generator did not make validates
+            if head is not None and source == "outgen":
+                rows = np.arange(len(lib.arrays["subject"]))
+                self.train[b], self.val[b] = lib.rows(rows), head
                 self.split = {"unit": "none: the out-of-generator T1 validation head validates",
                               "training_subjects": list(lib.meta.get("used_subjects", config.library.subjects)),
                               "validation_subjects": []}
@@ -127,9 +131,7 @@ class REMIxTrainer:
             except ValueError as exc:
                 raise ConfigError(f"library split: {exc}") from None
             self.val[b], self.train[b] = lib.rows(val), lib.rows(train)
-            if source == "both":  # the split's validation pairs, then the head's, in memory
-                held = validation_library(libcfg, b, config.library.validation_crops, progress)
-                head = held.rows(np.arange(len(held.arrays["subject"])))
+            if head is not None:  # "both": the split's validation pairs, then the head's, in memory
                 self.val[b] = {k: np.concatenate([self.val[b][k][:VAL_PAIRS_PER_BIN], head[k][:VAL_PAIRS_PER_BIN]])
                                for k in ("lr", "hr")}
                 self.split = {**self.split, "validation_head": "outgen t1_validation"}
