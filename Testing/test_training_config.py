@@ -50,8 +50,8 @@ def test_every_shipped_config_loads_and_round_trips(path: Path) -> None:
 
 
 def test_shipped_configs_cover_both_methods_and_both_sizes() -> None:
-    assert [p.stem for p in SHIPPED] == ["moediff_compact", "moediff_full", "remix_compact", "remix_full", "remix_wide",
-                                         "ssmoe_compact", "ssmoe_full", "ssmoe_long", "ssmoe_mixed", "ssmoe_wide"]
+    assert [p.stem for p in SHIPPED] == ["moediff_compact", "moediff_full", "remix_compact", "remix_finetuned",
+                                         "remix_full", "remix_wide", "ssmoe_compact", "ssmoe_full", "ssmoe_long", "ssmoe_mixed", "ssmoe_wide"]
 
 
 @pytest.mark.parametrize("method, edit, message", [
@@ -81,7 +81,7 @@ def test_shipped_configs_cover_both_methods_and_both_sizes() -> None:
     ("ssmoe", lambda d: d["gater"].__setitem__("epochs", -1), "gater.epochs must be > 0, not -1"),
     ("ssmoe", lambda d: d.__setitem__("library", [1, 2]), "library must be a JSON object, not list"),
     ("remix", lambda d: d["experts"].__setitem__("init", "previos"),
-     "experts.init must be 'expert1' or 'previous', not 'previos'; did you mean 'previous'?"),
+     "experts.init must be 'expert1', 'previous' or 'single', not 'previos'; did you mean 'previous'?"),
     ("remix", lambda d: d["library"].__setitem__("patch", 100), "library.patch (100) must not exceed crop (80)"),
     ("remix", lambda d: d.__setitem__("loss", {"mae": 0, "ssim": 0}),
      "loss: at least one loss term needs a positive weight"),

@@ -118,7 +118,7 @@ def test_state_round_trip_without_pickle(tmp_path: Path) -> None:
     assert os.path.exists(tmp_path / "state.json")
 
 
-def _away_from_target_phase(tmp_path: Path, select: str):
+def _away_from_target_phase(tmp_path: Path, select: str, validate_start: bool = False):
     """A phase whose training moves a weight away from the validation target:
     the first epoch validates best, so ``select="best"`` must keep it."""
     from training.loop import Phase, PhaseConfig
@@ -128,7 +128,8 @@ def _away_from_target_phase(tmp_path: Path, select: str):
     with torch.no_grad():
         net.weight.fill_(1.0)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    phase = Phase(tmp_path, PhaseConfig("p", 3, 2, select=select), {"net": net}, opt, seed=0)
+    phase = Phase(tmp_path, PhaseConfig("p", 3, 2, select=select, validate_start=validate_start), {"net": net}, opt,
+                  seed=0)
     seen: dict[int, float] = {}
 
     def step(batch) -> dict[str, float]:
@@ -165,3 +166,32 @@ def test_select_best_needs_a_validation(tmp_path: Path) -> None:
     phase, _, step, _, _ = _away_from_target_phase(tmp_path, "best")
     with pytest.raises(ValueError, match="needs a validation"):
         phase.run(lambda rng: torch.ones(4, 1), step, None)
+
+
+def test_validate_start_keeps_the_start_when_no_epoch_beats_it(tmp_path: Path) -> None:
+    """Training only moves away from the target: with ``validate_start`` the
+    starting weight (validated as epoch 0) is kept, and the log's epoch-0 row
+    has the validation but no losses; a rerun only reloads it."""
+    phase, net, step, validate, seen = _away_from_target_phase(tmp_path, "best", validate_start=True)
+    history = phase.run(lambda rng: torch.ones(4, 1), step, validate)
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3] and seen[0] == 1.0 < seen[1]
+    assert float(net.weight) == 1.0
+    rows = (tmp_path / "p" / "log.csv").read_text().splitlines()
+    assert rows[0].split(",")[:2] == ["epoch", "val_mse"] and rows[1].startswith("0,0.25,")
+    assert rows[1].endswith(",,") and len(rows) == 5
+    again, net2, step2, validate2, _ = _away_from_target_phase(tmp_path, "best", validate_start=True)
+    again.run(lambda rng: torch.ones(4, 1), step2, validate2)
+    assert float(net2.weight) == 1.0
+
+
+def test_validate_start_needs_select_best(tmp_path: Path) -> None:
+    import pytest
+
+    from SuperResMoELib.core.errors import ConfigError
+    from training.config import PhaseSpec
+
+    phase, _, step, validate, _ = _away_from_target_phase(tmp_path, "last", validate_start=True)
+    with pytest.raises(ValueError, match="validate_start needs select='best'"):
+        phase.run(lambda rng: torch.ones(4, 1), step, validate)
+    with pytest.raises(ConfigError, match='validate_start needs select "best"'):
+        PhaseSpec(epochs=1, steps_per_epoch=1, lr=0.1, validate_start=True)

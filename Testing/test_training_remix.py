@@ -156,23 +156,48 @@ def test_experts_init_picks_the_parent(trained, monkeypatch, tmp_path, init, par
         assert not same(e3, trainer.nets["expert1"])
 
 
+def test_experts_init_single_starts_from_the_one_network(trained, monkeypatch, tmp_path) -> None:
+    """``experts.init = "single"``: the 1 network is trained first and an
+    expert with a zero learning rate is exactly it; with ``validate_start``
+    the expert's log begins with the start's validation (epoch 0)."""
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(trained["root"] / "cache"))
+    from training.remix.train import REMIxTrainer
+
+    trainer = REMIxTrainer(tiny_config(lr=0.0, init="single", select="best", validate_start=True), tmp_path / "run")
+    e4 = trainer.expert(4)
+    assert sorted(trainer.nets) == ["expert1", "expert4", "single"]
+    assert all(torch.equal(x, y) for x, y in zip(e4.parameters(), trainer.nets["single"].parameters()))
+    assert not all(torch.equal(x, y) for x, y in zip(e4.parameters(), trainer.nets["expert1"].parameters()))
+    log = (tmp_path / "run" / "expert4" / "log.csv").read_text().splitlines()
+    assert log[1].startswith("0,") and len(log) == 1 + 1 + TINY["experts"]["epochs"]
+
+
+def test_no_single_refuses_experts_from_the_single_network(tmp_path) -> None:
+    (tmp_path / "s.json").write_text(json.dumps(tiny_with_experts(init="single")))
+    proc = subprocess.run([sys.executable, "-m", "training", "remix", "--config", str(tmp_path / "s.json"),
+                           "--workdir", str(tmp_path / "run"), "--no-single", "--progress", "none"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ExitCode.CONFIG
+    assert 'experts.init "single"' in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_experts_init_must_be_known(tmp_path) -> None:
     """A bad ``experts.init`` stops the run before any library or phase work:
     the config does not load, so no trainer can be made from it."""
-    with pytest.raises(ConfigError, match="experts.init must be 'expert1' or 'previous', not 'single'"):
-        tiny_config(init="single")
+    with pytest.raises(ConfigError, match="experts.init must be 'expert1', 'previous' or 'single', not 'chain'"):
+        tiny_config(init="chain")
     assert not (tmp_path / "run").exists()
 
 
 def test_bad_config_is_one_line_error(tmp_path) -> None:
-    (tmp_path / "bad.json").write_text(json.dumps(tiny_with_experts(init="single")))
+    (tmp_path / "bad.json").write_text(json.dumps(tiny_with_experts(init="chain")))
     proc = subprocess.run([sys.executable, "-m", "training", "remix", "--config", str(tmp_path / "bad.json"),
                            "--workdir", str(tmp_path / "run"), "--progress", "none"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == ExitCode.CONFIG
     assert proc.stderr.strip().splitlines() == [
         f"python -m training remix: error: {tmp_path / 'bad.json'}: "
-        "experts.init must be 'expert1' or 'previous', not 'single'"]
+        "experts.init must be 'expert1', 'previous' or 'single', not 'chain'"]
     assert not (tmp_path / "run").exists()
 
 

@@ -177,6 +177,8 @@ def cmd_remix(args: argparse.Namespace) -> int:
     if args.width:
         cfg = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, width=args.width))
     cfg = _hr_library(args, cfg)
+    if args.no_single and cfg.experts.init == "single":
+        raise ConfigError('--no-single: experts.init "single" fine-tunes the experts from the 1 network')
     workdir = Path(args.workdir or f"runs/remix_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
     ctx, device, reporter = _start_run(args)
@@ -184,14 +186,14 @@ def cmd_remix(args: argparse.Namespace) -> int:
     timings: dict[str, float] = {}
     trainer = REMIxTrainer(cfg, workdir, reporter, device=device, amp=args.amp, data=args.data)
     timings["library"] = round(time.perf_counter() - t0, 1)
-    for v in EXPERTS:
+    # experts.init "single": expert 1, then the 1 network, then experts 2..7 fine-tuned from it
+    phases = [f"expert{v}" for v in EXPERTS] + ([] if args.no_single else ["single"])
+    if cfg.experts.init == "single":
+        phases.insert(1, phases.pop())
+    for name in phases:
         t = time.perf_counter()
-        trainer.expert(v)
-        timings[f"expert{v}"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter()
-    if not args.no_single:
-        trainer.single()
-        timings["single"] = round(time.perf_counter() - t, 1)
+        trainer.single() if name == "single" else trainer.expert(int(name[len("expert"):]))
+        timings[name] = round(time.perf_counter() - t, 1)
     data = _training_data(args, cfg, trainer)
     written = export(trainer, export_dir / "remix_t1", None if args.no_single else export_dir / "remix_t1_single",
                      data) if ctx.is_main else []

@@ -283,19 +283,29 @@ class PhaseSpec(Node):
         lr: Adam learning rate (0 keeps the starting weights: tests use it).
         select: which epoch's weights the phase keeps: ``"last"`` or
             ``"best"`` (lowest validation MSE; :mod:`training.loop`).
+        validate_start: with ``"best"``, the phase's starting weights are a
+            candidate too (validated as epoch 0): a fine-tuning phase then
+            keeps where it began unless an epoch beats it.
     """
 
     epochs: int = setting(dataclasses.MISSING, POSITIVE)
     steps_per_epoch: int = setting(dataclasses.MISSING, POSITIVE)
     lr: float = setting(dataclasses.MISSING, NON_NEGATIVE)
     select: str = setting("last", one_of(SELECT_MODES))
+    validate_start: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.validate_start and self.select != "best":
+            raise ConfigError('validate_start needs select "best" (it adds the start as a candidate epoch)')
 
     def phase_config(self, name: str, select_metric: str = "val_mse"):
         """The :class:`training.loop.PhaseConfig` of this phase under ``name``
         (``select_metric``: the validation value ``select: "best"`` minimises)."""
         from .loop import PhaseConfig
 
-        return PhaseConfig(name, self.epochs, self.steps_per_epoch, select=self.select, select_metric=select_metric)
+        return PhaseConfig(name, self.epochs, self.steps_per_epoch, select=self.select, select_metric=select_metric,
+                           validate_start=self.validate_start)
 
 
 @dataclass(frozen=True, kw_only=True)

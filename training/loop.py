@@ -9,7 +9,11 @@ A finished phase leaves ``done.json``; running it again only reloads weights.
 Model selection: with ``select="best"`` the weights of the epoch with the
 lowest validation ``select_metric`` (from ``end_of_epoch``) are kept in
 ``best.safetensors`` (written atomically, with their epoch and value in the
-state) and are the phase's result; ``"last"`` keeps the last epoch's.
+state) and are the phase's result; ``"last"`` keeps the last epoch's.  With
+``validate_start`` a fine-tuning phase validates its starting weights first
+(logged as epoch 0, a row without losses or time) and keeps them when no
+epoch beats them: fine-tuning can then not end worse, on the validation set,
+than where it began.
 
 A phase trains on a device (``"cpu"``, ``"cuda:0"``, ...; batches are moved
 there as they are drawn) with a mixed-precision mode (:mod:`.precision`); its
@@ -63,6 +67,8 @@ class PhaseConfig:
         select: ``"last"`` (the last epoch's weights) or ``"best"`` (the epoch
             with the lowest ``select_metric``; needs an ``end_of_epoch`` validation).
         select_metric: the validation metric ``"best"`` minimises.
+        validate_start: with ``"best"``, the starting weights are validated
+            before the first step (epoch 0) and are a candidate too.
     """
 
     name: str
@@ -71,6 +77,7 @@ class PhaseConfig:
     save_every_steps: int = 25
     select: str = "last"
     select_metric: str = "val_mse"
+    validate_start: bool = False
 
 
 BEST_WEIGHTS = "best.safetensors"
@@ -182,12 +189,22 @@ class Phase:
             m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         log.info("%s: keeps epoch %d (%s %.5g)", self.cfg.name, best[0], self.cfg.select_metric, best[1])
 
+    def _validate_start(self, end_of_epoch: Callable[[int], dict[str, float]]) -> dict[str, Any]:
+        """Epoch 0: the starting weights' validation, kept as the best so far."""
+        for m in self.modules.values():
+            m.eval()
+        row: dict[str, Any] = {"epoch": 0, **end_of_epoch(0)}
+        self._keep_if_best([row])
+        log.info("%s start (epoch 0): %s", self.cfg.name,
+                 " ".join(f"{k}={v:.5g}" for k, v in row.items() if k != "epoch"))
+        return row
+
     def _write_log(self, history: list[dict[str, Any]]) -> None:
         if not history or not self.dist.is_main:
             return
-        keys = list(history[0])
+        keys = list(dict.fromkeys(k for row in history for k in row))  # epoch 0 has no losses
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=keys)
+        w = csv.DictWriter(buf, fieldnames=keys, restval="")
         w.writeheader()
         w.writerows(history)
         write_text_atomic(self.folder / LOG_FILE, buf.getvalue())
@@ -215,6 +232,8 @@ class Phase:
             raise ValueError(f"{self.cfg.name}: select must be one of {SELECT_MODES}, got {self.cfg.select!r}")
         if self.cfg.select == "best" and end_of_epoch is None:
             raise ValueError(f"{self.cfg.name}: select='best' needs a validation (end_of_epoch)")
+        if self.cfg.validate_start and self.cfg.select != "best":
+            raise ValueError(f"{self.cfg.name}: validate_start needs select='best'")
         info = load_state(self.folder, self.modules, self.optimizer)
         if self.done:
             history = self.history()
@@ -228,6 +247,9 @@ class Phase:
             self.precision.load_state_dict(info.get("scaler"))
             log.info("%s: resuming at epoch %d step %d", self.cfg.name, epoch + 1, step)
         self.dist.broadcast(self.modules.values())  # every rank starts from rank 0's weights
+        if info is None and self.cfg.validate_start and end_of_epoch is not None:
+            history = [self._validate_start(end_of_epoch)]
+            self._save(epoch, step, history, sums)
         total = self.cfg.epochs * self.cfg.steps_per_epoch
         t_epoch = time.perf_counter()
         while epoch < self.cfg.epochs:

@@ -23,8 +23,10 @@ from ..config import check_validation_subjects
 from ..split import SPLIT_UNITS
 from .degradation import DegradationConfig
 
-#: Where experts 2..7 start: expert 1's weights, or the previous expert's (a chain).
-EXPERT_INITS: tuple[str, ...] = ("expert1", "previous")
+#: Where experts 2..7 start: expert 1's weights, the previous expert's (a
+#: chain), or the trained 1 network's (``"single"``: each expert is the
+#: 1 network fine-tuned on its bin; beyond the paper).
+EXPERT_INITS: tuple[str, ...] = ("expert1", "previous", "single")
 
 
 #: Where REMIx's validation pairs come from: a split of the library, the

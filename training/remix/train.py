@@ -3,8 +3,9 @@
 Work directory layout (every phase resumable, every product atomic)::
 
     <workdir>/expert1/     the 1 mm^3 expert, from scratch, on bin 1
-    <workdir>/expert<v>/   v = 2..7: bin v, initialised (transfer learning) from expert 1
-                           or, with ``experts.init = "previous"``, from expert v - 1
+    <workdir>/expert<v>/   v = 2..7: bin v, initialised (transfer learning) from expert 1,
+                           with ``experts.init = "previous"`` from expert v - 1, with
+                           ``"single"`` from the trained 1 network (then trained before them)
     <workdir>/single/      the "1 network" baseline: initialised from expert 1,
                            all bins (drawn uniformly)
 
@@ -203,12 +204,16 @@ class REMIxTrainer:
     # ------------------------------------------------------------- phases
     def expert(self, v: int) -> ResidualUNet3D:
         """Expert ``v``: expert 1 from scratch; the others start from expert 1
-        (``experts.init`` = ``"expert1"``) or from expert ``v - 1``
-        (``"previous"``: a chain 1 -> 2 -> ... -> 7 that begins at expert 1)."""
+        (``experts.init`` = ``"expert1"``), from expert ``v - 1``
+        (``"previous"``: a chain 1 -> 2 -> ... -> 7 that begins at expert 1)
+        or from the trained 1 network (``"single"``, which is trained first)."""
         if v == EXPERTS[0]:
             return self._train("expert1", self.cfg.expert1, [v], None)
-        u = EXPERTS[0] if self.experts_init == "expert1" else v - 1
-        base = self.nets.get(f"expert{u}") or self.expert(u)
+        if self.experts_init == "single":
+            base = self.nets.get("single") or self.single()
+        else:
+            u = EXPERTS[0] if self.experts_init == "expert1" else v - 1
+            base = self.nets.get(f"expert{u}") or self.expert(u)
         return self._train(f"expert{v}", self.cfg.experts, [v], base)
 
     def single(self) -> ResidualUNet3D:
