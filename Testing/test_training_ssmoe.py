@@ -179,3 +179,72 @@ def test_both_validation_sources_join_the_split_and_the_head(tmp_path: Path, mon
     assert len(both.train) == len(split.train) and len(both.val) == len(split.val) + len(head.val)
     np.testing.assert_array_equal(both.train.lr, split.train.lr)
     np.testing.assert_array_equal(both.val.hr, np.concatenate([split.val.hr, head.val.hr]))
+
+
+def test_joint_phase_moves_the_encoder_and_experts_but_not_the_gater(trained, tmp_path: Path) -> None:
+    """``joint`` (beyond the paper): encoder and experts train together through
+    the gater's routing; the gater's weights and every batch-norm statistic
+    stay; with lr 0 nothing moves."""
+    import copy
+
+    from training.ssmoe.train import SSMoETrainer
+
+    def run(lr: float, folder: str):
+        cfg = from_dict(SSMoEConfig, {**TINY, "joint": {"epochs": 1, "steps_per_epoch": 2, "lr": lr}}, "t")
+        trainer = SSMoETrainer("aniso", cfg, tmp_path / folder)
+        start = copy.deepcopy(trained["moe"])
+        return start, trainer.joint(copy.deepcopy(trained["moe"]), 2, "quantile")
+
+    start, moved = run(1e-3, "run")
+    assert (tmp_path / "run" / "k2_quantile" / "joint" / "done.json").exists()
+    changed = lambda a, b: not torch.equal(a, b)  # noqa: E731
+    assert any(changed(a, b) for a, b in zip(start.encoder.parameters(), moved.encoder.parameters()))
+    assert any(changed(a, b) for a, b in zip(start.experts.parameters(), moved.experts.parameters()))
+    for (name, a), b in zip(start.gater.state_dict().items(), moved.gater.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    for (name, a), b in zip(start.named_buffers(), moved.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
+    start, still = run(0.0, "lr0")
+    for (name, a), b in zip(start.state_dict().items(), still.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(ValueError, match="no joint phase"):
+        SSMoETrainer("aniso", TINY_CFG, tmp_path / "none").joint(start, 2, "quantile")
+
+
+def test_start_from_a_finished_run_trains_only_the_joint_phase(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--start-from``: the finished run's SR U-Net, SS-MoE and Hard-MoE are
+    read, not trained; only the joint phase runs; the SR U-Net and Hard-MoE
+    are exported unchanged. A folder of another config is refused, naming
+    the keys, before any work."""
+    from SuperResMoELib.checkpoints.store import load_checkpoint
+    from SuperResMoELib.core.errors import ExitCode
+    from training.__main__ import main
+
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    joint = {**TINY, "description": "with joint", "joint": {"epochs": 1, "steps_per_epoch": 2, "lr": 1e-3}}
+    (tmp_path / "joint.json").write_text(json.dumps(joint))
+    common = ["--task", "aniso", "--k", "2", "--labeler", "quantile", "--device", "cpu", "--progress", "none"]
+    assert main(["ssmoe", "--config", "tiny.json", "--workdir", "first", *common]) == 0
+    assert main(["ssmoe", "--config", "joint.json", "--workdir", "second", "--start-from", "first/checkpoints",
+                 *common]) == 0
+    assert sorted(p.name for p in (tmp_path / "second").iterdir()) == ["checkpoints", "k2_quantile"]
+    assert [p.name for p in (tmp_path / "second" / "k2_quantile").iterdir()] == ["joint"]
+    ck = {run: {n: load_checkpoint(tmp_path / run / "checkpoints" / f"ssmoe_aniso{n}") for n in ("", "_srunet",
+                                                                                                  "_hardmoe")}
+          for run in ("first", "second")}
+    for n in ("_srunet", "_hardmoe"):
+        for key, a in ck["first"][n].tensors.items():
+            torch.testing.assert_close(a, ck["second"][n].tensors[key], msg=n + key)
+    moe1, moe2 = ck["first"][""], ck["second"][""]
+    assert any(not torch.equal(a, moe2.tensors[key]) for key, a in moe1.tensors.items() if key.startswith("encoder."))
+    assert moe2.manifest.extra["training_config"]["joint"]["lr"] == pytest.approx(1e-3)
+    assert moe2.manifest.extra["thresholds"] == moe1.manifest.extra["thresholds"]
+    capsys.readouterr()
+    other = {**joint, "baseline": {**TINY["baseline"], "lr": 0.01}, "width": 6}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main(["ssmoe", "--config", "other.json", "--workdir", "third", "--start-from", "first/checkpoints",
+                 *common]) == ExitCode.CONFIG
+    err = capsys.readouterr().err
+    assert "was trained with another config (baseline.lr, width differ)" in err and not (tmp_path / "third").exists()

@@ -69,16 +69,23 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
     from .ssmoe.config import load_config
     from .ssmoe.sources import open_source
     from .domain import ssmoe_domain
-    from .ssmoe.train import SSMoETrainer
+    from .ssmoe.train import SSMoETrainer, load_trained
     from .ssmoe.train import export as export_network
 
     cfg = load_config(args.config)
     if args.width:
         cfg = dataclasses.replace(cfg, width=args.width)
-    open_source(args.data, cfg.data_seed)  # a bad --data fails before any work
+    source = open_source(args.data, cfg.data_seed, cfg.library.variation if args.data == "sample" else "standard")
     workdir = Path(args.workdir or f"runs/ssmoe_{args.task}_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
+    names = {(k, lab): f"ssmoe_{args.task}" if (k == cfg.n_experts and lab == cfg.labeler)
+             else f"ssmoe_{args.task}_k{k}_{lab}" for k in args.k for lab in args.labeler}
     ctx, device, reporter = _start_run(args)
+    start: dict[str, tuple[Any, dict]] = {}
+    if args.start_from:  # every checkpoint read and matched to this run before any work
+        wanted = [f"ssmoe_{args.task}_srunet", *names.values()] + ([] if args.no_hardmoe else
+                                                                    [f"ssmoe_{args.task}_hardmoe"])
+        start = {n: load_trained(Path(args.start_from), n, cfg, args.task, source.description) for n in wanted}
     t0 = time.perf_counter()
     trainer = SSMoETrainer(args.task, cfg, workdir, reporter, data=args.data, device=device, amp=args.amp)
     timings: dict[str, float] = {}
@@ -96,24 +103,31 @@ def cmd_ssmoe(args: argparse.Namespace) -> int:
             export_network(*a, **kw)
 
     t = time.perf_counter()
-    base = trainer.baseline()
+    name = f"ssmoe_{args.task}_srunet"
+    base = start[name][0] if start else trainer.baseline()
     t = tick("baseline", t)
-    export(base, "srunet", args.task, cfg, 1, export_dir / f"ssmoe_{args.task}_srunet",
-           {"training_data": data, "domain": domain})
+    export(base, "srunet", args.task, cfg, 1, export_dir / name, {"training_data": data, "domain": domain})
     for k in args.k:
         for labeler in args.labeler:
-            lab = trainer.labels(base, k, labeler)
-            moe = trainer.gater(base, k, labeler, lab["labels"])
-            t = tick(f"gater_k{k}_{labeler}", t)
-            moe, _ = trainer.experts(moe, k, labeler)
-            t = tick(f"experts_k{k}_{labeler}", t)
-            name = f"ssmoe_{args.task}" if (k == cfg.n_experts and labeler == cfg.labeler) \
-                else f"ssmoe_{args.task}_k{k}_{labeler}"
+            name = names[(k, labeler)]
+            if start:
+                moe, extra = start[name]
+                extra = {key: extra[key] for key in ("labeler", "thresholds") if key in extra}
+            else:
+                lab = trainer.labels(base, k, labeler)
+                moe = trainer.gater(base, k, labeler, lab["labels"])
+                t = tick(f"gater_k{k}_{labeler}", t)
+                moe, _ = trainer.experts(moe, k, labeler)
+                t = tick(f"experts_k{k}_{labeler}", t)
+                extra = {"labeler": labeler, "thresholds": lab["thresholds"].tolist()}
+            if cfg.joint is not None:
+                moe = trainer.joint(moe, k, labeler)
+                t = tick(f"joint_k{k}_{labeler}", t)
             export(moe, "ssmoe", args.task, cfg, k, export_dir / name,
-                   {"training_data": data, "domain": domain,
-                    "extra": {"labeler": labeler, "thresholds": lab["thresholds"].tolist()}})
+                   {"training_data": data, "domain": domain, "extra": extra})
     if not args.no_hardmoe:
-        hm = trainer.hardmoe(cfg.n_experts, base)
+        name = f"ssmoe_{args.task}_hardmoe"
+        hm = start[name][0] if start else trainer.hardmoe(cfg.n_experts, base)
         t = tick("hardmoe", t)
         export(hm, "hardmoe", args.task, cfg, cfg.n_experts, export_dir / f"ssmoe_{args.task}_hardmoe",
                {"training_data": data, "domain": domain})
@@ -577,6 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labeler", nargs="+", default=["mqs"], choices=("mqs", "quantile", "empirical", "kmeans"),
                    help="pseudo labelers to train gaters and experts with (default mqs)")
     p.add_argument("--no-hardmoe", action="store_true", help="skip the Hard-MoE baseline")
+    p.add_argument("--start-from", metavar="CHECKPOINTS",
+                   help="a finished run's checkpoint folder (the same config but for 'joint'): its SR U-Net, "
+                        "SS-MoE and Hard-MoE are read from there instead of trained; only the joint phase trains")
     _add_run(p, "runs/ssmoe_<task>_<config>")
     p.set_defaults(func=cmd_ssmoe)
     p = sub.add_parser("remix", help="train the seven REMIx experts and the 1-network baseline",

@@ -99,6 +99,10 @@ class SSMoEConfig(RunConfig):
         intensity_factor: network units = user units x this.
         library: the patch library.
         baseline, gater, experts, hardmoe: the phases.
+        joint: beyond the paper (which keeps the encoder frozen), an optional
+            last phase: the encoder and every expert fine-tuned together,
+            each patch through the expert the trained gater sends it to, as
+            at inference; ``null`` (default): off.
         residual: SR U-Net output mode (:data:`SuperResMoELib.nets.srunet.RESIDUALS`).
     """
 
@@ -111,6 +115,7 @@ class SSMoEConfig(RunConfig):
     gater: PhaseSpec = setting()
     experts: SSMoEExperts = setting()
     hardmoe: SSMoEHardMoE = setting()
+    joint: PhaseSpec | None = setting(None)
     residual: str = setting("none", one_of(RESIDUALS))
 
     def __post_init__(self) -> None:

@@ -7,9 +7,12 @@ Work directory layout (every step resumable, every product atomic)::
     <workdir>/k<K>_<labeler>/gater/       phase 2: gater, CE, encoder frozen
     <workdir>/k<K>_<labeler>/routing.npz  the gater's classes for the training patches
     <workdir>/k<K>_<labeler>/expert<k>/   phase 3: decoder k on its routed subset
+    <workdir>/k<K>_<labeler>/joint/       optional phase 4 (``joint``): encoder + experts together
     <workdir>/hardmoe_k<K>/               Hard-MoE baseline, end to end (from scratch or the baseline)
 
-K and labeler ablations share the baseline.  Checkpoints are exported as
+K and labeler ablations share the baseline.  A finished run's exported
+checkpoints can stand in for phases 1-3 (:meth:`SSMoETrainer.trained`), so the
+joint phase can be added to a run without training it again.  Checkpoints are exported as
 ``<export>/ssmoe_<task>[...].safetensors`` + ``.json``, each manifest with the
 resolved config (``extra.training_config``).
 
@@ -35,7 +38,7 @@ from SuperResMoELib.nets.moe import SSMoE, HardMoE
 from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig, add_residual
 
 from ..cache import save_npz
-from ..config import PhaseSpec, to_dict
+from ..config import PhaseSpec, from_dict, to_dict
 from ..loop import Phase
 from ..precision import resolve_amp
 from ..split import SSMOE_SPLIT_SALT, split_indices
@@ -286,6 +289,41 @@ class SSMoETrainer:
             moe.eval()
         return moe.eval(), routes
 
+    # ------------------------------------------- phase 4 (beyond the paper)
+    def joint(self, moe: SSMoE, k: int, labeler: str) -> SSMoE:
+        """Phase 4 (``joint``; the paper keeps the encoder frozen): the encoder
+        and every expert fine-tuned together with MSE, each patch ``(B, 1,
+        *lr_patch)`` decoded by the expert the gater routes it to (routing
+        recomputed every step from the moving encoder, as at inference). The
+        gater's weights and every batch-norm statistic stay as phases 2-3
+        left them. Validation (``select: "best"``) scores the whole mixture
+        on the validation pairs; logs how many training pairs change expert."""
+        spec = self.cfg.joint
+        if spec is None:
+            raise ValueError("the config has no joint phase")
+        moe.to(self.device)
+        route = lambda x, a: moe.route(x, a)[1].argmax(dim=1)  # noqa: E731
+        before = _map_batches(self.data.train, route, self.device).astype(np.int64)
+
+        def set_train() -> None:
+            moe.train()
+            moe.gater.eval()
+            for m in moe.modules():  # batch-norm statistics do not move
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+        params = [*moe.encoder.parameters(), *moe.experts.parameters()]
+        phase = self._phase(f"k{k}_{labeler}/joint", spec, {"moe": moe}, params, set_train)
+        fwd = lambda x, a: moe(x, a)[0]  # noqa: E731
+        phase.run(_batches(self.data.train, self.batch), _mse_step(phase, fwd),
+                  _val(fwd, self.data.val, self.device) if spec.select == "best" else None, self.progress)
+        moe.eval()
+        after = _map_batches(self.data.train, route, self.device).astype(np.int64)
+        log.info("joint phase: %d of %d training pairs changed expert; routing %s -> %s",
+                 int((before != after).sum()), len(after), np.bincount(before, minlength=k).tolist(),
+                 np.bincount(after, minlength=k).tolist())
+        return moe
+
     # ------------------------------------------------------------ hard moe
     def hardmoe(self, k: int, baseline: SRUNet | None = None) -> HardMoE:
         """The Hard-MoE baseline, trained end to end with MSE; with
@@ -301,6 +339,64 @@ class SSMoETrainer:
         phase.run(_batches(self.data.train, self.batch), _mse_step(phase, fwd),
                   _val(fwd, self.data.val, self.device), self.progress)
         return net.eval()
+
+
+def load_trained(folder: Path, name: str, cfg: SSMoEConfig, task: str,
+                 data: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The network of the exported checkpoint ``<folder>/<name>`` (CPU, eval
+    mode) and its manifest's ``extra``, for a run that goes on from it (the
+    joint phase added after phases 1-3: ``--start-from``).
+
+    Args:
+        folder, name: the checkpoint (``<name>.safetensors`` + ``.json``).
+        cfg, task: the run's config and task.
+        data: the run's training data (:attr:`MudiSource.description`).
+
+    Raises:
+        ConfigError: the checkpoint is missing or unreadable, for another
+            task, trained on other data or with another config (every key but
+            ``joint`` and ``description`` must match: the same library and
+            phases).
+    """
+    from SuperResMoELib.checkpoints.store import load_checkpoint
+    from SuperResMoELib.core.errors import CheckpointError, ConfigError
+    from SuperResMoELib.methods.ssmoe.checkpoint import build_network
+
+    path = Path(folder) / name
+    try:
+        ck = load_checkpoint(path, method="ssmoe", task=task)
+    except CheckpointError as exc:
+        raise ConfigError(f"--start-from: {exc}") from None
+    extra = dict(ck.manifest.extra)
+    recorded = extra.get("training_config")
+    if not isinstance(recorded, dict):
+        raise ConfigError(f"--start-from: {path} records no training config; it cannot be matched to this run")
+    # through the config classes, so keys added since (with their defaults) compare equal
+    theirs = _flat(to_dict(from_dict(SSMoEConfig, recorded, f"{path}.json training_config")))
+    ours = _flat(to_dict(cfg))
+    differ = sorted(key for key in set(theirs) | set(ours)
+                    if key.split(".")[0] not in ("joint", "description") and theirs.get(key) != ours.get(key))
+    if differ:
+        raise ConfigError(f"--start-from: {path} was trained with another config ({', '.join(differ)} "
+                          "differ); start from the checkpoints of a run of this config")
+    td = ck.manifest.training_data
+    trained_on = td.get("data") if isinstance(td, dict) else None
+    if trained_on != data:
+        raise ConfigError(f"--start-from: {path} was trained on {trained_on!r}, this run reads {data!r}")
+    net = build_network(ck.manifest)
+    net.load_state_dict(ck.tensors)
+    log.info("%s: from %s (not trained again)", name, path)
+    return net.eval(), extra
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A JSON tree as ``{"library.subjects": [...], ...}``."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
 
 
 def export(model: torch.nn.Module, kind: str, task: str, cfg: SSMoEConfig, n_experts: int, path: Path,
