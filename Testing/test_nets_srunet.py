@@ -7,7 +7,7 @@ import torch
 
 from SuperResMoELib.nets.blocks import keras_style_parameter_count
 from SuperResMoELib.nets.moe import Gater, HardMoE, SSMoE
-from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig
+from SuperResMoELib.nets.srunet import SCALE_FLOOR, SRUNet, SRUNetConfig, patch_scale
 
 # Keras counts of the SS-MoE reference at width 64 (weights + BN moving statistics).
 REFERENCE_COUNTS = {"iso": 8_918_657, "aniso": 9_440_929}
@@ -141,3 +141,40 @@ def test_linear_residual_adds_edge_aligned_trilinear_upsampling(task: str) -> No
     assert SRUNetConfig(task, 4).residual == "none"  # the reference has no global residual
     with pytest.raises(ValueError, match="unknown residual"):
         SRUNetConfig(task, 4, residual="cubic")
+
+
+def _brightness_error(net, x: torch.Tensor, c: float, *args) -> float:
+    """max |f(c x) - c f(x)| / max |c f(x)| of a network returning ``(y, ...)`` or ``y``."""
+    out = lambda v: (lambda r: r[0] if isinstance(r, tuple) else r)(net(v, *args))  # noqa: E731
+    with torch.no_grad():
+        y, yc = out(x), out(c * x)
+    return float((yc - c * y).abs().max() / (c * y).abs().max())
+
+
+@pytest.mark.parametrize("task", ["iso", "aniso"])
+def test_patch_normalisation_makes_every_network_follow_the_brightness(task: str) -> None:
+    """``normalize: "patch"``: SR U-Net, SS-MoE (its routing included) and
+    Hard-MoE give ``c`` times the output for ``c`` times the input (up to the
+    scale floor, negligible at these intensities); without it they do not."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, *SRUNetConfig(task).lr_patch) * 20 + 10  # mean |x| ~ 20 >> SCALE_FLOOR
+    a = torch.randn(4, 6)
+    for normalize, bound in (("patch", 1e-3), ("none", None)):
+        base = SRUNet(SRUNetConfig(task, 4, residual="linear", normalize=normalize)).eval()
+        torch.nn.init.normal_(base.decoder.up.out.weight, std=0.5)  # a correction that is not zero
+        for name, p in base.named_parameters():  # biases, as trained networks have (with none, a ReLU
+            if name.endswith("bias"):              # network is positively homogeneous by itself)
+                torch.nn.init.normal_(p, std=0.5)
+        nets = [(base, ()), (SSMoE.from_baseline(base, 3).eval(), (a,)), (HardMoE.from_baseline(base, 3).eval(), ())]
+        for net, args in nets:
+            err = _brightness_error(net, x, 7.0, *args)
+            if bound is None:
+                assert err > 1e-2, type(net).__name__
+            else:
+                assert err < bound, type(net).__name__
+    moe = SSMoE.from_baseline(SRUNet(SRUNetConfig(task, 4, normalize="patch")), 3).eval()
+    with torch.no_grad():  # the gater sees the same features at every brightness: same experts
+        torch.testing.assert_close(moe(x, a)[1], moe(7.0 * x, a)[1])
+    torch.testing.assert_close(patch_scale(torch.zeros(2, 1, 4, 4, 4)).flatten(), torch.full((2,), SCALE_FLOOR))
+    with pytest.raises(ValueError, match="unknown normalize"):
+        SRUNetConfig(task, 4, normalize="volume")

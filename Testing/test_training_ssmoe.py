@@ -248,3 +248,41 @@ def test_start_from_a_finished_run_trains_only_the_joint_phase(tmp_path: Path, m
                  *common]) == ExitCode.CONFIG
     err = capsys.readouterr().err
     assert "was trained with another config (baseline.lr, width differ)" in err and not (tmp_path / "third").exists()
+
+
+def test_patch_normalised_training_scores_relative_errors_and_exports_the_option(tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    """``normalize: "patch"``: every phase trains the normalised networks, the
+    pseudo-label scores are each patch's MSE over its scale squared (the
+    gater sees the normalised patch), and the option travels in the
+    checkpoint so that the network built from it gives the trained output."""
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
+    from SuperResMoELib.checkpoints.store import load_checkpoint
+    from SuperResMoELib.methods.ssmoe.checkpoint import build_network
+    from SuperResMoELib.nets.srunet import patch_scale
+    from training.ssmoe.train import SSMoETrainer, export, patch_mse
+
+    cfg = from_dict(SSMoEConfig, {**TINY, "residual": "linear", "normalize": "patch"}, "t")
+    trainer = SSMoETrainer("aniso", cfg, tmp_path / "run")
+    base = trainer.baseline()
+    assert base.cfg.normalize == "patch"
+    lab = trainer.labels(base, 2, "quantile")
+    lib = trainer.data.train
+    raw = patch_mse(lambda x, a: base(x), lib)
+    scale = patch_scale(torch.from_numpy(lib.lr).float()).reshape(-1).numpy().astype(np.float64)
+    np.testing.assert_allclose(lab["scores"], raw / scale ** 2, rtol=1e-6)
+    assert not np.allclose(lab["scores"] / lab["scores"].mean(), raw / raw.mean(), rtol=0.05)  # not the raw order
+    moe, _ = trainer.experts(trainer.gater(base, 2, "quantile", lab["labels"]), 2, "quantile")
+    path = export(moe, "ssmoe", "aniso", cfg, 2, tmp_path / "ssmoe_aniso", {"training_data": "tiny"})
+    ck = load_checkpoint(path, method="ssmoe", task="aniso")
+    assert ck.manifest.architecture["srunet"]["normalize"] == "patch"
+    net = build_network(ck.manifest).eval()
+    net.load_state_dict(ck.tensors)
+    x, a = torch.from_numpy(lib.lr[:6]), torch.from_numpy(lib.params[:6])
+    with torch.no_grad():
+        ours, routes = moe(x, a)
+        theirs, again = net(x, a)
+    torch.testing.assert_close(theirs, ours, rtol=1e-2, atol=1e-4)  # float16 weights
+    torch.testing.assert_close(again, routes)
+    with pytest.raises(Exception, match="normalize"):
+        from_dict(SSMoEConfig, {**TINY, "normalize": "volume"}, "t")

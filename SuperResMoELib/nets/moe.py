@@ -23,7 +23,8 @@ from SuperResMoELib.nets.srunet import (
     SRUNet,
     SRUNetConfig,
     UpPath,
-    add_residual,
+    finish_output,
+    normalise_input,
     zero_output,
 )
 
@@ -109,9 +110,16 @@ class SSMoE(nn.Module):
             self.encoder.eval()
         return self
 
+    def encode(self, x: torch.Tensor) -> tuple[Features, torch.Tensor, torch.Tensor | None]:
+        """``(features, normalised input, scale)`` of ``x (B, 1, *lr_patch)``
+        (``normalize: "none"``: the input itself and ``None``); finish a
+        decoder output with :func:`~SuperResMoELib.nets.srunet.finish_output`."""
+        xn, scale = normalise_input(x, self.cfg)
+        return self.encoder(xn), xn, scale
+
     def route(self, x: torch.Tensor, params: torch.Tensor | None) -> tuple[Features, torch.Tensor]:
         """Encoder features and gater logits ``(B, K)``."""
-        feats = self.encoder(x)
+        feats = self.encode(x)[0]
         return feats, self.gater(feats.bottleneck, params)
 
     def decode(self, feats: Features, labels: torch.Tensor) -> torch.Tensor:
@@ -129,12 +137,12 @@ class SSMoE(nn.Module):
 
     def forward(self, x: torch.Tensor, params: torch.Tensor | None = None,
                 expert: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.encoder(x)
+        feats, xn, scale = self.encode(x)
         if expert is None:
             labels = self.gater(feats.bottleneck, params).argmax(dim=1)
         else:
             labels = torch.full((x.shape[0],), int(expert), dtype=torch.long, device=x.device)
-        return add_residual(self.decode(feats, labels), x, self.cfg), labels
+        return finish_output(self.decode(feats, labels), xn, scale, self.cfg), labels
 
 
 class HardMoE(nn.Module):
@@ -171,7 +179,8 @@ class HardMoE(nn.Module):
         """``(y, weights)``: the gater's softmax mixture of the heads, or with
         ``expert`` only that head (``weights`` one-hot); the global residual
         (when configured) is added either way."""
-        feats = self.encoder(x)
+        xn, scale = normalise_input(x, self.cfg)
+        feats = self.encoder(xn)
         skips = self.skips(feats.skips)
         if expert is not None:
             if not 0 <= int(expert) < len(self.heads):
@@ -179,8 +188,8 @@ class HardMoE(nn.Module):
             y = self.heads[int(expert)](skips, feats.bottleneck)
             weights = torch.zeros((x.shape[0], len(self.heads)), dtype=y.dtype, device=x.device)
             weights[:, int(expert)] = 1.0
-            return add_residual(y, x, self.cfg), weights
+            return finish_output(y, xn, scale, self.cfg), weights
         weights = torch.softmax(self.gater(feats.bottleneck), dim=1)
         ys = torch.stack([head(skips, feats.bottleneck) for head in self.heads], dim=1)  # (B, K, 1, ...)
         y = (weights.view(weights.shape + (1,) * (ys.ndim - 2)) * ys).sum(dim=1)
-        return add_residual(y, x, self.cfg), weights
+        return finish_output(y, xn, scale, self.cfg), weights

@@ -59,6 +59,39 @@ def add_residual(y: torch.Tensor, x: torch.Tensor, cfg: "SRUNetConfig") -> torch
     return y if r is None else y + r
 
 
+#: Input normalisation options (beyond the paper): ``"none"`` or ``"patch"``.
+NORMALIZATIONS: tuple[str, ...] = ("none", "patch")
+#: Added to a patch's mean absolute intensity (network units) before dividing
+#: by it, so that an empty background patch is not blown up from noise alone.
+SCALE_FLOOR = 0.01
+
+
+def patch_scale(x: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, 1, 1, 1)`` scale of each patch of ``x (B, C, K, J, I)``: its
+    mean absolute intensity plus :data:`SCALE_FLOOR`."""
+    return x.abs().mean(dim=tuple(range(1, x.ndim)), keepdim=True) + SCALE_FLOOR
+
+
+def normalise_input(x: torch.Tensor, cfg: "SRUNetConfig") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(x / s, s)`` with ``s`` = :func:`patch_scale` under ``normalize:
+    "patch"``, else ``(x, None)``. The network then sees every patch at unit
+    brightness whatever the contrast, b-value or scanner gain."""
+    if cfg.normalize == "none":
+        return x, None
+    s = patch_scale(x)
+    return x / s, s
+
+
+def finish_output(y: torch.Tensor, xn: torch.Tensor, scale: torch.Tensor | None,
+                  cfg: "SRUNetConfig") -> torch.Tensor:
+    """A decoder output ``y`` (normalised units) plus the global residual of
+    the normalised input ``xn``, back in the input's units (times ``scale``).
+    The network as a whole is then equivariant to the patch's brightness:
+    ``f(c x) = c f(x)`` for ``c > 0`` up to :data:`SCALE_FLOOR`."""
+    out = add_residual(y, xn, cfg)
+    return out if scale is None else out * scale
+
+
 @dataclass(frozen=True)
 class SRUNetConfig:
     """Architecture of the SR U-Net variant.
@@ -73,6 +106,10 @@ class SRUNetConfig:
             or ``"linear"``: the network adds a correction to the trilinear
             upsampling of its input (edge-aligned, as the SR grid), which
             trains far faster (the compact CPU configuration uses it).
+        normalize: ``"none"`` (the reference) or ``"patch"`` (beyond the
+            paper): each input patch is divided by its mean absolute
+            intensity (:func:`patch_scale`) and the output multiplied back,
+            so the network does not depend on the data's brightness.
     """
 
     task: str = "iso"
@@ -81,10 +118,13 @@ class SRUNetConfig:
     n_map: int = 2
     channels: int = 1
     residual: str = "none"
+    normalize: str = "none"
 
     def __post_init__(self) -> None:
         if self.residual not in RESIDUALS:
             raise ValueError(f"unknown residual {self.residual!r}; choose one of {RESIDUALS}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalize {self.normalize!r}; choose one of {NORMALIZATIONS}")
         if self.task not in TASKS:
             raise ValueError(f"unknown SR U-Net task {self.task!r}; choose one of {sorted(TASKS)}")
         if self.width < 2:
@@ -224,4 +264,5 @@ class SRUNet(nn.Module):
             zero_output(self.decoder.up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return add_residual(self.decoder(self.encoder(x)), x, self.cfg)
+        xn, scale = normalise_input(x, self.cfg)
+        return finish_output(self.decoder(self.encoder(xn)), xn, scale, self.cfg)

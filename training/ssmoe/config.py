@@ -13,7 +13,7 @@ from dataclasses import MISSING, dataclass
 from pathlib import Path
 
 from SuperResMoELib.core.errors import ConfigError
-from SuperResMoELib.nets.srunet import RESIDUALS, SRUNetConfig
+from SuperResMoELib.nets.srunet import NORMALIZATIONS, RESIDUALS, SRUNetConfig
 
 from .. import config as _config
 from SuperResMoELib.sample_data import MUDI_VARIATIONS
@@ -104,6 +104,12 @@ class SSMoEConfig(RunConfig):
             each patch through the expert the trained gater sends it to, as
             at inference; ``null`` (default): off.
         residual: SR U-Net output mode (:data:`SuperResMoELib.nets.srunet.RESIDUALS`).
+        normalize: input normalisation of every network
+            (:data:`SuperResMoELib.nets.srunet.NORMALIZATIONS`; beyond the
+            paper): ``"patch"`` divides each LR patch by its mean absolute
+            intensity and multiplies the output back; the pseudo labels then
+            score each patch's error relative to its scale squared, which is
+            what the gater (seeing the normalised patch) can tell apart.
     """
 
     width: int = setting(MISSING, POSITIVE)
@@ -117,11 +123,12 @@ class SSMoEConfig(RunConfig):
     hardmoe: SSMoEHardMoE = setting()
     joint: PhaseSpec | None = setting(None)
     residual: str = setting("none", one_of(RESIDUALS))
+    normalize: str = setting("none", one_of(NORMALIZATIONS))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         try:  # the network's own limits (e.g. width >= 2), before any work
-            SRUNetConfig("iso", self.width, residual=self.residual)
+            SRUNetConfig("iso", self.width, residual=self.residual, normalize=self.normalize)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 

@@ -35,7 +35,7 @@ import torch
 from SuperResMoELib.checkpoints.store import save_checkpoint
 from SuperResMoELib.engine.devices import resolve_device
 from SuperResMoELib.nets.moe import SSMoE, HardMoE
-from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig, add_residual
+from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig, finish_output, patch_scale
 
 from ..cache import save_npz
 from ..config import PhaseSpec, from_dict, to_dict
@@ -133,7 +133,7 @@ class SSMoETrainer:
         self.progress = progress
         self.device = resolve_device(device)
         self.amp = resolve_amp(amp, self.device)
-        self.net_cfg = SRUNetConfig(task, config.width, residual=config.residual)
+        self.net_cfg = SRUNetConfig(task, config.width, residual=config.residual, normalize=config.normalize)
         self.seed = config.seed
         self.batch = config.batch_size
         torch.manual_seed(self.seed)
@@ -198,6 +198,9 @@ class SSMoETrainer:
         t0 = time.perf_counter()
         baseline.to(self.device)
         scores = patch_mse(lambda x, a: baseline(x), self.data.train, self.device)
+        if self.net_cfg.normalize == "patch":  # relative error: what the gater, seeing x / s, can predict
+            scale = patch_scale(torch.from_numpy(self.data.train.lr).float()).reshape(-1).numpy()
+            scores = scores / scale.astype(np.float64) ** 2
         labels, thresholds = pseudo_labels(scores, k, labeler)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_npz(path, scores=scores, labels=labels, thresholds=thresholds)
@@ -213,7 +216,7 @@ class SSMoETrainer:
         table = self.source.table().values  # z-score statistics over the protocol, as the reference
         moe.gater.set_param_stats(torch.from_numpy(table.mean(0)), torch.from_numpy(table.std(0)))
         moe.to(self.device).eval()
-        feats = _map_batches(self.data.train, lambda x, a: moe.encoder(x).bottleneck.mean(dim=(2, 3, 4)),
+        feats = _map_batches(self.data.train, lambda x, a: moe.encode(x)[0].bottleneck.mean(dim=(2, 3, 4)),
                              self.device)
         feats_t = torch.from_numpy(feats)[:, :, None, None, None]
         params_t = torch.from_numpy(self.data.train.params)
@@ -275,8 +278,8 @@ class SSMoETrainer:
 
             def fwd(x, a, expert=expert):
                 with torch.no_grad():
-                    feats = moe.encoder(x)
-                return add_residual(expert(feats), x, moe.cfg)
+                    feats, xn, scale = moe.encode(x)
+                return finish_output(expert(feats), xn, scale, moe.cfg)
 
             validate = None
             if self.cfg.experts.select == "best":  # on the validation pairs the gater sends to this expert
