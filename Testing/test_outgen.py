@@ -58,6 +58,20 @@ def test_qmri_head_table_and_pairs() -> None:
     assert np.mean(scores["SR U-Net"]) < np.mean(scores["cubic"])  # on average the network still beats cubic
 
 
+def test_per_volume_mse_passes_further_options_to_each_method() -> None:
+    """The ``ssmoe-experts`` diagnostic's forced experts reach the method: two
+    forced experts score the same out-of-generator volume differently, and the
+    same expert forced twice scores it the same."""
+    from training.ssmoe.evaluate import per_volume_mse
+
+    ckpt = str(BUNDLED / "ssmoe_aniso.safetensors")
+    methods = {f"expert {e}": ("ssmoe", ckpt, {"expert": e}) for e in (0, 3)}
+    _, scores, _ = per_volume_mse("aniso", {**methods, "again": ("ssmoe", ckpt, {"expert": 0})}, [0],
+                                  device="cpu", data="outgen")
+    assert scores["expert 0"][0] != scores["expert 3"][0]
+    assert scores["again"][0] == scores["expert 0"][0]  # deterministic, so the difference is the option's
+
+
 def test_remix_on_a_small_block_of_the_t1_head(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "training", "evaluate", "remix", "--checkpoints", str(BUNDLED),
                         "--out", str(tmp_path), "--tables", "outgen", "--outgen-block", "48", "--device", "cpu",

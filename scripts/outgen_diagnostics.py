@@ -1,9 +1,14 @@
-"""Why the bundled networks fall behind on the out-of-generator set: three checks.
+"""Why the bundled networks fall behind on the out-of-generator set: four checks.
 
     python scripts/outgen_diagnostics.py ssmoe-psf --task aniso [--checkpoints DIR]
         the SS-MoE / Hard-MoE / SR U-Net ratio on the qMRI test head (16 of its 96
         rows) with its own Gaussian point-spread function, and with the Super MUDI
         block average instead (everything else unchanged)
+    python scripts/outgen_diagnostics.py ssmoe-experts --task iso [--checkpoints DIR] [--head validation]
+        per out-of-generator volume (16 of 96 rows; of the test head, or of the
+        validation head that model selection sees): the SR U-Net, SS-MoE with
+        its gater's routing, SS-MoE with every patch forced to one expert, and
+        the best forced expert per volume: is it the routing or the experts?
     python scripts/outgen_diagnostics.py remix-head [--checkpoints DIR]
         REMIx (1 network, experts) and cubic on the held-out *sample* T1 subject 4
         acquired with the out-of-generator scans (trapezoid profile, Gaussian
@@ -38,6 +43,27 @@ def ssmoe_psf(task: str, checkpoints: str) -> None:
         _, s, _ = per_volume_mse(task, methods, rows=list(range(0, 96, 6)), data="outgen", device="cpu")
         base = s["SR U-Net"].mean()
         print(task, profile, {k: round(float(v.mean() / base), 3) for k, v in s.items()})
+
+
+def ssmoe_experts(task: str, checkpoints: str, head: str = "test") -> None:
+    from SuperResMoELib.checkpoints.store import read_manifest
+    from training.ssmoe.evaluate import per_volume_mse
+
+    ckpt = f"{checkpoints}/ssmoe_{task}.safetensors"
+    k = int(read_manifest(ckpt).architecture["n_experts"])
+    methods = {"SR U-Net": ("srunet", f"{checkpoints}/ssmoe_{task}_srunet.safetensors"),
+               "SS-MoE": ("ssmoe", ckpt),
+               **{f"expert {e}": ("ssmoe", ckpt, {"expert": e}) for e in range(k)}}
+    data = "outgen" if head == "test" else "outgen-validation"
+    rows, s, _ = per_volume_mse(task, methods, rows=list(range(0, 96, 6)), data=data, device="cpu")
+    forced = np.stack([s[f"expert {e}"] for e in range(k)])
+    best = forced.min(axis=0)
+    print("row", *methods, "best forced", "(MSE; the best forced expert's index)")
+    for i, r in enumerate(rows):
+        print(int(r), *(f"{s[m][i]:.1f}" for m in methods), f"{best[i]:.1f} ({int(forced[:, i].argmin())})")
+    base = s["SR U-Net"].mean()
+    print("mean / SR U-Net:", {m: round(float(s[m].mean() / base), 3) for m in methods},
+          "best forced", round(float(best.mean() / base), 3))
 
 
 def remix_head(checkpoints: str) -> None:
@@ -81,12 +107,16 @@ def smoothness() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("check", choices=("ssmoe-psf", "remix-head", "smoothness"))
+    p.add_argument("check", choices=("ssmoe-psf", "ssmoe-experts", "remix-head", "smoothness"))
     p.add_argument("--task", default="aniso", choices=("aniso", "iso"))
     p.add_argument("--checkpoints", default=BUNDLED)
+    p.add_argument("--head", default="test", choices=("test", "validation"),
+                   help="ssmoe-experts: the out-of-generator head to score")
     a = p.parse_args()
     if a.check == "ssmoe-psf":
         ssmoe_psf(a.task, a.checkpoints)
+    elif a.check == "ssmoe-experts":
+        ssmoe_experts(a.task, a.checkpoints, a.head)
     elif a.check == "remix-head":
         remix_head(a.checkpoints)
     else:

@@ -38,7 +38,7 @@ STAT_KEYS: tuple[str, ...] = ("mean", "variance", "median", "q1", "q3", "max")
 
 def per_volume_mse(
     task: str,
-    methods: dict[str, tuple[str, str | None]],
+    methods: dict[str, tuple[str, str | None] | tuple[str, str | None, dict[str, Any]]],
     rows: Sequence[int] | None = None,
     subject: int | None = None,
     device: str = "auto",
@@ -50,7 +50,8 @@ def per_volume_mse(
 
     Args:
         task: ``aniso`` or ``iso``.
-        methods: label -> (registry name, checkpoint path or ``None``).
+        methods: label -> (registry name, checkpoint path or ``None``[, further
+            :class:`EnhanceOptions` fields, e.g. ``{"expert": 2}``]).
         rows: acquisition rows to evaluate (default: all 1344).
         subject: subject index (default: the source's held-out subject).
         data: ``"sample"`` or ``"mudi:<folder>"`` (:mod:`.sources`).
@@ -68,8 +69,9 @@ def per_volume_mse(
         chunk = rows_arr[start:start + CHUNK_FRAMES]
         lr, hr = source.pair(subject, chunk, task)
         gt = np.asarray(hr.array)
-        for label, (name, ckpt) in methods.items():
-            opts = EnhanceOptions(scale=scale, task=task if name != "cubic" else None, checkpoint=ckpt)
+        for label, (name, ckpt, *extra) in methods.items():
+            opts = EnhanceOptions(scale=scale, task=task if name != "cubic" else None, checkpoint=ckpt,
+                                  **(extra[0] if extra else {}))
             t0 = time.perf_counter()
             sr = np.asarray(create_method(name).enhance(lr, opts, device).volume.array)
             seconds[label] += time.perf_counter() - t0
