@@ -139,3 +139,15 @@ def _one_thread_per_worker():
 
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one intra-op thread for the test, then as before: tiny
+    networks run as fast on one, and a reference run trained on one."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -5,7 +5,6 @@ gates and the usage EMA, gradients, and a tiny left/right routing task."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,13 +20,8 @@ from SuperResMoELib.nets.moediff_condition import (
 from SuperResMoELib.nets.unet3d import count_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # tiny tensors on shared cores: intra-op threads only add overhead
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: tiny tensors on shared cores: intra-op threads only add overhead
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small(patch_sizes: tuple[int, ...] = (16, 8, 4), dim: int = 16, k: int = 3, **gating: float | bool

@@ -4,11 +4,9 @@ see ``Testing/data/make_training_reference.py``)."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors.torch import load_file
@@ -76,17 +74,6 @@ def _one_step_more(tmp_path: Path, monkeypatch, method: str, phase: str):
     return maker, load_file(str(DATA / "training_reference.safetensors")), cfg
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Torch on one thread for the block (as the reference run), then as before."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_cpu_training_is_bit_identical_to_the_reference(tmp_path, monkeypatch) -> None:
     """Bit-identical weights on a CPU whose float kernels round as the
     reference machine's; elsewhere every tensor agrees to :data:`CROSS_CPU_GAP`."""
@@ -128,7 +115,7 @@ def test_digest_sees_every_bit() -> None:
     assert not torch.equal(maker.digest(w), maker.digest(flipped))
 
 
-def test_the_gap_tolerance_still_sees_a_changed_training(tmp_path, monkeypatch) -> None:
+def test_the_gap_tolerance_still_sees_a_changed_training(tmp_path, monkeypatch, one_torch_thread) -> None:
     """Expert 1 of the reference REMIx run with one more training step lands
     farther from the reference than :data:`CROSS_CPU_GAP`: the tolerance for
     another CPU's rounding does not hide a change of the training."""
@@ -137,13 +124,12 @@ def test_the_gap_tolerance_still_sees_a_changed_training(tmp_path, monkeypatch) 
     from training.remix.train import REMIxTrainer
 
     _, reference, cfg = _one_step_more(tmp_path, monkeypatch, "REMIX", "expert1")
-    with _one_thread():
-        net = REMIxTrainer(from_dict(REMIxConfig, cfg), tmp_path / "run", device="cpu", amp="none").expert(1)
+    net = REMIxTrainer(from_dict(REMIxConfig, cfg), tmp_path / "run", device="cpu", amp="none").expert(1)
     gaps = [_relative_gap(v.detach(), reference[f"remix.expert1.{k}"]) for k, v in net.state_dict().items()]
     assert max(gaps) > 4 * CROSS_CPU_GAP, max(gaps)
 
 
-def test_the_gater_tolerance_still_sees_a_changed_gater(tmp_path, monkeypatch) -> None:
+def test_the_gater_tolerance_still_sees_a_changed_gater(tmp_path, monkeypatch, one_torch_thread) -> None:
     """The tiny SS-MoE's gater trained one step more gives logits farther from
     the reference gater's than :data:`GATER_LOGIT_GAP` allows another CPU."""
     from training.config import from_dict
@@ -151,10 +137,9 @@ def test_the_gater_tolerance_still_sees_a_changed_gater(tmp_path, monkeypatch) -
     from training.ssmoe.train import SSMoETrainer
 
     maker, reference, cfg = _one_step_more(tmp_path, monkeypatch, "SSMOE", "gater")
-    with _one_thread():
-        ss = SSMoETrainer("aniso", from_dict(SSMoEConfig, cfg), tmp_path / "run" / "ssmoe", device="cpu", amp="none")
-        base = ss.baseline()
-        moe = ss.gater(base, 2, "quantile", ss.labels(base, 2, "quantile")["labels"])
-        changed = _gater_logits(maker, tmp_path / "run", moe.state_dict(), cfg)
-        theirs = _gater_logits(maker, tmp_path / "run", _prefixed(reference, "ssmoe.ssmoe."), cfg)
+    ss = SSMoETrainer("aniso", from_dict(SSMoEConfig, cfg), tmp_path / "run" / "ssmoe", device="cpu", amp="none")
+    base = ss.baseline()
+    moe = ss.gater(base, 2, "quantile", ss.labels(base, 2, "quantile")["labels"])
+    changed = _gater_logits(maker, tmp_path / "run", moe.state_dict(), cfg)
+    theirs = _gater_logits(maker, tmp_path / "run", _prefixed(reference, "ssmoe.ssmoe."), cfg)
     assert _relative_gap(changed, theirs) > 4 * GATER_LOGIT_GAP

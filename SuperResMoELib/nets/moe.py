@@ -23,8 +23,8 @@ from SuperResMoELib.nets.srunet import (
     SRUNet,
     SRUNetConfig,
     UpPath,
+    encode_normalised,
     finish_output,
-    normalise_input,
     zero_output,
 )
 
@@ -111,11 +111,9 @@ class SSMoE(nn.Module):
         return self
 
     def encode(self, x: torch.Tensor) -> tuple[Features, torch.Tensor, torch.Tensor | None]:
-        """``(features, normalised input, scale)`` of ``x (B, 1, *lr_patch)``
-        (``normalize: "none"``: the input itself and ``None``); finish a
-        decoder output with :func:`~SuperResMoELib.nets.srunet.finish_output`."""
-        xn, scale = normalise_input(x, self.cfg)
-        return self.encoder(xn), xn, scale
+        """:func:`~SuperResMoELib.nets.srunet.encode_normalised` with this
+        mixture's encoder: ``(features, normalised input, scale)``."""
+        return encode_normalised(self.encoder, x, self.cfg)
 
     def route(self, x: torch.Tensor, params: torch.Tensor | None) -> tuple[Features, torch.Tensor]:
         """Encoder features and gater logits ``(B, K)``."""
@@ -179,8 +177,7 @@ class HardMoE(nn.Module):
         """``(y, weights)``: the gater's softmax mixture of the heads, or with
         ``expert`` only that head (``weights`` one-hot); the global residual
         (when configured) is added either way."""
-        xn, scale = normalise_input(x, self.cfg)
-        feats = self.encoder(xn)
+        feats, xn, scale = encode_normalised(self.encoder, x, self.cfg)
         skips = self.skips(feats.skips)
         if expert is not None:
             if not 0 <= int(expert) < len(self.heads):

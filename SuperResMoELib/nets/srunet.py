@@ -192,6 +192,15 @@ class SREncoder(nn.Module):
         return Features(tuple(skips), self.bottleneck(x))
 
 
+def encode_normalised(encoder: SREncoder, x: torch.Tensor,
+                      cfg: SRUNetConfig) -> tuple[Features, torch.Tensor, torch.Tensor | None]:
+    """``(features, normalised input, scale)`` of ``x (B, 1, *lr_patch)``
+    (:func:`normalise_input`; ``normalize: "none"``: ``x`` itself and
+    ``None``); finish a decoder output with :func:`finish_output`."""
+    xn, scale = normalise_input(x, cfg)
+    return encoder(xn), xn, scale
+
+
 class SkipPath(nn.Module):
     """FSRCNN skip blocks applied to the encoder's skip activations."""
 
@@ -264,5 +273,5 @@ class SRUNet(nn.Module):
             zero_output(self.decoder.up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xn, scale = normalise_input(x, self.cfg)
-        return finish_output(self.decoder(self.encoder(xn)), xn, scale, self.cfg)
+        feats, xn, scale = encode_normalised(self.encoder, x, self.cfg)
+        return finish_output(self.decoder(feats), xn, scale, self.cfg)
