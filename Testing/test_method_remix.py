@@ -45,11 +45,17 @@ THICK_ONLY = {"degradation": {"bins": list(EXPERTS), "native_probability": 0.35}
 WITH_ISOTROPIC = {"degradation": {"bins": list(EXPERTS), "isotropic_probability": 0.3}}
 
 
-def save_experts(folder: Path, offsets=None, name="remix_t1", training_data=None) -> Path:
+def save_experts(folder: Path, offsets=None, name="remix_t1", training_data=None, isotropic: float | None = None
+                 ) -> Path:
+    """Experts whose corrections are constants (expert v: 0.01 v); with
+    ``isotropic`` also the isotropic expert (anisotropy router) of that offset."""
     offsets = offsets or {v: 0.01 * v for v in EXPERTS}
     tensors = {f"expert{v}.{k}": t for v in EXPERTS for k, t in offset_net(offsets[v]).state_dict().items()}
+    if isotropic is not None:
+        tensors.update({f"expert_iso.{k}": t for k, t in offset_net(isotropic).state_dict().items()})
     extra = {} if training_data is None else {"training_data": training_data}
-    return save_checkpoint(folder / name, tensors, remix_manifest("experts", CFG, **extra))
+    return save_checkpoint(folder / name, tensors,
+                           remix_manifest("experts", CFG, isotropic_expert=isotropic is not None, **extra))
 
 
 def save_single(folder: Path, offset=0.5, name="remix_t1_single") -> Path:
@@ -258,3 +264,53 @@ def test_a_user_checkpoint_pairs_only_with_the_single_network_beside_it(ckpt_dir
     assert paired.info["routed_to"] == "remix1" and paired.info["checkpoint"].endswith("run7_single.safetensors")
     cubic = create_method("cubic").enhance(lr, EnhanceOptions(target_spacing=1.0)).volume.array
     np.testing.assert_allclose(paired.volume.array - cubic, 0.25 * 60.0, rtol=1e-3)
+
+
+@pytest.mark.parametrize(("spacing", "expert"), [
+    ((2.0, 2.0, 2.0), "iso"),  # 8 mm^3 isotropic: the isotropic expert, not expert 7
+    ((1.2, 1.2, 1.2), "iso"),  # 1.73 mm^3, from 1.5 on
+    ((1.1, 1.1, 1.1), 1),  # 1.33 mm^3: expert 1's bin, near the target spacing
+    ((1.6, 1.6, 2.1), 5),  # anisotropic (ratio 1.31): the voxel volume decides
+    ((1.0, 1.0, 5.0), 5),
+])
+def test_anisotropy_router_sends_isotropic_inputs_to_the_isotropic_expert(spacing, expert) -> None:
+    from SuperResMoELib.methods.remix.experts import ISOTROPIC_EXPERT
+
+    e, why = choose_expert(spacing, isotropic_expert=True)
+    assert e == expert and why["automatic"] == expert and not why["forced"]
+    assert ("isotropic expert" in why["reason"]) == (expert == ISOTROPIC_EXPERT)
+    assert choose_expert(spacing)[0] == expert_for_voxel_volume(float(np.prod(spacing)))  # the paper's rule
+    assert choose_expert(spacing, forced=3, isotropic_expert=True)[0] == 3
+    with pytest.raises(InputError, match="must be one of"):
+        choose_expert(spacing, forced="iso", isotropic_expert=True)  # chosen by the router only
+
+
+def test_an_anisotropy_router_checkpoint_runs_its_isotropic_expert(ckpt_dir) -> None:
+    """The eighth network runs on isotropic inputs (not the single network,
+    although the experts were trained without isotropic draws); the paper's
+    routing and a forced expert still reach the volume experts."""
+    save_experts(ckpt_dir, training_data=THICK_ONLY, isotropic=0.3)
+    save_single(ckpt_dir, offset=0.5)
+    lr = lr_volume(spacing=(2.0, 2.0, 2.0), shape=(8, 10, 9), value=60.0)
+    cubic = create_method("cubic").enhance(lr, EnhanceOptions(target_spacing=1.0)).volume.array
+    method = create_method("remix")
+    res = method.enhance(lr, EnhanceOptions(patch_size=8), "cpu")
+    assert "routed_to" not in res.info and res.info["expert"] == "iso" and "isotropic expert" in res.info["reason"]
+    np.testing.assert_allclose(res.volume.array - cubic, 0.3 * 60.0, rtol=1e-3)
+    paper = method.enhance(lr, EnhanceOptions(patch_size=8, extra={"routing": "voxel-volume"}), "cpu")
+    assert paper.info["expert"] == 7
+    np.testing.assert_allclose(paper.volume.array - cubic, 0.07 * 60.0, rtol=1e-3)
+    assert method.enhance(lr, EnhanceOptions(patch_size=8, expert=2), "cpu").info["expert"] == 2
+    thick = method.enhance(lr_volume(spacing=(1.0, 1.0, 3.0), value=60.0), EnhanceOptions(patch_size=8), "cpu")
+    assert thick.info["expert"] == 3
+
+
+def test_isotropic_expert_tensors_must_match_the_manifest(ckpt_dir, tmp_path) -> None:
+    """A manifest that promises the isotropic expert refuses a file without it
+    (and the other way round): the weights load strictly."""
+    tensors = {f"expert{v}.{k}": t for v in EXPERTS for k, t in offset_net(0.0).state_dict().items()}
+    save_checkpoint(ckpt_dir / "remix_t1", tensors, remix_manifest("experts", CFG, isotropic_expert=True))
+    with pytest.raises(CheckpointError):
+        create_method("remix").enhance(lr_volume(), EnhanceOptions(patch_size=8), "cpu")
+    with pytest.raises(CheckpointError, match="only an experts checkpoint"):
+        remix_manifest("single", CFG, isotropic_expert=True)

@@ -283,3 +283,113 @@ def test_both_validation_sources_join_the_split_and_the_t1_validation_head(tmp_p
     net = both.expert(1)
     scores = [t.validate(net, [1])["val_loss"] for t in (split, head, both)]
     assert scores[2] != pytest.approx(scores[0]) and scores[2] != pytest.approx(scores[1])  # both sources count
+
+
+def router_config() -> dict:
+    """:data:`TINY` with the anisotropy-aware router (beyond the paper)."""
+    cfg = json.loads(json.dumps(TINY))
+    cfg["router"] = "anisotropy"
+    return cfg
+
+
+def test_isotropic_phase_needs_the_anisotropy_router() -> None:
+    cfg = json.loads(json.dumps(TINY))
+    cfg["isotropic"] = {"epochs": 1, "steps_per_epoch": 2, "lr": 0.001}
+    with pytest.raises(ConfigError, match='isotropic expert trains only with router "anisotropy"'):
+        from_dict(REMIxConfig, cfg, "tiny")
+    cfg["router"] = "anisotropy"
+    assert from_dict(REMIxConfig, cfg, "tiny").isotropic_phase.steps_per_epoch == 2
+    with pytest.raises(ConfigError, match="router must be"):
+        from_dict(REMIxConfig, {**cfg, "router": "shape"}, "tiny")
+
+
+def test_anisotropy_router_pools_thick_and_isotropic_pairs(trained, monkeypatch, tmp_path) -> None:
+    """The volume experts' pools hold thick-slice acquisitions only and the
+    isotropic pools isotropic ones (libraries of their own degradation); the
+    1 network draws from both with the configured isotropic probability."""
+    from dataclasses import replace
+
+    from training.remix.data import bin_library
+    from training.remix.train import REMIxTrainer, isotropic_pool, library_config
+
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(trained["root"] / "cache"))
+    cfg = router_config()
+    cfg["degradation"]["isotropic_probability"] = 0.25
+    trainer = REMIxTrainer(from_dict(REMIxConfig, cfg, "tiny router"), tmp_path / "run")
+    assert sorted(k for k in trainer.train if isinstance(k, int)) == list(range(1, 8))
+    assert sorted(k for k in trainer.train if isinstance(k, str)) == [isotropic_pool(b) for b in range(2, 8)]
+    cache = trained["root"] / "cache" / "training" / "remix"
+    assert len(list(cache.glob("library_bin1_*"))) == 1  # thick only: the plain run's library
+    assert len(list(cache.glob("library_bin4_*"))) == 2  # and the isotropic one
+    lib = library_config(from_dict(REMIxConfig, cfg, "tiny router"))
+    iso = bin_library(replace(lib, degradation=replace(lib.degradation, isotropic_probability=1.0)), 4)
+    pool = np.asarray(trainer.train[isotropic_pool(4)]["lr"][:])
+    assert all(any(np.array_equal(row, other) for other in np.asarray(iso["lr"])) for row in pool)  # its pairs
+    lo, hi = lib.degradation.voxel_volume_range(4)
+    assert np.all((iso["voxel_volume"] >= lo) & (iso["voxel_volume"] < hi))
+    assert not np.array_equal(trainer.train[4]["lr"][:], trainer.train[isotropic_pool(4)]["lr"][:])
+    drawn = []
+    real_draw = trainer._draw
+
+    def spy(pools, weights=None):
+        drawn.append((list(pools), weights))
+        return real_draw(pools, weights)
+
+    monkeypatch.setattr(trainer, "_draw", spy)
+    trainer.single()
+    pools, weights = drawn[-1]
+    assert sum(weights) == pytest.approx(1.0)
+    w = dict(zip(pools, weights))
+    assert w[1] == pytest.approx(1 / 7) and w[4] == pytest.approx(0.75 / 7) and w["iso4"] == pytest.approx(0.25 / 7)
+
+
+def test_router_run_from_a_finished_run_trains_the_experts_and_the_isotropic_expert(trained, tmp_path) -> None:
+    """``--start-from``: expert 1 and the 1 network come from the finished run
+    (bit for bit, not trained again); experts 2..7 and the isotropic expert
+    train and are exported with the router's manifest; the checkpoint runs
+    and its evaluation has the router's row."""
+    from SuperResMoELib.checkpoints.store import load_checkpoint
+    from SuperResMoELib.methods.remix.checkpoint import has_isotropic_expert
+    from training.remix.evaluate import EXPERTS_LABEL, ROUTER_LABEL, SINGLE_LABEL, remix_models, versus
+
+    (tmp_path / "router.json").write_text(json.dumps(router_config()))
+    before = trained["root"] / "run" / "checkpoints"
+    proc = subprocess.run(
+        [sys.executable, "-m", "training", "remix", "--config", str(tmp_path / "router.json"), "--workdir",
+         str(tmp_path / "run"), "--start-from", str(before), "--progress", "none"],
+        cwd=ROOT, env=trained["env"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "run" / "expert1").exists() and not (tmp_path / "run" / "single").exists()
+    for phase in [*(f"expert{v}" for v in range(2, 8)), "expert_iso"]:
+        assert (tmp_path / "run" / phase / "done.json").exists(), phase
+    ck = tmp_path / "run" / "checkpoints"
+    experts, old = load_checkpoint(ck / "remix_t1"), load_checkpoint(before / "remix_t1")
+    assert has_isotropic_expert(experts.manifest) and "isotropic expert" in experts.manifest.description
+    assert experts.manifest.extra["training_config"]["router"] == "anisotropy"
+    assert {k.split(".")[0] for k in experts.tensors} == {*(f"expert{v}" for v in range(1, 8)), "expert_iso"}
+    assert set(experts.manifest.metrics["validation"]) >= {"expert1", "expert_iso"}
+    for k, t in old.tensors.items():
+        if k.startswith("expert1."):
+            assert torch.equal(experts.tensors[k], t), k
+    single, old_single = load_checkpoint(ck / "remix_t1_single"), load_checkpoint(before / "remix_t1_single")
+    assert all(torch.equal(single.tensors[k], t) for k, t in old_single.tensors.items())
+    assert not torch.equal(experts.tensors["expert_iso.out.weight"], experts.tensors["expert7.out.weight"])
+    paths = {"single": str(ck / "remix_t1_single.safetensors"), "experts": str(ck / "remix_t1.safetensors")}
+    models = remix_models(paths)
+    assert [m[0] for m in models] == [SINGLE_LABEL, EXPERTS_LABEL, ROUTER_LABEL]
+    assert versus(models) == (ROUTER_LABEL, SINGLE_LABEL)
+    plain = remix_models({k: str(before / f"{n}.safetensors") for k, n in
+                          (("single", "remix_t1_single"), ("experts", "remix_t1"))})
+    assert [m[0] for m in plain] == [SINGLE_LABEL, EXPERTS_LABEL] and versus(plain) == (EXPERTS_LABEL, SINGLE_LABEL)
+
+
+def test_start_from_refuses_a_run_of_another_library(trained, tmp_path) -> None:
+    cfg = router_config()
+    cfg["library"]["crops_per_subject_and_bin"] = 4
+    (tmp_path / "other.json").write_text(json.dumps(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-m", "training", "remix", "--config", str(tmp_path / "other.json"), "--workdir",
+         str(tmp_path / "run"), "--start-from", str(trained["root"] / "run" / "checkpoints"), "--progress", "none"],
+        cwd=ROOT, env=trained["env"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ExitCode.CONFIG
+    assert "library.crops_per_subject_and_bin" in proc.stderr and not (tmp_path / "run").exists()

@@ -165,17 +165,24 @@ def _hr_library(args: argparse.Namespace, cfg):
     return cfg
 
 
+def _data_description(args: argparse.Namespace, cfg) -> str:
+    """The manifests' ``training_data.data``: which subjects of which data."""
+    from .hr_source import describe as describe_source
+
+    subjects = list(cfg.library.subjects)
+    return f"embedded T1 sample subjects {subjects}" if args.data == "sample" \
+        else f"subjects {subjects} of {describe_source(args.data)}"
+
+
 def _training_data(args: argparse.Namespace, cfg, trainer) -> dict:
     """The manifests' ``training_data``: the data, config, degradation,
     skipped subjects and the split statement (:func:`training.hr_source.split_statement`)."""
     from .config import to_dict
-    from .hr_source import describe as describe_source
     from .hr_source import split_statement
 
     subjects = list(cfg.library.subjects)
-    what = f"embedded T1 sample subjects {subjects}" if args.data == "sample" \
-        else f"subjects {subjects} of {describe_source(args.data)}"
-    return {"data": what, "config": cfg.description or args.config, "degradation": to_dict(cfg.degradation),
+    return {"data": _data_description(args, cfg), "config": cfg.description or args.config,
+            "degradation": to_dict(cfg.degradation),
             "skipped_subjects": trainer.skipped, "split": split_statement(args.data, subjects, trainer.split)}
 
 
@@ -185,7 +192,7 @@ def cmd_remix(args: argparse.Namespace) -> int:
     from SuperResMoELib.methods.remix import EXPERTS
 
     from .remix.config import load_config
-    from .remix.train import REMIxTrainer, export
+    from .remix.train import ISOTROPIC_PHASE, REMIxTrainer, export, load_started
 
     cfg = load_config(args.config)
     if args.width:
@@ -195,18 +202,30 @@ def cmd_remix(args: argparse.Namespace) -> int:
         raise ConfigError('--no-single: experts.init "single" fine-tunes the experts from the 1 network')
     workdir = Path(args.workdir or f"runs/remix_{Path(args.config).stem}")
     export_dir = Path(args.export or workdir / "checkpoints")
+    # expert 1 and the 1 network of a finished run, read and matched before any work
+    started = load_started(Path(args.start_from), cfg, _data_description(args, cfg)) if args.start_from else {}
     ctx, device, reporter = _start_run(args)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     trainer = REMIxTrainer(cfg, workdir, reporter, device=device, amp=args.amp, data=args.data)
     timings["library"] = round(time.perf_counter() - t0, 1)
-    # experts.init "single": expert 1, then the 1 network, then experts 2..7 fine-tuned from it
-    phases = [f"expert{v}" for v in EXPERTS] + ([] if args.no_single else ["single"])
+    for name, (net, val) in started.items():
+        trainer.nets[name] = net.to(trainer.device)
+        trainer.validation[name] = val
+    # experts.init "single": expert 1, then the 1 network, then experts 2..7 fine-tuned from it;
+    # router "anisotropy": the isotropic expert after the volume experts
+    phases = ([f"expert{v}" for v in EXPERTS] + ([ISOTROPIC_PHASE] if cfg.router == "anisotropy" else [])
+              + ([] if args.no_single else ["single"]))
     if cfg.experts.init == "single":
         phases.insert(1, phases.pop())
-    for name in phases:
+    for name in (n for n in phases if n not in started):
         t = time.perf_counter()
-        trainer.single() if name == "single" else trainer.expert(int(name[len("expert"):]))
+        if name == "single":
+            trainer.single()
+        elif name == ISOTROPIC_PHASE:
+            trainer.isotropic_expert()
+        else:
+            trainer.expert(int(name[len("expert"):]))
         timings[name] = round(time.perf_counter() - t, 1)
     data = _training_data(args, cfg, trainer)
     written = export(trainer, export_dir / "remix_t1", None if args.no_single else export_dir / "remix_t1_single",
@@ -256,15 +275,13 @@ def cmd_evaluate_remix(args: argparse.Namespace) -> int:
                  "seconds": round(time.perf_counter() - t0, 1)}
         print(write_report(Path(args.out), rows, extra))
     if "outgen" in args.tables:
-        from SuperResMoELib.methods.remix.method import PAPER_ROUTING
-
         from .outgen.evaluate import t1_report
-        from .remix.evaluate import EXPERTS_LABEL, SINGLE_LABEL
+        from .remix.evaluate import remix_models, versus
 
-        print(t1_report(Path(args.out), "remix_outgen", "REMIx on the out-of-generator T1 head",
-                        ((SINGLE_LABEL, "remix1", "single"), (EXPERTS_LABEL, "remix", "experts")), checkpoints,
-                        (EXPERTS_LABEL, SINGLE_LABEL), args.device, {"overlap": args.overlap, "extra": PAPER_ROUTING},
-                        args.outgen_block, progress=reporter))
+        models = remix_models(checkpoints)
+        print(t1_report(Path(args.out), "remix_outgen", "REMIx on the out-of-generator T1 head", models,
+                        checkpoints, versus(models), args.device, {"overlap": args.overlap}, args.outgen_block,
+                        progress=reporter))
     reporter.close()
     return 0
 
@@ -601,6 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "export the checkpoints. Resumable.")
     p.add_argument("--width", type=_positive_int, help="override the config's U-Net width")
     p.add_argument("--no-single", action="store_true", help="skip the 1-network baseline")
+    p.add_argument("--start-from", metavar="CHECKPOINTS",
+                   help="a finished run's checkpoint folder: its expert 1 and 1 network are read from there "
+                        "instead of trained (same library, degradation, U-Net, loss and those two phases); "
+                        "the other experts (and an isotropic expert) train from them")
     _add_hr_data(p)
     _add_run(p, "runs/remix_<config>")
     p.set_defaults(func=cmd_remix)

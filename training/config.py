@@ -269,6 +269,32 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
+def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A JSON tree as ``{"library.subjects": [...], ...}``."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def differing_keys(cls: type, recorded: Mapping[str, Any], cfg: Any, source: str,
+                   compared: Callable[[str], bool]) -> list[str]:
+    """The flat keys (:func:`flat`) on which a checkpoint's recorded training
+    config and ``cfg`` differ, among those whose top-level name ``compared``
+    accepts; the record goes through ``cls`` first, so keys added since (with
+    their defaults) compare equal.
+
+    Raises:
+        ConfigError: the record is not a valid ``cls`` config (named by ``source``).
+    """
+    theirs = flat(to_dict(from_dict(cls, recorded, source)))
+    ours = flat(to_dict(cfg))
+    return sorted(key for key in set(theirs) | set(ours)
+                  if compared(key.split(".")[0]) and theirs.get(key) != ours.get(key))
+
+
 #: Which epoch's weights a phase keeps (:class:`PhaseSpec`, :class:`training.loop.PhaseConfig`).
 SELECT_MODES: tuple[str, ...] = ("last", "best")
 

@@ -34,14 +34,16 @@ log = logging.getLogger("superresmoe.training")
 LR_LABEL = "LR (cubic)"
 
 
-def t1_rows(methods: Sequence[tuple[str, str, str | None]], device: str = "auto",
+def t1_rows(methods: Sequence[tuple[str, str, str | None] | tuple[str, str, str | None, dict[str, Any]]],
+            device: str = "auto",
             options: dict[str, Any] | None = None, names: Sequence[str] | None = None,
             block_mm: float | None = None, progress=None) -> list[dict[str, Any]]:
     """One row per (scan, model): ``scan, model, expert, seconds`` and the scores.
 
     Args:
-        methods: ``(label, registry name, checkpoint or None)`` of each network.
-        options: engine options (``overlap``, ...) and method extras.
+        methods: ``(label, registry name, checkpoint or None[, options.extra])``
+            of each network (its own extras over those of ``options``).
+        options: engine options (``overlap``, ...) and method extras (``"extra"``).
         names: scans of :data:`~.t1.SCANS` to run (default all).
         block_mm: only the head's central cube of this many mm (a small case
             for tests; default: the whole head cut to its brain box).
@@ -50,7 +52,7 @@ def t1_rows(methods: Sequence[tuple[str, str, str | None]], device: str = "auto"
 
     head = brain_box(t1_head()) if block_mm is None else t1_head(block_mm)
     names = list(names or SCANS)
-    instances = {name: create_method(name) for _, name, _ in methods}
+    instances = {m[1]: create_method(m[1]) for m in methods}
     rows: list[dict[str, Any]] = []
     for n_scan, (scan, (lr, hr)) in enumerate((k, v) for k, v in scans(head).items() if k in names):
         hr_arr = np.asarray(hr.array, np.float32)
@@ -60,8 +62,8 @@ def t1_rows(methods: Sequence[tuple[str, str, str | None]], device: str = "auto"
         back = resample(lr, hr.grid, "cubic")
         rows.append({"scan": scan, "model": LR_LABEL, "expert": "", "seconds": round(time.perf_counter() - t0, 1),
                      **scores(hr_arr, np.asarray(back.array), mask, seg)})
-        for label, name, ckpt in methods:
-            extra = {"target_grid": hr.grid, **(options or {}).get("extra", {})}
+        for label, name, ckpt, *own in methods:
+            extra = {"target_grid": hr.grid, **(options or {}).get("extra", {}), **(own[0] if own else {})}
             opts = EnhanceOptions(checkpoint=ckpt, extra=extra,
                                   **{k: v for k, v in (options or {}).items() if k != "extra"})
             t0 = time.perf_counter()
@@ -121,18 +123,20 @@ def write_t1_report(out: Path, name: str, title: str, rows: list[dict[str, Any]]
     return md
 
 
-def t1_report(out: Path, name: str, title: str, models: Sequence[tuple[str, str, str]],
+def t1_report(out: Path, name: str, title: str,
+              models: Sequence[tuple[str, str, str] | tuple[str, str, str, dict[str, Any]]],
               checkpoints: dict[str, str], versus: tuple[str, str] | None, device: str = "auto",
               options: dict[str, Any] | None = None, block_mm: float | None = None,
               extra: dict[str, Any] | None = None, progress=None) -> str:
     """:func:`t1_rows` of the ``models`` (``(label, registry name, checkpoint
-    kind)``) whose kind is in ``checkpoints``, written by :func:`write_t1_report`
+    kind[, options.extra])``) whose kind is in ``checkpoints``, written by :func:`write_t1_report`
     with the checkpoints, the overlap, the block, ``extra`` and the seconds it
     took; ``versus`` compares two labels when both ran.  Returns the Markdown."""
     t0 = time.perf_counter()
-    methods = [(label, method, checkpoints[kind]) for label, method, kind in models if kind in checkpoints]
+    methods = [(label, method, checkpoints[kind], *own) for label, method, kind, *own in models
+               if kind in checkpoints]
     rows = t1_rows(methods, device, options, block_mm=block_mm, progress=progress)
-    ran = {label for label, _, _ in methods}
+    ran = {m[0] for m in methods}
     info = {"checkpoints": checkpoints, "overlap": (options or {}).get("overlap"), "block_mm": block_mm,
             **(extra or {}), "seconds": round(time.perf_counter() - t0, 1)}
     return write_t1_report(Path(out), name, title, rows, versus if versus and set(versus) <= ran else None, info)

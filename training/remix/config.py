@@ -29,6 +29,13 @@ from .degradation import DegradationConfig
 EXPERT_INITS: tuple[str, ...] = ("expert1", "previous", "single")
 
 
+#: How the experts are chosen: the paper's voxel volume alone, or beyond the
+#: paper the voxel volume and the anisotropy (``"anisotropy"``: the seven
+#: experts train on thick-slice acquisitions only and an eighth, the isotropic
+#: expert, on isotropic ones; :mod:`SuperResMoELib.methods.remix.experts`).
+ROUTERS: tuple[str, ...] = ("voxel-volume", "anisotropy")
+
+
 #: Where REMIx's validation pairs come from: a split of the library, the
 #: out-of-generator T1 validation head (``training/outgen/t1.py``), or both.
 REMIX_VALIDATION_SOURCES: tuple[str, ...] = ("split", "outgen", "both")
@@ -117,6 +124,14 @@ class REMIxConfig(RunConfig):
         library: the pair libraries.
         degradation: the drawn acquisitions.
         expert1, experts, single: the phases (expert 1; each of experts 2..7; the 1-network baseline).
+        router: :data:`ROUTERS`.  With ``"anisotropy"`` every volume expert
+            trains on the thick-slice acquisitions of its bin only, the
+            isotropic expert on the isotropic acquisitions of the bins from
+            2 mm³ on (started as ``experts.init`` says), and the 1 network on
+            both, an isotropic draw with probability
+            ``degradation.isotropic_probability`` where a bin has them.
+        isotropic: the isotropic expert's phase (``router: "anisotropy"``;
+            default: ``experts``'s).
     """
 
     unet: UNet3DConfig = setting()
@@ -126,6 +141,20 @@ class REMIxConfig(RunConfig):
     experts: RemixExperts = setting()
     single: PhaseSpec = setting()
     degradation: DegradationConfig = DegradationConfig()
+    router: str = setting(ROUTERS[0], one_of(ROUTERS))
+    isotropic: RemixExperts | None = setting(None)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.isotropic is not None and self.router != "anisotropy":
+            raise ConfigError('isotropic: the isotropic expert trains only with router "anisotropy"')
+        if self.router == "anisotropy" and not any(b >= 2 for b in self.degradation.bins):
+            raise ConfigError('router "anisotropy": the isotropic expert needs a bin of 2 mm^3 or more')
+
+    @property
+    def isotropic_phase(self) -> RemixExperts:
+        """The isotropic expert's phase spec (``isotropic``, else ``experts``)."""
+        return self.isotropic if self.isotropic is not None else self.experts
 
 
 def load_config(name_or_path: str | Path) -> REMIxConfig:

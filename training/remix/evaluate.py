@@ -31,7 +31,7 @@ import numpy as np
 from SuperResMoELib import sample_data
 from SuperResMoELib.io.atomic import write_text_atomic
 from SuperResMoELib.methods import EnhanceOptions, create_method
-from SuperResMoELib.methods.remix.method import PAPER_ROUTING
+from SuperResMoELib.methods.remix.method import PAPER_ROUTING, ROUTINGS
 from SuperResMoELib.evaluation.metrics import correlation, psnr
 from SuperResMoELib.evaluation.segmentation import brain_mask, dice, segment_tissues
 from SuperResMoELib.io.tables import markdown_table, write_csv
@@ -49,6 +49,39 @@ HELD_OUT_SUBJECTS: tuple[int, ...] = (4, 5, 6, 7, 8)
 BOX_MARGIN = 8
 #: Row labels, in table order.
 LR_LABEL, SINGLE_LABEL, EXPERTS_LABEL = "LR (cubic)", "1 network", "Experts (7 models)"
+#: The row of an anisotropy-router checkpoint as its router runs it (isotropic inputs to its isotropic expert).
+ROUTER_LABEL = "Experts + isotropic expert (anisotropy router)"
+
+
+def has_isotropic_expert(checkpoint: str | None) -> bool:
+    """Whether an experts checkpoint (a path; ``None``: none given) holds the isotropic expert."""
+    from SuperResMoELib.checkpoints.store import read_manifest
+    from SuperResMoELib.methods.remix.checkpoint import has_isotropic_expert as _has
+
+    return checkpoint is not None and _has(read_manifest(checkpoint))
+
+
+def remix_models(checkpoints: dict[str, str | None]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """``(label, registry name, checkpoint kind, options.extra)`` of each row
+    whose kind is in ``checkpoints``: the 1 network, the experts by the
+    paper's voxel-volume rule and, for an anisotropy-router checkpoint, the
+    experts as its router runs them."""
+    models: list[tuple[str, str, str, dict[str, Any]]] = []
+    if "single" in checkpoints:
+        models.append((SINGLE_LABEL, "remix1", "single", {}))
+    if "experts" in checkpoints:
+        # the experts as experts (the paper's voxel-volume rule), not the automatic choice's exception
+        models.append((EXPERTS_LABEL, "remix", "experts", dict(PAPER_ROUTING)))
+        if has_isotropic_expert(checkpoints["experts"]):
+            models.append((ROUTER_LABEL, "remix", "experts", {"routing": ROUTINGS[0]}))
+    return models
+
+
+def versus(models: Sequence[tuple[str, str, str, dict[str, Any]]]) -> tuple[str, str]:
+    """The mixture-versus-baseline comparison of a report: the router's row
+    when there is one, else the paper's experts, against the 1 network."""
+    labels = {m[0] for m in models}
+    return (ROUTER_LABEL if ROUTER_LABEL in labels else EXPERTS_LABEL), SINGLE_LABEL
 METRICS: tuple[str, ...] = ("psnr", "correlation", "dice")
 
 
@@ -90,10 +123,8 @@ def evaluate_cases(
         load_subject: subject index -> HR T1 volume (default: the sample subjects).
     """
     rows: list[dict[str, Any]] = []
-    methods = [(EXPERTS_LABEL, "remix", checkpoints["experts"])] if "experts" in checkpoints else []
-    if "single" in checkpoints:
-        methods.insert(0, (SINGLE_LABEL, "remix1", checkpoints["single"]))
-    instances = {name: create_method(name) for _, name, _ in methods}
+    methods = remix_models(checkpoints)
+    instances = {name: create_method(name) for _, name, _, _ in methods}
     hr_cache: dict[int, tuple[Volume, np.ndarray, np.ndarray]] = {}
     total = len(bins) * cases
     for nb, b in enumerate(bins):
@@ -114,9 +145,8 @@ def evaluate_cases(
                     "voxel_volume_mm3": round(info["voxel_volume_mm3"], 3)}
             rows.append({**base, "model": LR_LABEL, "expert": "", "seconds": round(time.perf_counter() - t0, 1),
                          **scores(hr_arr, np.asarray(back.array), mask, seg_hr)})
-            for label, name, ckpt in methods:
-                # the experts as experts (the paper's voxel-volume rule), not the automatic choice's exception
-                opts = EnhanceOptions(checkpoint=ckpt, extra={"target_grid": hr_vol.grid, **PAPER_ROUTING},
+            for label, name, kind, extra in methods:
+                opts = EnhanceOptions(checkpoint=checkpoints[kind], extra={"target_grid": hr_vol.grid, **extra},
                                       **(options or {}))
                 t0 = time.perf_counter()
                 res = instances[name].enhance(lr, opts, device)

@@ -38,7 +38,7 @@ from SuperResMoELib.nets.moe import SSMoE, HardMoE
 from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig, finish_output, patch_scale
 
 from ..cache import save_npz
-from ..config import PhaseSpec, from_dict, to_dict
+from ..config import PhaseSpec, differing_keys, to_dict
 from ..loop import Phase
 from ..precision import resolve_amp
 from ..split import SSMOE_SPLIT_SALT, split_indices
@@ -374,11 +374,8 @@ def load_trained(folder: Path, name: str, cfg: SSMoEConfig, task: str,
     recorded = extra.get("training_config")
     if not isinstance(recorded, dict):
         raise ConfigError(f"--start-from: {path} records no training config; it cannot be matched to this run")
-    # through the config classes, so keys added since (with their defaults) compare equal
-    theirs = _flat(to_dict(from_dict(SSMoEConfig, recorded, f"{path}.json training_config")))
-    ours = _flat(to_dict(cfg))
-    differ = sorted(key for key in set(theirs) | set(ours)
-                    if key.split(".")[0] not in ("joint", "description") and theirs.get(key) != ours.get(key))
+    differ = differing_keys(SSMoEConfig, recorded, cfg, f"{path}.json training_config",
+                            lambda top: top not in ("joint", "description"))
     if differ:
         raise ConfigError(f"--start-from: {path} was trained with another config ({', '.join(differ)} "
                           "differ); start from the checkpoints of a run of this config")
@@ -390,16 +387,6 @@ def load_trained(folder: Path, name: str, cfg: SSMoEConfig, task: str,
     net.load_state_dict(ck.tensors)
     log.info("%s: from %s (not trained again)", name, path)
     return net.eval(), extra
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A JSON tree as ``{"library.subjects": [...], ...}``."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def export(model: torch.nn.Module, kind: str, task: str, cfg: SSMoEConfig, n_experts: int, path: Path,

@@ -9,7 +9,9 @@ then adds its correction, patch by patch through the shared driver
 (:mod:`SuperResMoELib.methods.driver`).
 
 Expert choice (``remix``, :mod:`.experts`): the input's voxel volume picks one
-of the seven resolution experts; the user may force another.  ``remix1`` runs
+of the seven resolution experts; the user may force another.  Checkpoints of
+the anisotropy-aware router (beyond the paper) send isotropic inputs to their
+isotropic expert instead (``info["expert"] = "iso"``).  ``remix1`` runs
 the single network trained on all resolutions.  One measured exception: an
 isotropic low-resolution input goes to the single network when the experts
 were trained on thick slices only (:func:`~.experts.single_network_reason`;
@@ -46,10 +48,17 @@ from SuperResMoELib.methods.remix.checkpoint import (
     KINDS,
     TASK,
     build_remix_network,
+    has_isotropic_expert,
     intensity_percentile,
     unet_config,
 )
-from SuperResMoELib.methods.remix.experts import ISOTROPIC_SINGLE_FROM_MM3, choose_expert, single_network_reason
+from SuperResMoELib.methods.remix.experts import (
+    ISOTROPIC_EXPERT,
+    ISOTROPIC_SINGLE_FROM_MM3,
+    choose_expert,
+    expert_key,
+    single_network_reason,
+)
 from SuperResMoELib.methods.resampled import normalised_on_target, target_grid
 
 if TYPE_CHECKING:  # torch loads only when a method runs
@@ -60,8 +69,9 @@ if TYPE_CHECKING:  # torch loads only when a method runs
     from SuperResMoELib.nets.unet3d import UNet3DConfig
 
 #: ``options.extra["routing"]``: ``"auto"`` (default; the measured single-network
-#: exception applies) or ``"voxel-volume"`` (the paper's rule only: the evaluation's
-#: "Experts (7 models)" rows, so the experts are measured as experts).
+#: exception and a checkpoint's isotropic expert apply) or ``"voxel-volume"`` (the
+#: paper's rule only: the evaluation's "Experts (7 models)" rows, so the experts
+#: are measured as experts).
 ROUTINGS: tuple[str, ...] = ("auto", "voxel-volume")
 #: ``options.extra`` that keeps the paper's voxel-volume rule on every input.
 PAPER_ROUTING: dict[str, str] = {"routing": ROUTINGS[1]}
@@ -166,8 +176,10 @@ class REMIxMethod(CheckpointedMethod):
             v = float(np.prod(spacing))
             return net["net"], {"expert": None, "voxel_volume_mm3": v, "forced": False,
                                 "reason": f"single network for every resolution (input {v:.2f} mm^3)"}
-        e, why = choose_expert(spacing, opts.expert)
-        return net[f"expert{e}"], why
+        routing = (opts.extra or {}).get("routing", ROUTINGS[0])
+        router = expert_key(ISOTROPIC_EXPERT) in net and routing != PAPER_ROUTING["routing"]
+        e, why = choose_expert(spacing, opts.expert, isotropic_expert=router)
+        return net[expert_key(e)], why
 
     def enhance(self, volume: Volume, options: EnhanceOptions | None = None, device: str = "auto",
                 progress: ProgressCallback = no_progress, cancel: CancelToken | None = None) -> Result:
@@ -205,7 +217,10 @@ class REMIxMethod(CheckpointedMethod):
         if opts.expert is not None or routing == PAPER_ROUTING["routing"]:
             return None
         path = self.checkpoint_for(TASK, opts)
-        reason = single_network_reason(volume.grid.spacing, read_manifest(path).training_data)
+        manifest = read_manifest(path)
+        if has_isotropic_expert(manifest):  # its own isotropic expert takes the isotropic inputs
+            return None
+        reason = single_network_reason(volume.grid.spacing, manifest.training_data)
         if reason is None:
             return None
         if self._single is None:  # kept, so its network stays cached between calls
