@@ -46,7 +46,7 @@ from SuperResMoELib.methods.remix import EXPERTS, remix_manifest
 from SuperResMoELib.methods.remix.experts import ISOTROPIC_EXPERT, ISOTROPIC_EXPERT_FROM_MM3, expert_key
 from SuperResMoELib.nets.unet3d import ResidualUNet3D
 
-from ..config import PhaseSpec, differing_keys, to_dict
+from ..config import PhaseSpec, to_dict
 from ..loop import Phase
 from ..precision import resolve_amp
 from ..library import RowView
@@ -319,31 +319,15 @@ def load_started(folder: Path, cfg: REMIxConfig, data: str) -> dict[str, tuple[R
             training config, was trained on other data, or its config differs
             on :data:`STARTED_CONFIG_KEYS`.
     """
-    from SuperResMoELib.checkpoints.store import load_checkpoint
-    from SuperResMoELib.core.errors import CheckpointError
-
+    from ..start_from import matching_checkpoint
     from .config import REMIxConfig as _Config
 
     out: dict[str, tuple[ResidualUNet3D, dict[str, float]]] = {}
     for phase, (name, prefix) in STARTED_PHASES.items():
         path = Path(folder) / name
-        try:
-            ck = load_checkpoint(path, method="remix")
-        except CheckpointError as exc:
-            raise ConfigError(f"--start-from: {exc}") from None
-        recorded = ck.manifest.extra.get("training_config")
-        if not isinstance(recorded, dict):
-            raise ConfigError(f"--start-from: {path} records no training config; it cannot be matched to this run")
-        differ = differing_keys(_Config, recorded, cfg, f"{path}.json training_config",
-                                lambda top: top in STARTED_CONFIG_KEYS)
-        if differ:
-            raise ConfigError(f"--start-from: {path} was trained with another config ({', '.join(differ[:8])} "
-                              "differ); start from the checkpoints of a run with the same library, degradation, "
-                              "U-Net, loss and expert 1 / 1-network phases")
-        td = ck.manifest.training_data
-        trained_on = td.get("data") if isinstance(td, dict) else None
-        if trained_on != data:
-            raise ConfigError(f"--start-from: {path} was trained on {trained_on!r}, this run reads {data!r}")
+        ck = matching_checkpoint(path, "remix", None, _Config, cfg, data, lambda top: top in STARTED_CONFIG_KEYS,
+                                 "start from the checkpoints of a run with the same library, degradation, U-Net, "
+                                 "loss and expert 1 / 1-network phases")
         net = ResidualUNet3D(cfg.unet)
         net.load_state_dict({k[len(prefix):]: t for k, t in ck.tensors.items() if k.startswith(prefix)})
         val = ck.manifest.metrics.get("validation", {}) if isinstance(ck.manifest.metrics, dict) else {}

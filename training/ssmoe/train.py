@@ -38,7 +38,7 @@ from SuperResMoELib.nets.moe import SSMoE, HardMoE
 from SuperResMoELib.nets.srunet import SRUNet, SRUNetConfig, finish_output, patch_scale
 
 from ..cache import save_npz
-from ..config import PhaseSpec, differing_keys, to_dict
+from ..config import PhaseSpec, to_dict
 from ..loop import Phase
 from ..precision import resolve_amp
 from ..split import SSMOE_SPLIT_SALT, split_indices
@@ -361,28 +361,15 @@ def load_trained(folder: Path, name: str, cfg: SSMoEConfig, task: str,
             ``joint`` and ``description`` must match: the same library and
             phases).
     """
-    from SuperResMoELib.checkpoints.store import load_checkpoint
-    from SuperResMoELib.core.errors import CheckpointError, ConfigError
     from SuperResMoELib.methods.ssmoe.checkpoint import build_network
 
+    from ..start_from import matching_checkpoint
+
     path = Path(folder) / name
-    try:
-        ck = load_checkpoint(path, method="ssmoe", task=task)
-    except CheckpointError as exc:
-        raise ConfigError(f"--start-from: {exc}") from None
+    ck = matching_checkpoint(path, "ssmoe", task, SSMoEConfig, cfg, data,
+                             lambda top: top not in ("joint", "description"),
+                             "start from the checkpoints of a run of this config")
     extra = dict(ck.manifest.extra)
-    recorded = extra.get("training_config")
-    if not isinstance(recorded, dict):
-        raise ConfigError(f"--start-from: {path} records no training config; it cannot be matched to this run")
-    differ = differing_keys(SSMoEConfig, recorded, cfg, f"{path}.json training_config",
-                            lambda top: top not in ("joint", "description"))
-    if differ:
-        raise ConfigError(f"--start-from: {path} was trained with another config ({', '.join(differ)} "
-                          "differ); start from the checkpoints of a run of this config")
-    td = ck.manifest.training_data
-    trained_on = td.get("data") if isinstance(td, dict) else None
-    if trained_on != data:
-        raise ConfigError(f"--start-from: {path} was trained on {trained_on!r}, this run reads {data!r}")
     net = build_network(ck.manifest)
     net.load_state_dict(ck.tensors)
     log.info("%s: from %s (not trained again)", name, path)
