@@ -83,7 +83,7 @@ def build_remix_network(manifest: Manifest) -> torch.nn.ModuleDict:
     if list(experts or []) != list(EXPERTS):
         raise CheckpointError(f"an experts checkpoint must hold experts {list(EXPERTS)}, its manifest lists "
                               f"{experts!r}")
-    names = [*EXPERTS, *([ISOTROPIC_EXPERT] if has_isotropic_expert(manifest) else [])]
+    names: list[int | str] = [*EXPERTS, *([ISOTROPIC_EXPERT] if has_isotropic_expert(manifest) else [])]
     return torch.nn.ModuleDict({expert_key(v): ResidualUNet3D(cfg) for v in names})
 
 
