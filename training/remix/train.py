@@ -191,10 +191,7 @@ class REMIxTrainer:
               ) -> Callable[[np.random.Generator], tuple[torch.Tensor, torch.Tensor]]:
         """Batches of pairs, each from a pool drawn uniformly (or by ``weights``)."""
         def draw(rng: np.random.Generator):
-            if weights is None:
-                which = [pools[int(n)] for n in rng.choice(len(pools), size=self.batch)]
-            else:
-                which = [pools[int(n)] for n in rng.choice(len(pools), size=self.batch, p=weights)]
+            which = [pools[int(n)] for n in rng.choice(len(pools), size=self.batch, p=weights)]
             lr, hr = [], []
             for b in which:
                 i = int(rng.integers(0, len(self.train[b]["lr"])))
