@@ -262,6 +262,45 @@ def test_outgen_validation_selects_on_the_t1_validation_head(tmp_path: Path, mon
     np.testing.assert_array_equal(again.val[2]["lr"], trainer.val[2]["lr"])
 
 
+def test_scan_selection_keeps_the_epoch_of_the_best_validation_scan_psnr(tmp_path: Path, monkeypatch) -> None:
+    """``experts.select_on = "scans"``: every candidate epoch of an expert (its
+    start included) is scored on whole scans of the out-of-generator
+    validation head, and the phase keeps the highest PSNR: the kept network
+    scores exactly the logged maximum (the four candidates differ, so the
+    lowest or the last would not)."""
+    import csv
+
+    from training.remix.scan_validation import ScanValidation
+    from training.remix.train import REMIxTrainer
+
+    monkeypatch.setenv("SUPERRESMOE_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_with_experts(epochs=3, lr=0.01, init="expert1", select="best", validate_start=True,
+                            select_on="scans")
+    cfg["degradation"]["bins"] = [1, 2]
+    trainer = REMIxTrainer(from_dict(REMIxConfig, cfg, "tiny scans"), tmp_path / "run")
+    trainer.scan_validation = ScanValidation(trainer.unet_cfg, trainer.device, block_mm=40.0)
+    net = trainer.expert(2)
+    history = list(csv.DictReader((tmp_path / "run" / "expert2" / "log.csv").open()))
+    assert [int(r["epoch"]) for r in history] == [0, 1, 2, 3] and all(r["val_scan_psnr"] for r in history)
+    scores = [float(r["val_scan_psnr"]) for r in history]
+    assert len(set(scores)) == 4, scores  # four different candidates
+    assert trainer.scan_validation.score(net, 2)["val_scan_psnr"] == pytest.approx(max(scores), abs=1e-6)
+    assert "val_scan_psnr" not in list(csv.DictReader((tmp_path / "run" / "expert1" / "log.csv").open()))[0]
+    scans = trainer.scan_validation.scans(2)
+    assert [tuple(np.round(s.lr.grid.spacing, 3)) for s in scans] == [(2.0, 1.0, 1.0), (1.0, 2.0, 1.0)]
+    assert all(s.hr.shape == s.mask.shape and s.mask.any() for s in scans)
+    with pytest.raises(ValueError, match="no validation scans"):
+        trainer.scan_validation.scans(1)
+
+
+def test_scan_selection_needs_the_best_epoch() -> None:
+    with pytest.raises(ConfigError, match='select_on "scans".*select "best"'):
+        tiny_config(select_on="scans")
+    with pytest.raises(ConfigError, match="select_on"):
+        tiny_config(select="best", select_on="loss")
+    assert tiny_config().experts.select_on == "pairs"
+
+
 def test_both_validation_sources_join_the_split_and_the_t1_validation_head(tmp_path: Path, monkeypatch) -> None:
     """``library.validation = "both"``: the split's training pairs train; its
     validation pairs and the T1 validation head's validate together."""

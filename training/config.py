@@ -325,13 +325,14 @@ class PhaseSpec(Node):
         if self.validate_start and self.select != "best":
             raise ConfigError('validate_start needs select "best" (it adds the start as a candidate epoch)')
 
-    def phase_config(self, name: str, select_metric: str = "val_mse"):
+    def phase_config(self, name: str, select_metric: str = "val_mse", select_max: bool = False):
         """The :class:`training.loop.PhaseConfig` of this phase under ``name``
-        (``select_metric``: the validation value ``select: "best"`` minimises)."""
+        (``select_metric``: the validation value ``select: "best"`` minimises,
+        or maximises with ``select_max``)."""
         from .loop import PhaseConfig
 
         return PhaseConfig(name, self.epochs, self.steps_per_epoch, select=self.select, select_metric=select_metric,
-                           validate_start=self.validate_start)
+                           validate_start=self.validate_start, select_max=select_max)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,7 @@ have seen; the torch RNG (dropout, augmentation) is saved with the state.
 A finished phase leaves ``done.json``; running it again only reloads weights.
 
 Model selection: with ``select="best"`` the weights of the epoch with the
-lowest validation ``select_metric`` (from ``end_of_epoch``) are kept in
+lowest (``select_max``: highest) validation ``select_metric`` (from ``end_of_epoch``) are kept in
 ``best.safetensors`` (written atomically, with their epoch and value in the
 state) and are the phase's result; ``"last"`` keeps the last epoch's.  With
 ``validate_start`` a fine-tuning phase validates its starting weights first
@@ -66,7 +66,8 @@ class PhaseConfig:
         save_every_steps: state is saved after this many steps (and at epoch end).
         select: ``"last"`` (the last epoch's weights) or ``"best"`` (the epoch
             with the lowest ``select_metric``; needs an ``end_of_epoch`` validation).
-        select_metric: the validation metric ``"best"`` minimises.
+        select_metric: the validation metric ``"best"`` minimises (maximises
+            with ``select_max``, e.g. a PSNR).
         validate_start: with ``"best"``, the starting weights are validated
             before the first step (epoch 0) and are a candidate too.
     """
@@ -78,6 +79,7 @@ class PhaseConfig:
     select: str = "last"
     select_metric: str = "val_mse"
     validate_start: bool = False
+    select_max: bool = False
 
 
 BEST_WEIGHTS = "best.safetensors"
@@ -164,7 +166,9 @@ class Phase:
     def _best_so_far(self, history: list[dict[str, Any]]) -> tuple[int, float] | None:
         """``(epoch, value)`` of the best validated epoch in ``history``."""
         scored = [(r["epoch"], r[self.cfg.select_metric]) for r in history if self.cfg.select_metric in r]
-        return min(scored, key=lambda x: x[1]) if scored else None
+        if not scored:
+            return None
+        return max(scored, key=lambda x: x[1]) if self.cfg.select_max else min(scored, key=lambda x: x[1])
 
     def _keep_if_best(self, history: list[dict[str, Any]]) -> None:
         """After an epoch: save the weights as the best when this epoch is it."""

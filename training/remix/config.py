@@ -29,6 +29,13 @@ from .degradation import DegradationConfig
 EXPERT_INITS: tuple[str, ...] = ("expert1", "previous", "single")
 
 
+#: What an expert phase's ``select: "best"`` compares (``experts.select_on``):
+#: the composite loss on the validation pairs, or beyond the paper the PSNR on
+#: whole scans of the out-of-generator validation head
+#: (:mod:`training.remix.scan_validation`).
+EXPERT_SELECTIONS: tuple[str, ...] = ("pairs", "scans")
+
+
 #: How the experts are chosen: the paper's voxel volume alone, or beyond the
 #: paper the voxel volume and the anisotropy (``"anisotropy"``: the seven
 #: experts train on thick-slice acquisitions only and an eighth, the isotropic
@@ -108,9 +115,17 @@ class RemixLibrary(Node):
 
 @dataclass(frozen=True)
 class RemixExperts(PhaseSpec):
-    """Experts 2..7: a phase plus where they start (:data:`EXPERT_INITS`)."""
+    """Experts 2..7 (and the isotropic expert): a phase plus where they start
+    (:data:`EXPERT_INITS`) and what picks the kept epoch (``select_on``,
+    :data:`EXPERT_SELECTIONS`; ``"scans"`` needs ``select: "best"``)."""
 
     init: str = setting("expert1", one_of(EXPERT_INITS))
+    select_on: str = setting(EXPERT_SELECTIONS[0], one_of(EXPERT_SELECTIONS))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.select_on == "scans" and self.select != "best":
+            raise ConfigError('select_on "scans" picks the best epoch: it needs select "best"')
 
 
 @dataclass(frozen=True)

@@ -51,9 +51,10 @@ from ..loop import Phase
 from ..precision import resolve_amp
 from ..library import RowView
 from ..split import REMIX_SPLIT_SALT, library_split
-from .config import REMIxConfig
+from .config import REMIxConfig, RemixExperts
 from .data import RemixLibraryConfig, bin_library, validation_library
 from .losses import CompositeLoss
+from .scan_validation import ScanValidation
 
 log = logging.getLogger("superresmoe.training")
 
@@ -144,6 +145,8 @@ class REMIxTrainer:
             for b in bins:
                 self._load_pool(b, libcfg, b, progress)
         self.nets: dict[str, ResidualUNet3D] = {}
+        #: Whole-scan validation of the experts (``experts.select_on: "scans"``; scans built on first use).
+        self.scan_validation = ScanValidation(self.unet_cfg, self.device)
         #: Last-epoch validation scores of each trained phase (``val_loss``, ``val_psnr``, ``val_psnr_input``).
         self.validation: dict[str, dict[str, float]] = {}
 
@@ -232,16 +235,27 @@ class REMIxTrainer:
                 "val_psnr_input": float(np.mean(psnr_in))}
 
     def _train(self, name: str, spec: PhaseSpec, bins: list[Pool], init: ResidualUNet3D | None,
-               weights: list[float] | None = None) -> ResidualUNet3D:
+               weights: list[float] | None = None, expert: int | str | None = None) -> ResidualUNet3D:
+        """One phase of ``spec`` on ``bins`` from ``init``; an ``expert`` phase
+        whose ``select_on`` is ``"scans"`` also scores every candidate on the
+        validation head's scans and keeps the best of them."""
         net = ResidualUNet3D(self.unet_cfg)
         if init is not None:
             net.load_state_dict(init.state_dict())
         net.to(self.device)
         opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
-        phase = Phase(self.workdir, spec.phase_config(name, "val_loss"), {"net": net}, opt,
-                      self.seed, device=self.device, amp=self.amp)
-        history = phase.run(self._draw(bins, weights), self._step(net, phase), lambda epoch: self.validate(net, bins),
-                            self.progress)
+        on_scans = expert is not None and isinstance(spec, RemixExperts) and spec.select_on == "scans"
+        pcfg = spec.phase_config(name, "val_scan_psnr", select_max=True) if on_scans else spec.phase_config(
+            name, "val_loss")
+        phase = Phase(self.workdir, pcfg, {"net": net}, opt, self.seed, device=self.device, amp=self.amp)
+
+        def validate(epoch: int) -> dict[str, float]:
+            scores = self.validate(net, bins)
+            if on_scans:
+                scores.update(self.scan_validation.score(net, expert))  # type: ignore[arg-type]
+            return scores
+
+        history = phase.run(self._draw(bins, weights), self._step(net, phase), validate, self.progress)
         if history:
             self.validation[name] = {k: round(float(v), 4) for k, v in history[-1].items() if k.startswith("val_")}
         self.nets[name] = net.eval()
@@ -255,7 +269,7 @@ class REMIxTrainer:
         or from the trained 1 network (``"single"``, which is trained first)."""
         if v == EXPERTS[0]:
             return self._train("expert1", self.cfg.expert1, [v], None)
-        return self._train(f"expert{v}", self.cfg.experts, [v], self._start(v - 1))
+        return self._train(f"expert{v}", self.cfg.experts, [v], self._start(v - 1), expert=v)
 
     def _start(self, previous: int) -> ResidualUNet3D:
         """Where an expert starts (``experts.init``): the 1 network, expert 1
@@ -272,7 +286,8 @@ class REMIxTrainer:
         if self.cfg.router != "anisotropy":
             raise ConfigError('the isotropic expert trains only with router "anisotropy"')
         pools: list[Pool] = [isotropic_pool(b) for b in isotropic_bins(self.cfg.degradation.bins)]
-        return self._train(ISOTROPIC_PHASE, self.cfg.isotropic_phase, pools, self._start(EXPERTS[-1]))
+        return self._train(ISOTROPIC_PHASE, self.cfg.isotropic_phase, pools, self._start(EXPERTS[-1]),
+                           expert=ISOTROPIC_EXPERT)
 
     def single(self) -> ResidualUNet3D:
         """The 1-network baseline (see the module docstring); with the
