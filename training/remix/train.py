@@ -20,7 +20,9 @@ each other expert 1200 and the single network 1800, the full config
 Each phase minimises the configured composite loss (MAE + (1 - SSIM) +
 gradient MAE + (1 - correlation), :class:`training.remix.losses.CompositeLoss`)
 with Adam and logs, per epoch, the mean of each term and the validation loss
-and PSNR of its bins.  Checkpoints: ``<export>/remix_t1`` (the seven experts
+and PSNR of its bins; with ``experts.select_on: "scans"`` the expert phases
+also log and select on ``val_scan_psnr``, the PSNR on whole scans of the
+out-of-generator validation head (:mod:`training.remix.scan_validation`).  Checkpoints: ``<export>/remix_t1`` (the seven experts
 in one file) and ``<export>/remix_t1_single``, each manifest with the resolved
 config (``extra.training_config``).
 
