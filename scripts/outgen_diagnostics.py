@@ -13,6 +13,12 @@
         REMIx (1 network, experts) and cubic on the held-out *sample* T1 subject 4
         acquired with the out-of-generator scans (trapezoid profile, Gaussian
         noise), with and without its skull: is it the acquisition or the head?
+    python scripts/outgen_diagnostics.py remix-scans [--checkpoints DIR]
+        each REMIx expert of an experts checkpoint and its 1 network on the
+        whole-scan validation of ``experts.select_on: "scans"`` (the validation
+        head, :mod:`training.remix.scan_validation`), with the trapezoid slice
+        profile and with a Gaussian one instead: does the head or the profile
+        hold an expert back?
     python scripts/outgen_diagnostics.py smoothness
         the fraction of image power above 0.2 and 0.35 cycles/mm in the central
         96 mm cube of the out-of-generator T1 head and of sample T1 subject 4
@@ -88,6 +94,40 @@ def remix_head(checkpoints: str) -> None:
             print(name, r["scan"], r["model"], r["expert"], round(r["psnr"], 2))
 
 
+def remix_scans(checkpoints: str) -> None:
+    import torch
+
+    import training.outgen.t1 as t1
+    from SuperResMoELib.checkpoints.store import load_checkpoint
+    from SuperResMoELib.methods.remix.checkpoint import unet_config
+    from SuperResMoELib.methods.remix.experts import expert_key
+    from SuperResMoELib.nets.unet3d import ResidualUNet3D
+    from training.outgen.acquisition import gaussian
+    from training.remix.scan_validation import VALIDATION_SCANS, ScanValidation
+
+    experts = load_checkpoint(f"{checkpoints}/remix_t1")
+    single = load_checkpoint(f"{checkpoints}/remix_t1_single")
+    cfg = unet_config(experts.manifest)
+
+    def net(tensors: dict, prefix: str) -> ResidualUNet3D:
+        n = ResidualUNet3D(cfg)
+        n.load_state_dict({k[len(prefix):]: t.float() for k, t in tensors.items() if k.startswith(prefix)})
+        return n.eval()
+
+    one = net(single.tensors, "net.")
+    for profile in ("trapezoid", "gaussian"):
+        if profile == "gaussian":
+            t1.trapezoid = gaussian  # type: ignore[assignment]  # acquire() reads the module's profile
+        sv = ScanValidation(cfg, torch.device("cpu"))
+        for e in VALIDATION_SCANS:
+            prefix = f"{expert_key(e)}."
+            if not any(k.startswith(prefix) for k in experts.tensors):
+                continue
+            a = sv.score(net(experts.tensors, prefix), e)["val_scan_psnr"]
+            b = sv.score(one, e)["val_scan_psnr"]
+            print(profile, "expert", e, f"{a:.2f}", "1 network", f"{b:.2f}", f"difference {a - b:+.2f} dB", flush=True)
+
+
 def smoothness() -> None:
     from SuperResMoELib.sample_data import t1_subject
     from training.outgen.t1 import t1_head
@@ -107,7 +147,7 @@ def smoothness() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("check", choices=("ssmoe-psf", "ssmoe-experts", "remix-head", "smoothness"))
+    p.add_argument("check", choices=("ssmoe-psf", "ssmoe-experts", "remix-head", "remix-scans", "smoothness"))
     p.add_argument("--task", default="aniso", choices=("aniso", "iso"))
     p.add_argument("--checkpoints", default=BUNDLED)
     p.add_argument("--head", default="test", choices=("test", "validation"),
@@ -119,6 +159,8 @@ def main() -> None:
         ssmoe_experts(a.task, a.checkpoints, a.head)
     elif a.check == "remix-head":
         remix_head(a.checkpoints)
+    elif a.check == "remix-scans":
+        remix_scans(a.checkpoints)
     else:
         smoothness()
 
