@@ -22,9 +22,10 @@ gradient MAE + (1 - correlation), :class:`training.remix.losses.CompositeLoss`)
 with Adam and logs, per epoch, the mean of each term and the validation loss
 and PSNR of its bins; with ``experts.select_on: "scans"`` the expert phases
 also log and select on ``val_scan_psnr``, the PSNR on whole scans of the
-out-of-generator validation head (:mod:`training.remix.scan_validation`).  Checkpoints: ``<export>/remix_t1`` (the seven experts
-in one file) and ``<export>/remix_t1_single``, each manifest with the resolved
-config (``extra.training_config``).
+out-of-generator validation head (:mod:`training.remix.scan_validation`).
+Checkpoints: ``<export>/remix_t1`` (the seven experts in one file) and
+``<export>/remix_t1_single``, each manifest with the resolved config
+(``extra.training_config``).
 
 The trainer takes a :class:`~training.remix.config.REMIxConfig` and trains on a
 device (``device``, ``amp``: :mod:`training.precision`); the libraries stay in
