@@ -98,32 +98,24 @@ def remix_scans(checkpoints: str) -> None:
     import torch
 
     import training.outgen.t1 as t1
-    from SuperResMoELib.checkpoints.store import load_checkpoint
-    from SuperResMoELib.methods.remix.checkpoint import unet_config
+    from SuperResMoELib.methods import EnhanceOptions, create_method
+    from SuperResMoELib.methods.remix.checkpoint import TASK, unet_config
     from SuperResMoELib.methods.remix.experts import expert_key
-    from SuperResMoELib.nets.unet3d import ResidualUNet3D
     from training.outgen.acquisition import gaussian
     from training.remix.scan_validation import VALIDATION_SCANS, ScanValidation
 
-    experts = load_checkpoint(f"{checkpoints}/remix_t1")
-    single = load_checkpoint(f"{checkpoints}/remix_t1_single")
-    cfg = unet_config(experts.manifest)
+    def load(name: str, kind: str):
+        net, _, manifest = create_method(kind).load(TASK, EnhanceOptions(checkpoint=f"{checkpoints}/{name}"))
+        return net, manifest
 
-    def net(tensors: dict, prefix: str) -> ResidualUNet3D:
-        n = ResidualUNet3D(cfg)
-        n.load_state_dict({k[len(prefix):]: t.float() for k, t in tensors.items() if k.startswith(prefix)})
-        return n.eval()
-
-    one = net(single.tensors, "net.")
+    experts, manifest = load("remix_t1.safetensors", "remix")
+    one = load("remix_t1_single.safetensors", "remix1")[0]["net"]
     for profile in ("trapezoid", "gaussian"):
         if profile == "gaussian":
             t1.trapezoid = gaussian  # type: ignore[assignment]  # acquire() reads the module's profile
-        sv = ScanValidation(cfg, torch.device("cpu"))
-        for e in VALIDATION_SCANS:
-            prefix = f"{expert_key(e)}."
-            if not any(k.startswith(prefix) for k in experts.tensors):
-                continue
-            a = sv.score(net(experts.tensors, prefix), e)["val_scan_psnr"]
+        sv = ScanValidation(unet_config(manifest), torch.device("cpu"))
+        for e in (e for e in VALIDATION_SCANS if expert_key(e) in experts):
+            a = sv.score(experts[expert_key(e)], e)["val_scan_psnr"]
             b = sv.score(one, e)["val_scan_psnr"]
             print(profile, "expert", e, f"{a:.2f}", "1 network", f"{b:.2f}", f"difference {a - b:+.2f} dB", flush=True)
 

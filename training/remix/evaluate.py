@@ -94,10 +94,15 @@ def brain_box(hr: Volume, margin: int = BOX_MARGIN) -> Volume:
     return sub_volume(hr, lo, hi)
 
 
+def brain_psnr(hr: np.ndarray, image: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR (dB) of ``image`` against ``hr`` inside ``mask``, peak = the HR's max - min."""
+    return psnr(hr, image, data_range=float(hr.max() - hr.min()), mask=mask)
+
+
 def scores(hr: np.ndarray, image: np.ndarray, mask: np.ndarray, seg_hr: np.ndarray) -> dict[str, float]:
-    """PSNR, correlation and mean tissue Dice of ``image`` against ``hr``."""
+    """PSNR (:func:`brain_psnr`), correlation and mean tissue Dice of ``image`` against ``hr``."""
     d = dice(seg_hr, segment_tissues(image, mask))
-    return {"psnr": psnr(hr, image, data_range=float(hr.max() - hr.min()), mask=mask),
+    return {"psnr": brain_psnr(hr, image, mask),
             "correlation": correlation(hr, image, mask), "dice": d["mean"],
             **{f"dice_{k}": v for k, v in d.items() if k != "mean"}}
 

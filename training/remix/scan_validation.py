@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from SuperResMoELib.core.volume import Grid, Volume
 from SuperResMoELib.methods.remix.experts import ISOTROPIC_EXPERT
 
 #: Expert -> the (i, j, k) mm spacings of its validation scans (module docstring).
@@ -39,6 +40,8 @@ VALIDATION_SCANS: dict[int | str, tuple[tuple[float, float, float], ...]] = {
     **{v: ((float(v), 1.0, 1.0), (1.0, float(v), 1.0)) for v in range(2, 8)},
     ISOTROPIC_EXPERT: ((2.0, 2.0, 2.0),),
 }
+#: Every validation scan's spacing, in the order that numbers their noise streams.
+_SPACINGS: list[tuple[float, float, float]] = sorted({s for v in VALIDATION_SCANS.values() for s in v})
 #: Salt of the validation scans' noise (the test scans use another stream).
 SCAN_SALT = 3
 #: Sliding-window overlap of the validation inference (the evaluation uses 0.5; 0.25 is faster and ranks alike).
@@ -47,10 +50,10 @@ SCAN_OVERLAP = 0.25
 
 @dataclass(frozen=True)
 class _Scan:
-    lr: object  # Volume, on its own LR grid
+    lr: Volume  # on its own LR grid
     hr: np.ndarray  # (K, J, I) float32 on the 1 mm grid the LR covers
     mask: np.ndarray  # (K, J, I) bool brain mask of ``hr``
-    grid: object  # the HR Grid (the inference's target grid)
+    grid: Grid  # the HR grid (the inference's target grid)
 
 
 class ScanValidation:
@@ -62,42 +65,46 @@ class ScanValidation:
         self.unet_cfg = unet_cfg
         self.device = device
         self.block_mm = block_mm
+        self._head: Volume | None = None
         self._scans: dict[tuple[float, float, float], _Scan] = {}
+
+    def _validation_head(self) -> Volume:
+        """The validation head (its brain box, or the central ``block_mm`` cube), made once."""
+        from training.outgen.t1 import t1_head
+
+        from .evaluate import brain_box
+
+        if self._head is None:
+            head = t1_head(self.block_mm, "validation")
+            self._head = brain_box(head) if self.block_mm is None else head
+        return self._head
 
     def scans(self, expert: int | str) -> list[_Scan]:
         """The validation scans of ``expert`` (:data:`VALIDATION_SCANS`)."""
         from SuperResMoELib.evaluation.segmentation import brain_mask
-        from training.outgen.t1 import NOISE_FRACTION, SEED, acquire, t1_head
-
-        from .evaluate import brain_box
+        from training.outgen.t1 import NOISE_FRACTION, SEED, acquire
 
         if expert not in VALIDATION_SCANS:
             raise ValueError(f"no validation scans for REMIx expert {expert!r}; "
                              f"experts with scans: {list(VALIDATION_SCANS)}")
-        out = []
         for spacing in VALIDATION_SCANS[expert]:
             if spacing not in self._scans:
-                head = t1_head(self.block_mm, "validation")
-                head = brain_box(head) if self.block_mm is None else head
-                n = sorted({s for v in VALIDATION_SCANS.values() for s in v}).index(spacing)
-                lr, hr = acquire(head, spacing, np.random.default_rng([SEED, SCAN_SALT, n]), NOISE_FRACTION * 1000.0)
+                rng = np.random.default_rng([SEED, SCAN_SALT, _SPACINGS.index(spacing)])
+                lr, hr = acquire(self._validation_head(), spacing, rng, NOISE_FRACTION * 1000.0)
                 arr = np.asarray(hr.array, np.float32)
                 self._scans[spacing] = _Scan(lr, arr, brain_mask(arr), hr.grid)
-            out.append(self._scans[spacing])
-        return out
+        return [self._scans[s] for s in VALIDATION_SCANS[expert]]
 
-    @torch.no_grad()
     def score(self, net: torch.nn.Module, expert: int | str) -> dict[str, float]:
         """``{"val_scan_psnr": mean PSNR (dB, HR brain mask) of net on expert's scans}``;
         ``net`` is exported (fp16) and run as the 1-network method runs a checkpoint."""
         from SuperResMoELib.checkpoints.store import save_checkpoint
-        from SuperResMoELib.evaluation.metrics import psnr
         from SuperResMoELib.methods import EnhanceOptions
         from SuperResMoELib.methods.remix import remix_manifest
         from SuperResMoELib.methods.remix.method import REMIxSingleMethod
 
-        scans = self.scans(expert)
-        was_training = net.training
+        from .evaluate import brain_psnr
+
         tensors = {f"net.{k}": t.detach().cpu().contiguous() for k, t in net.state_dict().items()}
         values = []
         with tempfile.TemporaryDirectory(prefix="remix_scan_validation_") as tmp:
@@ -105,10 +112,8 @@ class ScanValidation:
                                    remix_manifest("single", self.unet_cfg, description="validation candidate"),
                                    half=True)
             method = REMIxSingleMethod()  # a fresh method: no network cached from an earlier candidate
-            for s in scans:
+            for s in self.scans(expert):
                 opts = EnhanceOptions(checkpoint=str(path), overlap=SCAN_OVERLAP, extra={"target_grid": s.grid})
-                res = method.enhance(s.lr, opts, str(self.device))  # type: ignore[arg-type]
-                image = np.asarray(res.volume.array, np.float32)
-                values.append(psnr(s.hr, image, data_range=float(s.hr.max() - s.hr.min()), mask=s.mask))
-        net.train(was_training)
+                res = method.enhance(s.lr, opts, str(self.device))
+                values.append(brain_psnr(s.hr, np.asarray(res.volume.array, np.float32), s.mask))
         return {"val_scan_psnr": float(np.mean(values))}

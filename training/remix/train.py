@@ -248,8 +248,10 @@ class REMIxTrainer:
         net.to(self.device)
         opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
         on_scans = expert is not None and isinstance(spec, RemixExperts) and spec.select_on == "scans"
-        pcfg = spec.phase_config(name, "val_scan_psnr", select_max=True) if on_scans else spec.phase_config(
-            name, "val_loss")
+        if on_scans:
+            pcfg = spec.phase_config(name, "val_scan_psnr", select_max=True)
+        else:
+            pcfg = spec.phase_config(name, "val_loss")
         phase = Phase(self.workdir, pcfg, {"net": net}, opt, self.seed, device=self.device, amp=self.amp)
 
         def validate(epoch: int) -> dict[str, float]:
